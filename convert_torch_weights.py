@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Convert PyTorch weights (torchvision VGG16, torchfcn FCNs) to a weights directory, and back.
+
+    python convert_torch_weights.py --src vgg16.pth --arch fcn32s --out weights/fcn32s-init
+    python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s --out weights/fcn8s --check
+    python convert_torch_weights.py --to-torch --src weights/fcn8s --out fcn8s.pth
+
+Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from fcn_jax.checkpoint import load_weights, save_weights
+from fcn_jax.errors import FCNError, run_cli
+from fcn_jax.models import VARIANTS
+from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--src", required=True, help=".pth file (or, with --to-torch, a weights dir)")
+    p.add_argument("--arch", choices=sorted(VARIANTS), help="FCN variant to build")
+    p.add_argument("--out", required=True, help="weights directory (or .pth with --to-torch)")
+    p.add_argument("--n-class", type=int, help="class count (checked against a checkpoint's)")
+    p.add_argument("--class-names", type=Path, help="text file, one class name per line")
+    p.add_argument("--check", action="store_true", help="compare PyTorch and Flax outputs")
+    p.add_argument("--image", type=Path, default=VOC_SAMPLE_IMAGE,
+                   help="input for --check (default: the bundled VOC sample)")
+    p.add_argument("--to-torch", action="store_true", help="weights dir -> torchfcn checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imported here so that --help answers without loading jax and torch.
+    from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
+    from fcn_jax.convert.check import check_parity
+    from fcn_jax.inference import load_image
+
+    if args.to_torch:
+        if Path(args.out).exists() and not args.overwrite:
+            raise FCNError(f"{args.out} exists: choose another --out or pass --overwrite")
+        out = export_torchfcn(args.src, args.out)
+        print(f"wrote {out}")
+        source = read_torch_weights(out)
+        params, metadata = load_weights(args.src, as_numpy=True)
+    else:
+        if args.arch is None:
+            raise FCNError("--arch is required: one of " + ", ".join(sorted(VARIANTS)))
+        if args.class_names is not None and not args.class_names.is_file():
+            raise FCNError(f"--class-names file {args.class_names} does not exist")
+        names = read_class_names(args.class_names) if args.class_names else None
+        params, metadata, source = convert_torch_file(args.src, args.arch, args.n_class, names)
+        save_weights(args.out, params, metadata, overwrite=args.overwrite)
+        print(
+            f"converted {source.kind} {args.src} -> {args.out}: {metadata.arch}, "
+            f"{metadata.n_class} classes, width {metadata.width:g}, "
+            f"preprocessing {metadata.preprocessing.name}"
+        )
+    if not args.check:
+        return 0
+    report = check_parity(source, params, metadata, load_image(args.image))
+    print(f"\nparity check on {args.image}:")
+    print(report.format())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)

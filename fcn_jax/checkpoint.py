@@ -1,0 +1,221 @@
+"""The weights directory: the one on-disk format every fcn-jax tool reads and writes.
+
+An orbax ``CheckpointManager`` directory whose steps hold two items:
+
+- ``params``: the Flax params pytree (tensorstore arrays; loading never unpickles or runs code);
+- ``metadata``: JSON with ``arch``, ``n_class``, ``class_names``, ``width``, ``preprocessing``
+  (numbers, see :class:`~fcn_jax.preprocessing.Preprocessing`), ``source`` and
+  ``source_sha256``.
+
+Conversion writes a single step (0); training writes one per snapshot into the same layout, so
+a training workdir is a weights directory too. Loading takes the latest step unless told.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from fcn_jax.errors import FCNError
+from fcn_jax.models import FCN, VARIANTS, abstract_params
+from fcn_jax.preprocessing import Preprocessing
+from fcn_jax.types import PyTree
+
+ITEMS = ("params", "metadata")
+METADATA_KEYS = ("arch", "n_class", "class_names", "width", "preprocessing")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsMetadata:
+    """What a weights directory says about its params.
+
+    Attributes:
+        arch: FCN variant (``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``).
+        n_class: number of classes.
+        class_names: one name per class.
+        width: channel multiplier of the network (1.0 is the paper's).
+        preprocessing: the input normalisation these weights expect.
+        source: where the params came from (``torchfcn``, ``torchvision_vgg16``, ``fcn-jax``).
+        source_sha256: SHA-256 of the source file, if converted.
+    """
+
+    arch: str
+    n_class: int
+    class_names: tuple[str, ...]
+    width: float
+    preprocessing: Preprocessing
+    source: str = "fcn-jax"
+    source_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in VARIANTS:
+            raise FCNError(f"metadata arch {self.arch!r} is not one of {sorted(VARIANTS)}")
+        if len(self.class_names) != self.n_class:
+            raise FCNError(
+                f"metadata has {len(self.class_names)} class_names for n_class={self.n_class}"
+            )
+
+    def model(self, **overrides: Any) -> FCN:
+        """The FCN these params belong to (``overrides``: dtype, learn_upsampling, ...)."""
+        return FCN(
+            variant=self.arch, n_class=self.n_class, width=self.width, **overrides
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], where: str = "metadata") -> WeightsMetadata:
+        """Parse and validate; errors name ``where`` and the offending key."""
+        missing = [k for k in METADATA_KEYS if k not in d]
+        if missing:
+            raise FCNError(f"{where} lacks {missing} (has {sorted(d)})")
+        try:
+            return cls(
+                arch=str(d["arch"]),
+                n_class=int(d["n_class"]),
+                class_names=tuple(str(c) for c in d["class_names"]),
+                width=float(d["width"]),
+                preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+                source=str(d.get("source", "fcn-jax")),
+                source_sha256=d.get("source_sha256"),
+            )
+        except FCNError as e:
+            raise FCNError(f"{where}: {e}") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manager(directory: Path, **options: Any) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        directory.absolute(), item_names=ITEMS, options=ocp.CheckpointManagerOptions(**options)
+    )
+
+
+def save_weights(
+    directory: str | Path,
+    params: PyTree,
+    metadata: WeightsMetadata,
+    step: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``params`` and ``metadata`` as step ``step`` of the weights directory.
+
+    Args:
+        directory: output directory; must not already hold checkpoints unless ``overwrite``.
+        params: Flax params pytree (numpy or jax arrays).
+        metadata: what the params are.
+        step: checkpoint step.
+        overwrite: replace existing checkpoints in ``directory``.
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise FCNError(f"{directory} already exists and is not empty: choose another --out or "
+                           "pass --overwrite")
+        with _manager(directory) as old:
+            for s in old.all_steps():
+                old.delete(s)
+    with _manager(directory) as manager:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                metadata=ocp.args.JsonSave(metadata.to_json()),
+            ),
+        )
+        manager.wait_until_finished()
+    return directory
+
+
+def _latest_step(manager: ocp.CheckpointManager, directory: Path, step: int | None) -> int:
+    steps = manager.all_steps()
+    if not steps:
+        raise FCNError(
+            f"{directory} holds no checkpoint: give a weights directory written by "
+            "convert_torch_weights.py or train.py"
+        )
+    if step is None:
+        return max(steps)
+    if step not in steps:
+        raise FCNError(f"{directory} has no step {step}; it has steps {sorted(steps)}")
+    return step
+
+
+def _check_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        what = "is a file, not a weights directory" if directory.exists() else "does not exist"
+        raise FCNError(f"weights directory {directory} {what}")
+
+
+def load_metadata(directory: str | Path, step: int | None = None) -> WeightsMetadata:
+    """Read the metadata of a weights directory."""
+    directory = Path(directory)
+    _check_dir(directory)
+    with _manager(directory) as manager:
+        step = _latest_step(manager, directory, step)
+        restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+    return WeightsMetadata.from_json(restored.metadata, where=f"{directory} metadata")
+
+
+def load_weights(
+    directory: str | Path, step: int | None = None, as_numpy: bool = False
+) -> tuple[PyTree, WeightsMetadata]:
+    """Read params and metadata from a weights directory.
+
+    Args:
+        directory: the weights directory.
+        step: which step (latest by default).
+        as_numpy: return numpy arrays exactly as stored, without checking them against the
+            model's structure (for exporting); otherwise jax arrays restored against the
+            structure the metadata's model expects.
+
+    Returns:
+        (params, metadata).
+    """
+    directory = Path(directory)
+    metadata = load_metadata(directory, step)
+    with _manager(directory) as manager:
+        step = _latest_step(manager, directory, step)
+        if as_numpy:
+            restore = ocp.args.StandardRestore()
+        else:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            target = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                abstract_params(metadata.model()),
+            )
+            restore = ocp.args.StandardRestore(target)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(params=restore))
+        except (ValueError, KeyError) as e:
+            raise FCNError(
+                f"params in {directory} (step {step}) do not match a {metadata.arch} with "
+                f"n_class={metadata.n_class}, width={metadata.width}: {e}"
+            ) from None
+    return restored.params, metadata
+
+
+# orbax logs every save/restore at INFO through absl; keep CLIs readable.
+logging.getLogger("absl").setLevel(logging.WARNING)

@@ -1,0 +1,88 @@
+"""Conversion between PyTorch weights (torchvision VGG16, torchfcn FCNs) and weights directories.
+
+- :func:`convert_torch_file`: a ``.pth`` file -> Flax params + metadata (the preprocessing the
+  source expects included);
+- :func:`export_torchfcn`: a weights directory -> a torchfcn-layout checkpoint;
+- :func:`fcn_jax.convert.check.check_parity`: runs both frameworks on one image and reports.
+
+torch is imported lazily, only by the functions that read or write torch files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fcn_jax.checkpoint import WeightsMetadata, load_weights, sha256_file
+from fcn_jax.convert.torch_files import (
+    TORCHVISION_VGG16,
+    TorchWeights,
+    read_torch_weights,
+    write_torchfcn_checkpoint,
+)
+from fcn_jax.convert.torchfcn import flax_to_torchfcn, infer_width, torchfcn_to_flax
+from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
+from fcn_jax.errors import FCNError
+from fcn_jax.models import VARIANTS, get_variant
+from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
+from fcn_jax.resources import default_class_names
+from fcn_jax.types import PyTree
+
+__all__ = ["TorchWeights", "convert_torch_file", "export_torchfcn", "read_torch_weights"]
+
+
+def convert_torch_file(
+    src: str | Path,
+    arch: str,
+    n_class: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[PyTree, WeightsMetadata, TorchWeights]:
+    """Convert a PyTorch weights file, recognised by its keys.
+
+    Args:
+        src: a torchvision VGG16 state dict, or a torchfcn FCN checkpoint (bare state dict or a
+            dict with ``model_state_dict``).
+        arch: the FCN variant to build (``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``).
+        n_class: class count; for a torchfcn checkpoint it must match the checkpoint's, for a
+            VGG16 it sets the new score layers (21 by default).
+        class_names: one per class; VOC's for 21 classes by default.
+
+    Returns:
+        (params as numpy arrays, metadata, the source weights).
+    """
+    if arch not in VARIANTS:
+        raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
+    weights = read_torch_weights(src)
+    if weights.kind == TORCHVISION_VGG16:
+        n_class = 21 if n_class is None else n_class
+        params = vgg16_to_fcn(weights, arch, n_class)
+        preprocessing, width = TORCHVISION, infer_width(weights, "features.0.weight")
+    else:
+        params = torchfcn_to_flax(weights, arch, n_class)
+        n_class = params["score_fr"]["kernel"].shape[-1]
+        preprocessing, width = CAFFE_VOC, infer_width(weights, "conv1_1.weight")
+    names = tuple(class_names) if class_names is not None else default_class_names(n_class)
+    if len(names) != n_class:
+        raise FCNError(f"{len(names)} class names given for {n_class} classes")
+    metadata = WeightsMetadata(
+        arch=arch,
+        n_class=n_class,
+        class_names=names,
+        width=width,
+        preprocessing=preprocessing,
+        source=weights.kind,
+        source_sha256=sha256_file(src),
+    )
+    return params, metadata, weights
+
+
+def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
+    """Write a weights directory as ``{'model_state_dict': ..., 'arch': ...}`` (torchfcn layout).
+
+    ``arch`` is torchfcn's class name (``FCN8s``, ...), which its trainer writes and
+    :func:`convert_torch_file` checks. Tensors are copied bit for bit.
+    """
+    params, metadata = load_weights(weights_dir, as_numpy=True)
+    state = flax_to_torchfcn(params)
+    return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)
+

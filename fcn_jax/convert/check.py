@@ -1,0 +1,182 @@
+"""Proof of a conversion: run the PyTorch source and the converted Flax model on the same input.
+
+For a torchfcn source the logits are compared, with a block-by-block table of intermediate maps
+so a mismatch points at its layer. For a torchvision VGG16 source the new score layers are zero
+(every logit equal, proving nothing), so the trunk is compared instead: fc7 of the VGG16 with its
+classifier run as convolutions against the Flax trunk's.
+
+Both frameworks compute in full float32 (``jax_default_matmul_precision="highest"``, TF32 off in
+torch) so the comparison measures the conversion, not a GPU's reduced-precision matmuls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch
+from fcn_jax.types import PyTree
+
+# Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDiff:
+    """Difference of one intermediate map.
+
+    Attributes:
+        name: layer (``pool3``, ``score_fr``, ``logits``...).
+        shape: NHWC shape.
+        max_abs: max |flax - torch|.
+        scale: max |torch| (the reference's magnitude).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    scale: float
+
+    @property
+    def rel(self) -> float:
+        """max_abs / scale (0 when both are 0)."""
+        return self.max_abs / self.scale if self.scale > 0 else float(self.max_abs > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """Outcome of :func:`check_parity`.
+
+    Attributes:
+        compared: ``logits`` (FCN source) or ``fc7`` (VGG16 source).
+        layers: per-block differences, input to output; the last row is ``compared``.
+        argmax_agreement: % of pixels with the same argmax class (logits only).
+        confident_agreement: % agreement on pixels whose reference top-2 margin exceeds the
+            tolerance (must be 100).
+        confident_pixels: how many pixels that is.
+        tolerance: relative tolerance on the compared map.
+    """
+
+    compared: str
+    layers: tuple[LayerDiff, ...]
+    argmax_agreement: float | None
+    confident_agreement: float | None
+    confident_pixels: int | None
+    tolerance: float = PARITY_TOLERANCE
+
+    @property
+    def final(self) -> LayerDiff:
+        """The compared map's row."""
+        return self.layers[-1]
+
+    @property
+    def passed(self) -> bool:
+        """Within tolerance and, for logits, every confident pixel agrees."""
+        ok = self.final.rel <= self.tolerance
+        return ok and (self.confident_agreement is None or self.confident_agreement == 100.0)
+
+    def format(self) -> str:
+        """Human-readable report: per-layer table, then the verdict."""
+        lines = [
+            f"{'layer':<16}{'shape (NHWC)':<24}{'max |diff|':>12}{'max |ref|':>12}{'rel':>11}",
+        ]
+        for d in self.layers:
+            lines.append(
+                f"{d.name:<16}{'x'.join(map(str, d.shape)):<24}{d.max_abs:>12.3e}{d.scale:>12.3e}"
+                f"{d.rel:>11.2e}"
+            )
+        f = self.final
+        lines.append("")
+        lines.append(
+            f"{self.compared}: max abs diff {f.max_abs:.3e}, relative {f.rel:.3e} "
+            f"(tolerance {self.tolerance:.0e})"
+        )
+        if self.argmax_agreement is not None:
+            lines.append(
+                f"argmax agreement: {self.argmax_agreement:.4f}% of pixels; "
+                f"{self.confident_agreement:.4f}% of the {self.confident_pixels} pixels whose "
+                f"top-2 margin exceeds the tolerance"
+            )
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
+
+def _diff(name: str, ours: np.ndarray, ref: np.ndarray) -> LayerDiff:
+    if ours.shape != ref.shape:
+        raise AssertionError(f"{name}: Flax shape {ours.shape} != torch shape {ref.shape}")
+    return LayerDiff(
+        name,
+        tuple(ours.shape),
+        float(np.max(np.abs(ours.astype(np.float64) - ref))),
+        float(np.max(np.abs(ref))),
+    )
+
+
+@functools.cache
+def _flax_forward(model: object) -> object:
+    # One jitted function per model definition: repeated checks reuse the compilation.
+    return jax.jit(functools.partial(model.apply, mutable=["intermediates"]))  # type: ignore[attr-defined]  # model is an FCN
+
+
+def check_parity(
+    source: TorchWeights, params: PyTree, metadata: WeightsMetadata, image: np.ndarray
+) -> ParityReport:
+    """Run source and converted model on ``image`` and compare.
+
+    Args:
+        source: the PyTorch weights the params were converted from.
+        params: the converted Flax params.
+        metadata: their metadata (arch, classes, width, preprocessing).
+        image: [H, W, 3] uint8 RGB.
+
+    Returns:
+        The report; ``report.passed`` says whether it is within tolerance.
+    """
+    torch = import_torch()
+    from fcn_jax.torch_reference import TorchFCN, vgg16_fc7
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    x = np.asarray(metadata.preprocessing.apply(image[None]))  # [1, H, W, 3]
+    x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    state = {k: torch.from_numpy(v) for k, v in source.state.items()}
+
+    ref: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if source.kind == TORCHVISION_VGG16:
+            ref = vgg16_fc7(state, x_torch)
+            compared = "fc7"
+        else:
+            net = TorchFCN(metadata.arch, metadata.n_class, metadata.width)
+            net.load_state_dict(state, strict=True)
+            ref["logits"] = net.eval()(x_torch, intermediates=ref)
+            compared = "logits"
+    ref_np = {k: v.numpy().transpose(0, 2, 3, 1) for k, v in ref.items()}
+
+    forward = _flax_forward(metadata.model())
+    with jax.default_matmul_precision("highest"):
+        logits, state_out = forward({"params": params}, x)
+    ours = {k: np.asarray(v) for k, v in state_out["intermediates"]["maps"][0].items()}
+    ours["logits"] = np.asarray(logits)
+
+    names = [k for k in ref_np if k in ours and k != compared]
+    layers = tuple(_diff(k, ours[k], ref_np[k]) for k in names) + (
+        _diff(compared, ours[compared], ref_np[compared]),
+    )
+    if compared != "logits":
+        return ParityReport(compared, layers, None, None, None)
+    ref_logits, our_logits = ref_np["logits"][0], ours["logits"][0]
+    agree = np.argmax(ref_logits, -1) == np.argmax(our_logits, -1)
+    top2 = np.sort(ref_logits, axis=-1)[..., -2:]
+    confident = (top2[..., 1] - top2[..., 0]) > PARITY_TOLERANCE * layers[-1].scale
+    return ParityReport(
+        compared,
+        layers,
+        argmax_agreement=100.0 * float(agree.mean()),
+        confident_agreement=100.0 * float(agree[confident].mean()) if confident.any() else 100.0,
+        confident_pixels=int(confident.sum()),
+    )

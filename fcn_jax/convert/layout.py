@@ -1,0 +1,138 @@
+"""Tensor layouts and name tables between PyTorch and Flax, and the strict key/shape check.
+
+Every layout change lives here, pinned by the torch parity tests:
+
+- conv kernels: torch [out, in, kh, kw] <-> Flax [kh, kw, in, out];
+- transposed conv kernels: torch ``ConvTranspose2d`` [in, out, kh, kw] <-> Flax
+  :class:`~fcn_jax.models.fcn.Upsample` [kh, kw, in, out], *spatially flipped*: torch scatters
+  each input pixel through the kernel (the gradient of a convolution), while
+  ``lax.conv_transpose`` correlates the stride-dilated input with the kernel, which reverses it.
+  A symmetric bilinear kernel hides the difference; a learned one does not.
+- torchvision's classifier: ``classifier.0`` [4096, 25088] is fc6 as a [4096, 512, 7, 7] conv
+  (torch flattens pool5 channel-major), ``classifier.3`` [4096, 4096] is fc7 as 1x1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flax import traverse_util
+
+from fcn_jax.errors import FCNError, format_list
+from fcn_jax.models.vgg import VGG16_BLOCKS
+from fcn_jax.types import PyTree
+
+
+def _torchvision_convs() -> dict[str, str]:
+    # features.N: each conv is followed by a ReLU (N+1), each block by a MaxPool.
+    table, index = {}, 0
+    for block in VGG16_BLOCKS:
+        for spec in block:
+            table[f"features.{index}"] = spec.name
+            index += 2
+        index += 1
+    return table
+
+
+# torchvision VGG16 module prefix -> FCN layer name.
+TORCHVISION_CONVS: dict[str, str] = _torchvision_convs()
+TORCHVISION_FC = {"classifier.0": "fc6", "classifier.3": "fc7"}
+TORCHVISION_UNUSED = ("classifier.6",)  # the 1000-way ImageNet layer (fc8)
+
+
+def conv_to_flax(w: np.ndarray) -> np.ndarray:
+    """torch conv weight [O, I, kh, kw] -> Flax kernel [kh, kw, I, O]."""
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+
+
+def conv_to_torch(k: np.ndarray) -> np.ndarray:
+    """Flax conv kernel [kh, kw, I, O] -> torch weight [O, I, kh, kw]."""
+    return np.ascontiguousarray(np.transpose(k, (3, 2, 0, 1)))
+
+
+def deconv_to_flax(w: np.ndarray) -> np.ndarray:
+    """torch ConvTranspose2d weight [I, O, kh, kw] -> Flax Upsample kernel [kh, kw, I, O]."""
+    return np.ascontiguousarray(np.transpose(w[:, :, ::-1, ::-1], (2, 3, 0, 1)))
+
+
+def deconv_to_torch(k: np.ndarray) -> np.ndarray:
+    """Flax Upsample kernel [kh, kw, I, O] -> torch ConvTranspose2d weight [I, O, kh, kw]."""
+    return np.ascontiguousarray(np.transpose(k, (2, 3, 0, 1))[:, :, ::-1, ::-1])
+
+
+def linear_to_conv(w: np.ndarray, in_channels: int, kernel: int) -> np.ndarray:
+    """torch Linear weight [O, I * k * k] -> Flax conv kernel [k, k, I, O]."""
+    if w.shape[1] != in_channels * kernel * kernel:
+        raise FCNError(
+            f"Linear weight {tuple(w.shape)} cannot be a {kernel}x{kernel} conv on "
+            f"{in_channels} channels (needs {in_channels * kernel * kernel} inputs)"
+        )
+    return conv_to_flax(w.reshape(w.shape[0], in_channels, kernel, kernel))
+
+
+def is_upsampling(layer: str) -> bool:
+    """Whether a layer name is one of the transposed convolutions (upscore*)."""
+    return layer.startswith("upscore")
+
+
+def torch_key(path: tuple[str, ...]) -> str:
+    """torchfcn state-dict key of a Flax param path, e.g. ('vgg16', 'conv1_1', 'kernel')."""
+    layer, leaf = path[-2], path[-1]
+    return f"{layer}.{'weight' if leaf == 'kernel' else 'bias'}"
+
+
+def torchfcn_names(params: PyTree) -> dict[str, tuple[str, ...]]:
+    """torchfcn key -> Flax param path, for every param of an FCN params tree."""
+    return {torch_key(path): path for path in traverse_util.flatten_dict(params)}
+
+
+def to_flax(key: str, w: np.ndarray) -> np.ndarray:
+    """Convert one torchfcn tensor to the Flax layout of the param it maps to."""
+    if key.endswith(".bias"):
+        return w
+    return deconv_to_flax(w) if is_upsampling(key.split(".")[0]) else conv_to_flax(w)
+
+
+def to_torch(key: str, w: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_flax`."""
+    if key.endswith(".bias"):
+        return np.ascontiguousarray(w)
+    return deconv_to_torch(w) if is_upsampling(key.split(".")[0]) else conv_to_torch(w)
+
+
+def check_keys_and_shapes(
+    source: str,
+    found: Mapping[str, tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
+    what: str,
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Fail loudly unless ``found`` has exactly the ``expected`` keys and shapes.
+
+    Args:
+        source: the file being converted (named in the error).
+        found: key -> shape in the source.
+        expected: key -> shape the target needs.
+        what: description of the target, e.g. ``an fcn8s with 21 classes``.
+        ignore: source key prefixes that are known and deliberately unused.
+
+    Raises:
+        FCNError: listing every missing and unexpected key and every shape mismatch.
+    """
+    used = {k for k in found if not k.startswith(ignore)}
+    missing = sorted(set(expected) - used)
+    unexpected = sorted(used - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {format_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {format_list(unexpected)}")
+    for key in sorted(set(expected) & used):
+        if tuple(found[key]) != tuple(expected[key]):
+            problems.append(
+                f"shape mismatch in {key.rsplit('.', 1)[0]}: {key} is {tuple(found[key])} in the "
+                f"checkpoint, {what} needs {tuple(expected[key])}"
+            )
+    if problems:
+        raise FCNError(f"{source} does not fit {what}:\n  " + "\n  ".join(problems))

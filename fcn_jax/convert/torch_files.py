@@ -1,0 +1,109 @@
+"""Reading and writing PyTorch weight files, safely (``torch.load(..., weights_only=True)``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcn_jax.errors import FCNError, format_list
+
+TORCHVISION_VGG16 = "torchvision_vgg16"
+TORCHFCN = "torchfcn"
+
+
+def import_torch() -> Any:
+    """Import torch, or say how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise FCNError(
+            "PyTorch is needed for this: pip install 'fcn-jax[torch]' (on CPU machines "
+            "torch==2.13.0 avoids the multi-GB CUDA build)"
+        ) from None
+    return torch
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchWeights:
+    """A state dict read from a PyTorch file.
+
+    Attributes:
+        path: the file.
+        kind: ``torchvision_vgg16`` or ``torchfcn``, recognised by the keys.
+        state: key -> array, exactly as stored (float32 for the known sources).
+        arch: the checkpoint's own ``arch`` entry, if it has one.
+    """
+
+    path: Path
+    kind: str
+    state: dict[str, np.ndarray]
+    arch: str | None = None
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """key -> shape."""
+        return {k: tuple(v.shape) for k, v in self.state.items()}
+
+
+def detect_kind(path: Path, keys: list[str]) -> str:
+    """Recognise the source by its keys: torchvision VGG16 or a torchfcn FCN."""
+    if any(k.startswith("features.") for k in keys) and any(k.startswith("classifier.") for k in keys):
+        return TORCHVISION_VGG16
+    if "conv1_1.weight" in keys and "score_fr.weight" in keys:
+        return TORCHFCN
+    raise FCNError(
+        f"{path} is neither a torchvision VGG16 state dict (features.N.*, classifier.N.*) nor a "
+        f"torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*); its keys: {format_list(sorted(keys))}"
+    )
+
+
+def read_torch_weights(path: str | Path) -> TorchWeights:
+    """Load a PyTorch weights file without running any code it may carry.
+
+    Accepts a bare state dict or a dict holding ``model_state_dict`` (torchfcn's trainer
+    checkpoints, with ``arch``); a ``module.`` prefix (DataParallel) is stripped.
+
+    Raises:
+        FCNError: the file is missing, not a torch file, or holds no recognisable state dict.
+    """
+    torch = import_torch()
+    path = Path(path)
+    if not path.is_file():
+        raise FCNError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files (pickle, zip, runtime)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FCNError(
+            f"{path} is not a PyTorch checkpoint that torch.load(weights_only=True) can read "
+            f"({type(e).__name__}: {first})"
+        ) from None
+    arch = None
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        arch = obj.get("arch")
+        obj = obj["model_state_dict"]
+    if not (isinstance(obj, Mapping) and obj and all(torch.is_tensor(v) for v in obj.values())):
+        keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
+        raise FCNError(
+            f"{path} holds no state dict: expected a dict of tensors or a dict with "
+            f"'model_state_dict', found {type(obj).__name__}"
+            + (f" with keys {format_list(keys)}" if keys else "")
+        )
+    state = {}
+    for key, value in obj.items():
+        key = key.removeprefix("module.")
+        state[key] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.numpy()
+    return TorchWeights(path, detect_kind(path, list(state)), state, str(arch) if arch else None)
+
+
+def write_torchfcn_checkpoint(path: str | Path, state: Mapping[str, np.ndarray], arch: str) -> Path:
+    """Write ``{'model_state_dict': ..., 'arch': ...}`` as torchfcn's trainer does."""
+    torch = import_torch()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    torch.save({"model_state_dict": tensors, "arch": arch}, path)
+    return path

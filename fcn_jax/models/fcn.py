@@ -1,0 +1,270 @@
+"""The fully convolutional network of Long, Shelhamer & Darrell: FCN-32s, 16s, 8s and 8s-atonce.
+
+One module, :class:`FCN`; the variant is data (:class:`VariantSpec`): which pools feed skip
+connections, at what fixed scale, and hence which upsampling layers exist. Layer names follow
+the Caffe release and torchfcn (``score_fr``, ``upscore2``, ``score_pool4``, ``upscore_pool4``,
+``score_pool3``, ``upscore8``, ...), so weight conversion is a name table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fcn_jax.models.layers import CoordMap, bilinear_init, crop_like, crop_offset
+from fcn_jax.models.vgg import VGG16, trunk_coord_maps
+from fcn_jax.types import Array, PyTree
+
+SKIP_UPSAMPLE = (4, 2)  # kernel, stride of every 2x upsampling between skips (upscore2, ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec:
+    """What distinguishes the FCN variants.
+
+    Attributes:
+        name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        skips: pools fused into the score map, coarse to fine.
+        skip_scales: fixed factor applied to each skip's pool before its score layer. The atonce
+            net scales pool4 by 0.01 and pool3 by 1e-4 (constant ``Scale`` layers with lr 0 in the
+            release) so that all streams can be trained in one stage.
+        torch_name: torchfcn's class name, stored as ``arch`` in its checkpoints.
+    """
+
+    name: str
+    skips: tuple[str, ...]
+    skip_scales: tuple[float, ...]
+    torch_name: str
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the last score map before the final upsampling: 32, 16 or 8."""
+        return 32 // 2 ** len(self.skips)
+
+    @property
+    def upsamplers(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, kernel, stride) of each transposed convolution, in order of application.
+
+        A 2x layer precedes every skip (``upscore2``, then ``upscore_pool4`` on the pool4 fusion);
+        the last one upsamples by the output stride with kernel twice the stride (``upscore``
+        for FCN-32s, ``upscore16`` / ``upscore8`` otherwise).
+        """
+        names = ["upscore2", *(f"upscore_{pool}" for pool in self.skips[:-1])]
+        layers = [(name, *SKIP_UPSAMPLE) for name in names[: len(self.skips)]]
+        stride = self.output_stride
+        final = "upscore" if not self.skips else f"upscore{stride}"
+        return (*layers, (final, 2 * stride, stride))
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "fcn32s": VariantSpec("fcn32s", (), (), "FCN32s"),
+    "fcn16s": VariantSpec("fcn16s", ("pool4",), (1.0,), "FCN16s"),
+    "fcn8s": VariantSpec("fcn8s", ("pool4", "pool3"), (1.0, 1.0), "FCN8s"),
+    "fcn8s-atonce": VariantSpec("fcn8s-atonce", ("pool4", "pool3"), (0.01, 0.0001), "FCN8sAtOnce"),
+}
+
+
+def get_variant(name: str) -> VariantSpec:
+    """Look up a variant by name; an unknown name raises an error listing the valid ones."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown FCN variant {name!r}; choose one of {sorted(VARIANTS)}") from None
+
+
+@functools.cache
+def crop_offsets(variant: str) -> dict[str, int]:
+    """Crop offsets of a variant, derived from the layer geometry.
+
+    Returns:
+        ``{"score_<pool>": offset}`` for each skip (cropped to the upsampled score map it is
+        added to) and ``{<final upsampler>: offset}`` for the crop back to the input.
+        FCN-32s: upscore 19; FCN-16s: score_pool4 5, upscore16 27; FCN-8s: score_pool4 5,
+        score_pool3 9, upscore8 31.
+    """
+    spec = get_variant(variant)
+    maps = trunk_coord_maps()
+    score = maps["fc7"]  # score_fr and score_pool* are 1x1 convolutions: same map
+    offsets: dict[str, int] = {}
+    *skip_ups, (final, kernel, stride) = spec.upsamplers
+    for (_, k, s), pool in zip(skip_ups, spec.skips, strict=True):
+        score = score.then(CoordMap.deconv(k, s))
+        offsets[f"score_{pool}"] = crop_offset(maps[pool], score)
+    offsets[final] = crop_offset(score.then(CoordMap.deconv(kernel, stride)), CoordMap())
+    return offsets
+
+
+class Upsample(nn.Module):
+    """Transposed convolution without bias, 'VALID' like Caffe's Deconvolution.
+
+    Output size is ``(n - 1) * stride + kernel``. The kernel is stored [k, k, C_in, C_out] and
+    applied as a correlation over the dilated input: a torch ``ConvTranspose2d`` weight
+    [C_in, C_out, k, k] maps to it spatially flipped (see :mod:`fcn_jax.convert.layout`).
+
+    Attributes:
+        features: output channels (= input channels, n_class).
+        kernel: square kernel side.
+        stride: upsampling factor.
+        learnable: if False (the release's choice) the kernel stays the bilinear filter: its
+            gradient is stopped here, so no loss can move it.
+        dtype: computation dtype.
+    """
+
+    features: int
+    kernel: int
+    stride: int
+    learnable: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Upsample [N, h, w, C] to [N, (h - 1) * s + k, (w - 1) * s + k, C]."""
+        c_in = x.shape[-1]
+        w = self.param("kernel", bilinear_init, (self.kernel, self.kernel, c_in, self.features))
+        if not self.learnable:
+            w = jax.lax.stop_gradient(w)
+        x, w = nn.dtypes.promote_dtype(x, w, dtype=self.dtype)
+        return jax.lax.conv_transpose(
+            x,
+            w,
+            strides=(self.stride, self.stride),
+            padding="VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+class FCN(nn.Module):
+    """Fully convolutional network on a VGG16 trunk, NHWC.
+
+    Attributes:
+        variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        n_class: number of classes (21 for PASCAL VOC, background included).
+        width: multiplier of every hidden channel count, fc6/fc7 included; 1.0 is the paper's
+            network, smaller values give cheap networks for tests and demos.
+        dtype: computation dtype (parameters are always float32).
+        learn_upsampling: let the transposed convolutions learn (frozen bilinear by default).
+        dropout_rate: dropout after fc6 and fc7, training only.
+    """
+
+    variant: str = "fcn8s"
+    n_class: int = 21
+    width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
+    learn_upsampling: bool = False
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, images: Array, *, train: bool = False) -> Array:
+        """Per-pixel class scores.
+
+        Args:
+            images: [N, H, W, 3] float, preprocessed as the weights' metadata says.
+            train: enables dropout (needs a ``dropout`` PRNG stream).
+
+        Returns:
+            [N, H, W, n_class] float32 logits. A dict of the intermediate maps (``pool1`` ...
+            ``fc7``, ``score_fr``, each upsampled and fused score) is sown as
+            ``intermediates/maps`` (``apply(..., mutable=["intermediates"])`` returns it).
+        """
+        spec = get_variant(self.variant)
+        offsets = crop_offsets(self.variant)
+        height, width = images.shape[1:3]
+        features = VGG16(self.width, self.dtype, self.dropout_rate, name="vgg16")(
+            images, train=train
+        )
+        maps = dict(features)  # every intermediate map, sown at the end for parity checks
+
+        score = maps["score_fr"] = self._score("score_fr")(features["fc7"])
+        *skip_ups, final = spec.upsamplers
+        for up, pool, scale in zip(skip_ups, spec.skips, spec.skip_scales, strict=True):
+            score = maps[up[0]] = self._upsample(*up)(score)
+            pooled = features[pool] if scale == 1.0 else features[pool] * scale
+            skip = self._score(f"score_{pool}")(pooled)
+            skip = crop_like(skip, offsets[f"score_{pool}"], score.shape[1], score.shape[2])
+            score = maps[f"fuse_{pool}"] = score + skip
+        score = maps[final[0]] = self._upsample(*final)(score)
+        self.sow("intermediates", "maps", maps)
+        return crop_like(score, offsets[final[0]], height, width).astype(jnp.float32)
+
+    def _score(self, name: str) -> nn.Conv:
+        # Zero init, as the release: a new score layer starts by predicting nothing, so staged
+        # training (32s -> 16s -> 8s) begins exactly at the previous stage's output.
+        return nn.Conv(
+            self.n_class,
+            (1, 1),
+            dtype=self.dtype,
+            kernel_init=nn.initializers.zeros,
+            name=name,
+        )
+
+    def _upsample(self, name: str, kernel: int, stride: int) -> Upsample:
+        return Upsample(
+            self.n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name
+        )
+
+
+MODELS: dict[str, Callable[..., FCN]] = {
+    name: functools.partial(FCN, variant=name) for name in VARIANTS
+}
+
+
+def init_params(model: FCN, key: jax.Array, image_shape: tuple[int, int] = (32, 32)) -> PyTree:
+    """Initialise ``model``'s params (score layers zero, upsampling bilinear).
+
+    Args:
+        model: the FCN.
+        key: PRNG key.
+        image_shape: (H, W) of the dummy input; params do not depend on it.
+
+    Returns:
+        The params pytree (``variables["params"]``).
+    """
+    dummy = jnp.zeros((1, *image_shape, 3), jnp.float32)
+    return jax.jit(model.init)(key, dummy)["params"]
+
+
+def abstract_params(model: FCN) -> PyTree:
+    """Shapes and dtypes of ``model``'s params, without allocating or computing anything."""
+    dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
+
+
+def initial_head_params(abstract: PyTree) -> PyTree:
+    """Initial values of every layer outside the trunk, as :meth:`FCN.init` would set them.
+
+    Score layers are zero and upsampling kernels bilinear, whatever the key, so converting a
+    VGG16 into an FCN does not need to run (and compile) a full-width ``init``.
+
+    Args:
+        abstract: the model's params or their shapes (:func:`abstract_params`).
+
+    Returns:
+        ``{layer: {leaf: array}}`` for every top-level layer except ``vgg16``.
+    """
+    head = {}
+    for layer, leaves in abstract.items():
+        if layer == "vgg16":
+            continue
+        if layer.startswith("upscore"):
+            head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}
+        else:
+            head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
+    return head
+
+
+def make_forward(model: FCN) -> Callable[[PyTree, Array], Array]:
+    """The jitted pure inference function ``(params, images [N, H, W, 3]) -> logits [N, H, W, C]``.
+
+    Compiles once per input shape.
+    """
+
+    @jax.jit
+    def forward(params: PyTree, images: Array) -> Array:
+        return model.apply({"params": params}, images)
+
+    return forward

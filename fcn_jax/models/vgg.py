@@ -1,0 +1,128 @@
+"""The VGG16 trunk of the FCN, as the Caffe release builds it (``voc-fcn*/net.py``).
+
+Differences from ImageNet VGG16, all needed for dense prediction:
+
+- conv1_1 pads by 100 pixels. fc6 is a 7x7 valid convolution on pool5 (stride 32), so without
+  the pad an input under ~200 px would have no fc6 output at all; with it every input size from
+  1x1 up produces a score map large enough to be cropped back to the input (FAQ of the release).
+- Pooling rounds up (Caffe's ceil mode), see :func:`~fcn_jax.models.layers.max_pool_ceil`.
+- fc6/fc7 are convolutions (7x7 and 1x1) holding the classifier's weights reshaped.
+
+The geometry lives in :data:`VGG16_BLOCKS` and :data:`FC_LAYERS`; both the module and the
+crop-offset derivation read it, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fcn_jax.models.layers import CoordMap, max_pool_ceil
+from fcn_jax.types import Array
+
+FIRST_PAD = 100  # conv1_1 padding of the release (see the module docstring)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One convolution of the trunk.
+
+    Attributes:
+        name: layer name, shared by Caffe, torchfcn and the Flax params.
+        features: output channels at width 1.
+        kernel: square kernel side.
+        padding: symmetric zero padding.
+    """
+
+    name: str
+    features: int
+    kernel: int = 3
+    padding: int = 1
+
+
+# Five blocks, each followed by a 2x2/2 ceil-mode max pool named pool1 ... pool5.
+VGG16_BLOCKS: tuple[tuple[ConvSpec, ...], ...] = (
+    (ConvSpec("conv1_1", 64, padding=FIRST_PAD), ConvSpec("conv1_2", 64)),
+    (ConvSpec("conv2_1", 128), ConvSpec("conv2_2", 128)),
+    (ConvSpec("conv3_1", 256), ConvSpec("conv3_2", 256), ConvSpec("conv3_3", 256)),
+    (ConvSpec("conv4_1", 512), ConvSpec("conv4_2", 512), ConvSpec("conv4_3", 512)),
+    (ConvSpec("conv5_1", 512), ConvSpec("conv5_2", 512), ConvSpec("conv5_3", 512)),
+)
+# The classifier as convolutions: fc6 7x7 valid on pool5, fc7 1x1. Each: ReLU, dropout 0.5.
+FC_LAYERS: tuple[ConvSpec, ...] = (
+    ConvSpec("fc6", 4096, kernel=7, padding=0),
+    ConvSpec("fc7", 4096, kernel=1, padding=0),
+)
+CONV_LAYERS: tuple[ConvSpec, ...] = (*(s for b in VGG16_BLOCKS for s in b), *FC_LAYERS)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count of a hidden layer at ``width`` times the paper's network (at least 1)."""
+    return max(1, round(channels * width))
+
+
+def trunk_coord_maps() -> dict[str, CoordMap]:
+    """Input -> output coordinate map of every named trunk output (convs, pools, fc6, fc7)."""
+    maps: dict[str, CoordMap] = {}
+    current = CoordMap()
+    for i, block in enumerate(VGG16_BLOCKS, start=1):
+        for spec in block:
+            current = current.then(CoordMap.conv(spec.kernel, 1, spec.padding))
+            maps[spec.name] = current
+        current = current.then(CoordMap.conv(2, 2))
+        maps[f"pool{i}"] = current
+    for spec in FC_LAYERS:
+        current = current.then(CoordMap.conv(spec.kernel, 1, spec.padding))
+        maps[spec.name] = current
+    return maps
+
+
+class VGG16(nn.Module):
+    """VGG16 convolutions plus fc6/fc7 as convolutions, NHWC.
+
+    Attributes:
+        width: multiplier of every hidden channel count (1.0 is the paper's network).
+        dtype: computation dtype; parameters stay float32.
+        dropout_rate: dropout after fc6 and fc7 in training (Caffe drops single elements).
+    """
+
+    width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> dict[str, Array]:
+        """Run the trunk.
+
+        Args:
+            x: [N, H, W, 3] preprocessed images.
+            train: enables dropout (needs a ``dropout`` PRNG stream).
+
+        Returns:
+            ``pool1 ... pool5`` ([N, ceil(H'/2^i), ..., C_i], H' = H + 198) and ``fc6``, ``fc7``
+            ([N, h, w, 4096 * width]) feature maps.
+        """
+        features: dict[str, Array] = {}
+        for i, block in enumerate(VGG16_BLOCKS, start=1):
+            for spec in block:
+                x = nn.relu(self._conv(spec)(x))
+            x = max_pool_ceil(x)
+            features[f"pool{i}"] = x
+        for spec in FC_LAYERS:
+            x = nn.relu(self._conv(spec)(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            features[spec.name] = x
+        return features
+
+    def _conv(self, spec: ConvSpec) -> nn.Conv:
+        return nn.Conv(
+            scaled(spec.features, self.width),
+            (spec.kernel, spec.kernel),
+            padding=spec.padding,
+            dtype=self.dtype,
+            # He init for ReLU nets; only used when not starting from converted weights.
+            kernel_init=nn.initializers.he_normal(),
+            name=spec.name,
+        )

@@ -1,0 +1,92 @@
+"""Input normalisation, stored with the weights so that no tool can feed the wrong one.
+
+The first pitfall of FCN ports: Caffe-derived VGG16 weights (the release, torchfcn) expect BGR
+pixels in 0-255 minus the dataset mean; torchvision's expect RGB in [0, 1] normalised by the
+ImageNet mean and std. Feeding one the other's input costs points of mIoU silently. The weights'
+metadata holds the numbers below, and every tool reads them from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_jax.errors import FCNError
+from fcn_jax.types import Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How to turn uint8 RGB pixels into network input.
+
+    ``x = (pixels[..., order] * scale / 255 - mean) / std``.
+
+    Attributes:
+        name: ``caffe`` or ``torchvision`` (or a dataset's own name).
+        channel_order: ``RGB`` or ``BGR``: the channel order the network expects.
+        scale: pixel range the network expects, 255 (Caffe) or 1 (torchvision).
+        mean: per-channel mean, in ``channel_order`` and in the ``scale`` range.
+        std: per-channel std, same convention.
+    """
+
+    name: str
+    channel_order: str
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise FCNError(f"preprocessing channel_order must be RGB or BGR, not {self.channel_order!r}")
+        if self.scale not in (1, 255):
+            raise FCNError(f"preprocessing scale must be 1 or 255, not {self.scale!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise FCNError(f"preprocessing needs 3 means and 3 positive stds, got {self.mean}, {self.std}")
+
+    def apply(self, images: Array | np.ndarray) -> Array:
+        """Normalise images.
+
+        Args:
+            images: [..., H, W, 3] uint8 (or float in 0-255), RGB.
+
+        Returns:
+            float32 array of the same shape, ready for the network.
+        """
+        x = jnp.asarray(images, jnp.float32)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        if self.scale != 255:
+            x = x * (self.scale / 255.0)
+        mean = jnp.asarray(self.mean, jnp.float32)
+        std = jnp.asarray(self.std, jnp.float32)
+        return (x - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (numbers, not names)."""
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; a missing key is an error naming it."""
+        missing = [k for k in ("name", "channel_order", "scale", "mean", "std") if k not in d]
+        if missing:
+            raise FCNError(f"preprocessing metadata lacks {missing}; got keys {sorted(d)}")
+        return cls(
+            name=str(d["name"]),
+            channel_order=str(d["channel_order"]),
+            scale=float(d["scale"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]  # length checked
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]  # length checked
+        )
+
+
+# torchfcn / Caffe VGG16: BGR, 0-255, minus the mean of the release's PASCAL models (BGR order).
+CAFFE_VOC = Preprocessing("caffe", "BGR", 255, (104.00699, 116.66877, 122.67892))
+# torchvision VGG16: RGB in [0, 1], ImageNet mean and std.
+TORCHVISION = Preprocessing("torchvision", "RGB", 1, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

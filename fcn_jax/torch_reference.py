@@ -1,0 +1,196 @@
+"""fcn-jax's own PyTorch FCN, the reference that Flax parity is measured against.
+
+Written from the paper's facts, not from torchfcn: NCHW, torchfcn's attribute names (so its
+checkpoints load strictly), the same :class:`~fcn_jax.models.fcn.VariantSpec` and derived crop
+offsets as the Flax model, any ``width``. The test suite checks it against torchfcn's own model
+classes, so Flax parity against it is parity against the community's code.
+
+Imported lazily by the converters and tests: torch is an optional dependency
+(``pip install 'fcn-jax[torch]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcn_jax.convert.layout import TORCHVISION_CONVS
+from fcn_jax.models.fcn import crop_offsets, get_variant
+from fcn_jax.models.vgg import CONV_LAYERS, FC_LAYERS, VGG16_BLOCKS, scaled
+
+
+def pool_channels(width: float) -> dict[str, int]:
+    """Channels of pool1 ... pool5 at ``width``."""
+    return {f"pool{i}": scaled(b[-1].features, width) for i, b in enumerate(VGG16_BLOCKS, 1)}
+
+
+class TorchFCN(nn.Module):
+    """FCN-32s/16s/8s/8s-atonce in PyTorch, NCHW, torchfcn's parameter names.
+
+    Args:
+        variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        n_class: number of classes.
+        width: hidden channel multiplier (1.0 is the paper's network).
+    """
+
+    def __init__(self, variant: str = "fcn8s", n_class: int = 21, width: float = 1.0) -> None:
+        super().__init__()
+        self.spec = get_variant(variant)
+        self.offsets = crop_offsets(variant)
+        in_ch = 3
+        for s in CONV_LAYERS:
+            out_ch = scaled(s.features, width)
+            setattr(self, s.name, nn.Conv2d(in_ch, out_ch, s.kernel, padding=s.padding))
+            in_ch = out_ch
+        self.score_fr = nn.Conv2d(in_ch, n_class, 1)
+        channels = pool_channels(width)
+        for pool in self.spec.skips:
+            setattr(self, f"score_{pool}", nn.Conv2d(channels[pool], n_class, 1))
+        for name, kernel, stride in self.spec.upsamplers:
+            up = nn.ConvTranspose2d(n_class, n_class, kernel, stride=stride, bias=False)
+            setattr(self, name, up)
+        # Element-wise like Caffe's Dropout layer (torchfcn uses Dropout2d); off in eval().
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(
+        self, x: torch.Tensor, intermediates: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Logits [N, n_class, H, W] for images [N, 3, H, W]; fills ``intermediates`` if given.
+
+        Intermediate names match those the Flax model sows (``pool1`` ... ``fc7``,
+        ``score_fr``, each upsampling and fusion).
+        """
+        inter = {} if intermediates is None else intermediates
+        h = x
+        for i, block in enumerate(VGG16_BLOCKS, start=1):
+            for s in block:
+                h = F.relu(getattr(self, s.name)(h))
+            h = F.max_pool2d(h, 2, 2, ceil_mode=True)
+            inter[f"pool{i}"] = h
+        for s in FC_LAYERS:
+            h = self.dropout(F.relu(getattr(self, s.name)(h)))
+            inter[s.name] = h
+        score = self.score_fr(h)
+        inter["score_fr"] = score
+        *skip_ups, (final, _, _) = self.spec.upsamplers
+        for (up, _, _), pool, scale in zip(
+            skip_ups, self.spec.skips, self.spec.skip_scales, strict=True
+        ):
+            score = getattr(self, up)(score)
+            inter[up] = score
+            skip = getattr(self, f"score_{pool}")(inter[pool] * scale if scale != 1.0 else inter[pool])
+            o = self.offsets[f"score_{pool}"]
+            score = score + skip[:, :, o : o + score.shape[2], o : o + score.shape[3]]
+            inter[f"fuse_{pool}"] = score
+        score = getattr(self, final)(score)
+        inter[final] = score
+        o = self.offsets[final]
+        return score[:, :, o : o + x.shape[2], o : o + x.shape[3]]
+
+
+def random_state_dict(
+    variant: str, n_class: int = 21, width: float = 1.0, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A torchfcn-layout state dict with random weights in *every* layer.
+
+    Score layers and upsampling kernels are random too (non-symmetric), unlike a fresh FCN whose
+    zero score layers make every logit equal and would prove nothing about conversion. He-scaled
+    so activations keep their magnitude through the 15+ layers.
+    """
+    model = TorchFCN(variant, n_class, width)
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(".bias"):
+            state[key] = (torch.rand(value.shape, generator=gen) - 0.5) * 0.2
+            continue
+        if isinstance(getattr(model, key.split(".")[0]), nn.ConvTranspose2d):
+            c_in, _, k, _ = value.shape
+            stride = getattr(model, key.split(".")[0]).stride[0]
+            fan_in = c_in * (k / stride) ** 2  # taps that reach one output pixel
+        else:
+            fan_in = value[0].numel()
+        state[key] = torch.randn(value.shape, generator=gen) * np.sqrt(2.0 / fan_in)
+    return state
+
+
+def random_vgg16_state_dict(width: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A torchvision-layout VGG16 state dict (``features.N``, ``classifier.N``), He-random.
+
+    Narrow widths keep the layout with fewer channels (classifier.0 takes 512w * 7 * 7 inputs).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    in_ch = 3
+    convs = dict(zip(TORCHVISION_CONVS.values(), TORCHVISION_CONVS.keys(), strict=True))
+    for s in CONV_LAYERS:
+        out_ch = scaled(s.features, width)
+        if s.name in convs:
+            shape = (out_ch, in_ch, s.kernel, s.kernel)
+        else:  # fc6 / fc7 as Linear layers
+            shape = (out_ch, in_ch * s.kernel * s.kernel)
+        key = convs.get(s.name) or {"fc6": "classifier.0", "fc7": "classifier.3"}[s.name]
+        fan_in = int(np.prod(shape[1:]))
+        state[f"{key}.weight"] = torch.randn(shape, generator=gen) * np.sqrt(2.0 / fan_in)
+        state[f"{key}.bias"] = (torch.rand(out_ch, generator=gen) - 0.5) * 0.2
+        in_ch = out_ch
+    state["classifier.6.weight"] = torch.randn((1000, in_ch), generator=gen) * np.sqrt(1.0 / in_ch)
+    state["classifier.6.bias"] = torch.zeros(1000)
+    return state
+
+
+def vgg16_fc7(state: Mapping[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The FCN trunk computed straight from a torchvision VGG16 state dict.
+
+    The classifier runs as convolutions (classifier.0 viewed as a 7x7 conv, classifier.3 as 1x1),
+    with the FCN's pad 100 on the first conv and ceil-mode pooling: the computation the converted
+    Flax trunk must reproduce. Independent of the converter's name table and reshapes.
+
+    Args:
+        state: torchvision VGG16 state dict.
+        x: [N, 3, H, W] preprocessed images.
+
+    Returns:
+        ``pool1`` ... ``pool5``, ``fc6``, ``fc7`` activations (eval mode: no dropout).
+    """
+    out = {}
+    h = x
+    index = 0
+    for i, block in enumerate(VGG16_BLOCKS, start=1):
+        for s in block:
+            key = f"features.{index}"
+            h = F.relu(F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], padding=s.padding))
+            index += 2  # conv, relu
+        h = F.max_pool2d(h, 2, 2, ceil_mode=True)
+        out[f"pool{i}"] = h
+        index += 1  # pool
+    for s, key in zip(FC_LAYERS, ("classifier.0", "classifier.3"), strict=True):
+        w = state[f"{key}.weight"]
+        w = w.view(w.shape[0], h.shape[1], s.kernel, s.kernel)
+        h = F.relu(F.conv2d(h, w, state[f"{key}.bias"]))
+        out[s.name] = h
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fcn_jax.torch_reference --out F.pth``: write a random torchfcn checkpoint."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Write a torchfcn-layout checkpoint, random weights.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arch", default="fcn8s")
+    p.add_argument("--n-class", type=int, default=21)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    state = random_state_dict(args.arch, args.n_class, args.width, args.seed)
+    torch.save({"model_state_dict": state, "arch": get_variant(args.arch).torch_name}, args.out)
+    print(f"wrote random {args.arch} (width {args.width:g}, {args.n_class} classes) to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
