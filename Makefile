@@ -1,0 +1,58 @@
+# fcn-jax: `make demo` and `make test` are all a newcomer needs (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch for Python 3.11; an unpinned torch pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+# torchfcn's model classes are the community reference our PyTorch FCN is checked against. Its
+# package imports `fcn` and `torchvision` (only for downloads), so it is installed without deps.
+TORCHFCN := torchfcn==1.9.7
+DEMO_DIR := demo_out
+DEMO_WIDTH ?= 1.0
+SAMPLE := fcn_jax/assets/voc_sample.jpg
+# One thread per pytest worker (two workers on a 2-core CI machine).
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv install install-test demo test lint fmt clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+install: $(PY)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[torch]'
+
+install-test: $(PY)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[torch,test]'
+	$(PIP) install --quiet --no-deps $(TORCHFCN)
+
+# Today's main job: a random-weight torchfcn FCN-8s checkpoint -> Flax, the parity report on the
+# bundled VOC sample, then a prediction. (Later: train -> eval -> predict on synthetic data.)
+demo: install
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(PY) -m fcn_jax.torch_reference --arch fcn8s --width $(DEMO_WIDTH) --out $(DEMO_DIR)/random_fcn8s.pth
+	$(PY) convert_torch_weights.py --src $(DEMO_DIR)/random_fcn8s.pth --arch fcn8s \
+		--out $(DEMO_DIR)/fcn8s --check --image $(SAMPLE)
+	$(PY) predict.py --weights $(DEMO_DIR)/fcn8s --input $(SAMPLE) --out $(DEMO_DIR)/predictions --save-logits
+	@echo "demo outputs in $(DEMO_DIR)/"
+
+test: install-test
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: install-test
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
