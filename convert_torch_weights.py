@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Convert PyTorch weights (torchvision VGG16, torchfcn FCNs) to a weights directory, and back.
+r"""Convert PyTorch weights (torchvision VGG16, torchfcn FCNs) to a weights directory, and back.
 
     python convert_torch_weights.py --src vgg16.pth --arch fcn32s --out weights/fcn32s-init
-    python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s --out weights/fcn8s --check
+    python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s \
+        --out weights/fcn8s --check
     python convert_torch_weights.py --to-torch --src weights/fcn8s --out fcn8s.pth
 
 Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
@@ -21,6 +22,7 @@ from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", required=True, help=".pth file (or, with --to-torch, a weights dir)")
     p.add_argument("--arch", choices=sorted(VARIANTS), help="FCN variant to build")
@@ -28,14 +30,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n-class", type=int, help="class count (checked against a checkpoint's)")
     p.add_argument("--class-names", type=Path, help="text file, one class name per line")
     p.add_argument("--check", action="store_true", help="compare PyTorch and Flax outputs")
-    p.add_argument("--image", type=Path, default=VOC_SAMPLE_IMAGE,
-                   help="input for --check (default: the bundled VOC sample)")
+    p.add_argument(
+        "--image",
+        type=Path,
+        default=VOC_SAMPLE_IMAGE,
+        help="input for --check (default: the bundled VOC sample)",
+    )
     p.add_argument("--to-torch", action="store_true", help="weights dir -> torchfcn checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Convert (or export), optionally check; returns the exit code."""
     args = parse_args(argv)
     # Imported here so that --help answers without loading jax and torch.
     from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights

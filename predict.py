@@ -18,6 +18,7 @@ from fcn_jax.errors import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Predict the input image; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--weights", required=True, type=Path, help="weights directory")
     p.add_argument("--input", required=True, type=Path, help="image file")

@@ -22,10 +22,12 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, VARIANTS, abstract_params
 from fcn_jax.preprocessing import Preprocessing
+from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
 ITEMS = ("params", "metadata")
@@ -64,9 +66,7 @@ class WeightsMetadata:
 
     def model(self, **overrides: Any) -> FCN:
         """The FCN these params belong to (``overrides``: dtype, learn_upsampling, ...)."""
-        return FCN(
-            variant=self.arch, n_class=self.n_class, width=self.width, **overrides
-        )
+        return FCN(variant=self.arch, n_class=self.n_class, width=self.width, **overrides)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -132,8 +132,10 @@ def save_weights(
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
-            raise FCNError(f"{directory} already exists and is not empty: choose another --out or "
-                           "pass --overwrite")
+            raise FCNError(
+                f"{directory} already exists and is not empty: choose another --out or "
+                "pass --overwrite"
+            )
         with _manager(directory) as old:
             for s in old.all_steps():
                 old.delete(s)
@@ -184,12 +186,13 @@ def load_weights(
 ) -> tuple[PyTree, WeightsMetadata]:
     """Read params and metadata from a weights directory.
 
+    The params are checked against the structure of the model the metadata describes, so a
+    mismatch is reported by layer and shape instead of failing deep inside a forward pass.
+
     Args:
         directory: the weights directory.
         step: which step (latest by default).
-        as_numpy: return numpy arrays exactly as stored, without checking them against the
-            model's structure (for exporting); otherwise jax arrays restored against the
-            structure the metadata's model expects.
+        as_numpy: return numpy arrays exactly as stored (for exporting) instead of device arrays.
 
     Returns:
         (params, metadata).
@@ -198,23 +201,18 @@ def load_weights(
     metadata = load_metadata(directory, step)
     with _manager(directory) as manager:
         step = _latest_step(manager, directory, step)
-        if as_numpy:
-            restore = ocp.args.StandardRestore()
-        else:
-            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-            target = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                abstract_params(metadata.model()),
-            )
-            restore = ocp.args.StandardRestore(target)
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(params=restore))
-        except (ValueError, KeyError) as e:
-            raise FCNError(
-                f"params in {directory} (step {step}) do not match a {metadata.arch} with "
-                f"n_class={metadata.n_class}, width={metadata.width}: {e}"
-            ) from None
-    return restored.params, metadata
+        # No target: arrays come back as numpy, whatever structure was saved; checked below.
+        restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+    params = restored.params
+    expected = traverse_util.flatten_dict(abstract_params(metadata.model()), sep=".")
+    check_keys_and_shapes(
+        f"params in {directory} (step {step})",
+        {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(params, sep=".").items()},
+        {k: tuple(v.shape) for k, v in expected.items()},
+        f"a {metadata.arch} with n_class={metadata.n_class}, width={metadata.width:g} "
+        "(as its metadata says)",
+    )
+    return (params if as_numpy else jax.device_put(params)), metadata
 
 
 # orbax logs every save/restore at INFO through absl; keep CLIs readable.

@@ -41,11 +41,15 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
-            raise FCNError(f"preprocessing channel_order must be RGB or BGR, not {self.channel_order!r}")
+            raise FCNError(
+                f"preprocessing channel_order must be RGB or BGR, not {self.channel_order!r}"
+            )
         if self.scale not in (1, 255):
             raise FCNError(f"preprocessing scale must be 1 or 255, not {self.scale!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise FCNError(f"preprocessing needs 3 means and 3 positive stds, got {self.mean}, {self.std}")
+            raise FCNError(
+                f"preprocessing needs 3 means and 3 positive stds, got {self.mean}, {self.std}"
+            )
 
     def apply(self, images: Array | np.ndarray) -> Array:
         """Normalise images.

@@ -82,7 +82,9 @@ class TorchFCN(nn.Module):
         ):
             score = getattr(self, up)(score)
             inter[up] = score
-            skip = getattr(self, f"score_{pool}")(inter[pool] * scale if scale != 1.0 else inter[pool])
+            skip = getattr(self, f"score_{pool}")(
+                inter[pool] * scale if scale != 1.0 else inter[pool]
+            )
             o = self.offsets[f"score_{pool}"]
             score = score + skip[:, :, o : o + score.shape[2], o : o + score.shape[3]]
             inter[f"fuse_{pool}"] = score

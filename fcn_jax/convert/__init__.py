@@ -85,4 +85,3 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
     params, metadata = load_weights(weights_dir, as_numpy=True)
     state = flax_to_torchfcn(params)
     return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)
-

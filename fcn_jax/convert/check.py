@@ -164,7 +164,8 @@ def check_parity(
     ours["logits"] = np.asarray(logits)
 
     names = [k for k in ref_np if k in ours and k != compared]
-    layers = tuple(_diff(k, ours[k], ref_np[k]) for k in names) + (
+    layers = (
+        *(_diff(k, ours[k], ref_np[k]) for k in names),
         _diff(compared, ours[compared], ref_np[compared]),
     )
     if compared != "logits":

@@ -14,12 +14,10 @@ Every layout change lives here, pinned by the torch parity tests:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from flax import traverse_util
 
-from fcn_jax.errors import FCNError, format_list
+from fcn_jax.errors import FCNError
 from fcn_jax.models.vgg import VGG16_BLOCKS
 from fcn_jax.types import PyTree
 
@@ -42,7 +40,7 @@ TORCHVISION_UNUSED = ("classifier.6",)  # the 1000-way ImageNet layer (fc8)
 
 
 def conv_to_flax(w: np.ndarray) -> np.ndarray:
-    """torch conv weight [O, I, kh, kw] -> Flax kernel [kh, kw, I, O]."""
+    """Torch conv weight [O, I, kh, kw] -> Flax kernel [kh, kw, I, O]."""
     return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
 
 
@@ -52,7 +50,7 @@ def conv_to_torch(k: np.ndarray) -> np.ndarray:
 
 
 def deconv_to_flax(w: np.ndarray) -> np.ndarray:
-    """torch ConvTranspose2d weight [I, O, kh, kw] -> Flax Upsample kernel [kh, kw, I, O]."""
+    """Torch ConvTranspose2d weight [I, O, kh, kw] -> Flax Upsample kernel [kh, kw, I, O]."""
     return np.ascontiguousarray(np.transpose(w[:, :, ::-1, ::-1], (2, 3, 0, 1)))
 
 
@@ -62,7 +60,7 @@ def deconv_to_torch(k: np.ndarray) -> np.ndarray:
 
 
 def linear_to_conv(w: np.ndarray, in_channels: int, kernel: int) -> np.ndarray:
-    """torch Linear weight [O, I * k * k] -> Flax conv kernel [k, k, I, O]."""
+    """Torch Linear weight [O, I * k * k] -> Flax conv kernel [k, k, I, O]."""
     if w.shape[1] != in_channels * kernel * kernel:
         raise FCNError(
             f"Linear weight {tuple(w.shape)} cannot be a {kernel}x{kernel} conv on "
@@ -77,13 +75,13 @@ def is_upsampling(layer: str) -> bool:
 
 
 def torch_key(path: tuple[str, ...]) -> str:
-    """torchfcn state-dict key of a Flax param path, e.g. ('vgg16', 'conv1_1', 'kernel')."""
+    """Torchfcn state-dict key of a Flax param path, e.g. ('vgg16', 'conv1_1', 'kernel')."""
     layer, leaf = path[-2], path[-1]
     return f"{layer}.{'weight' if leaf == 'kernel' else 'bias'}"
 
 
 def torchfcn_names(params: PyTree) -> dict[str, tuple[str, ...]]:
-    """torchfcn key -> Flax param path, for every param of an FCN params tree."""
+    """Torchfcn key -> Flax param path, for every param of an FCN params tree."""
     return {torch_key(path): path for path in traverse_util.flatten_dict(params)}
 
 
@@ -99,40 +97,3 @@ def to_torch(key: str, w: np.ndarray) -> np.ndarray:
     if key.endswith(".bias"):
         return np.ascontiguousarray(w)
     return deconv_to_torch(w) if is_upsampling(key.split(".")[0]) else conv_to_torch(w)
-
-
-def check_keys_and_shapes(
-    source: str,
-    found: Mapping[str, tuple[int, ...]],
-    expected: Mapping[str, tuple[int, ...]],
-    what: str,
-    ignore: tuple[str, ...] = (),
-) -> None:
-    """Fail loudly unless ``found`` has exactly the ``expected`` keys and shapes.
-
-    Args:
-        source: the file being converted (named in the error).
-        found: key -> shape in the source.
-        expected: key -> shape the target needs.
-        what: description of the target, e.g. ``an fcn8s with 21 classes``.
-        ignore: source key prefixes that are known and deliberately unused.
-
-    Raises:
-        FCNError: listing every missing and unexpected key and every shape mismatch.
-    """
-    used = {k for k in found if not k.startswith(ignore)}
-    missing = sorted(set(expected) - used)
-    unexpected = sorted(used - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {format_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {format_list(unexpected)}")
-    for key in sorted(set(expected) & used):
-        if tuple(found[key]) != tuple(expected[key]):
-            problems.append(
-                f"shape mismatch in {key.rsplit('.', 1)[0]}: {key} is {tuple(found[key])} in the "
-                f"checkpoint, {what} needs {tuple(expected[key])}"
-            )
-    if problems:
-        raise FCNError(f"{source} does not fit {what}:\n  " + "\n  ".join(problems))

@@ -44,19 +44,22 @@ class TorchWeights:
     arch: str | None = None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """key -> shape."""
+        """Key -> shape."""
         return {k: tuple(v.shape) for k, v in self.state.items()}
 
 
 def detect_kind(path: Path, keys: list[str]) -> str:
     """Recognise the source by its keys: torchvision VGG16 or a torchfcn FCN."""
-    if any(k.startswith("features.") for k in keys) and any(k.startswith("classifier.") for k in keys):
+    if any(k.startswith("features.") for k in keys) and any(
+        k.startswith("classifier.") for k in keys
+    ):
         return TORCHVISION_VGG16
     if "conv1_1.weight" in keys and "score_fr.weight" in keys:
         return TORCHFCN
     raise FCNError(
         f"{path} is neither a torchvision VGG16 state dict (features.N.*, classifier.N.*) nor a "
-        f"torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*); its keys: {format_list(sorted(keys))}"
+        "torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*); its keys: "
+        + format_list(sorted(keys))
     )
 
 
@@ -95,7 +98,9 @@ def read_torch_weights(path: str | Path) -> TorchWeights:
     state = {}
     for key, value in obj.items():
         key = key.removeprefix("module.")
-        state[key] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.numpy()
+        state[key] = (
+            value.detach().cpu().float().numpy() if value.is_floating_point() else value.numpy()
+        )
     return TorchWeights(path, detect_kind(path, list(state)), state, str(arch) if arch else None)
 
 

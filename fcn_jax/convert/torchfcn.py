@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from flax import traverse_util
 
-from fcn_jax.convert.layout import check_keys_and_shapes, to_flax, to_torch, torch_key
+from fcn_jax.convert.layout import to_flax, to_torch, torch_key
 from fcn_jax.convert.torch_files import TorchWeights
 from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, VARIANTS, abstract_params
+from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
 # torchfcn class names (its checkpoints' ``arch``) and our own names -> variant.

@@ -13,7 +13,6 @@ from fcn_jax.convert.layout import (
     TORCHVISION_CONVS,
     TORCHVISION_FC,
     TORCHVISION_UNUSED,
-    check_keys_and_shapes,
     conv_to_flax,
     conv_to_torch,
     linear_to_conv,
@@ -21,11 +20,12 @@ from fcn_jax.convert.layout import (
 from fcn_jax.convert.torch_files import TorchWeights
 from fcn_jax.convert.torchfcn import infer_width
 from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
 
 def _expected_shapes(trunk: PyTree) -> dict[str, tuple[int, ...]]:
-    """torchvision key -> shape, for a Flax trunk (``params["vgg16"]``) of some width."""
+    """Torchvision key -> shape, for a Flax trunk (``params["vgg16"]``) of some width."""
     shapes = {}
     for prefix, layer in (TORCHVISION_CONVS | TORCHVISION_FC).items():
         kernel = trunk[layer]["kernel"].shape  # [k, k, I, O]
@@ -63,12 +63,16 @@ def vgg16_to_fcn(src: TorchWeights, variant: str, n_class: int = 21) -> PyTree:
     for prefix, layer in TORCHVISION_FC.items():
         kernel_shape = abstract["vgg16"][layer]["kernel"].shape
         trunk[layer] = {
-            "kernel": linear_to_conv(src.state[f"{prefix}.weight"], kernel_shape[2], kernel_shape[0])
+            "kernel": linear_to_conv(
+                src.state[f"{prefix}.weight"], kernel_shape[2], kernel_shape[0]
+            )
         }
     for prefix, layer in (TORCHVISION_CONVS | TORCHVISION_FC).items():
         trunk[layer]["bias"] = src.state[f"{prefix}.bias"]
-    head = {k: {n: np.asarray(v) for n, v in leaves.items()}
-            for k, leaves in initial_head_params(abstract).items()}
+    head = {
+        k: {n: np.asarray(v) for n, v in leaves.items()}
+        for k, leaves in initial_head_params(abstract).items()
+    }
     params = {"vgg16": trunk, **head}
     # Same tree structure as the model's, checked once more for safety.
     assert set(traverse_util.flatten_dict(params)) == set(traverse_util.flatten_dict(abstract))

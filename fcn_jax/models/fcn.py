@@ -74,7 +74,9 @@ def get_variant(name: str) -> VariantSpec:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown FCN variant {name!r}; choose one of {sorted(VARIANTS)}") from None
+        raise ValueError(
+            f"unknown FCN variant {name!r}; choose one of {sorted(VARIANTS)}"
+        ) from None
 
 
 @functools.cache
@@ -203,9 +205,7 @@ class FCN(nn.Module):
         )
 
     def _upsample(self, name: str, kernel: int, stride: int) -> Upsample:
-        return Upsample(
-            self.n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name
-        )
+        return Upsample(self.n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name)
 
 
 MODELS: dict[str, Callable[..., FCN]] = {

@@ -91,7 +91,9 @@ def bilinear_kernel(size: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def bilinear_init(key: jax.Array | None, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> Array:
+def bilinear_init(
+    key: jax.Array | None, shape: Sequence[int], dtype: jnp.dtype = jnp.float32
+) -> Array:
     """Initialiser for a [k, k, C, C] transposed-conv kernel: bilinear on the channel diagonal.
 
     Class c is upsampled from class c only, as in the release (the filter is symmetric, so the
@@ -121,9 +123,7 @@ def max_pool_ceil(x: Array) -> Array:
         [N, ceil(H / 2), ceil(W / 2), C].
     """
     pads = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads
-    )
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads)
 
 
 def crop_like(x: Array, offset: int, height: int, width: int) -> Array:

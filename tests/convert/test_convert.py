@@ -4,6 +4,7 @@ import pickle
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -64,12 +65,13 @@ def test_torchfcn_round_trip_is_bitwise(tmp_path, variant, wrap):
     # The exported file converts again to the same params.
     again, meta2, _ = convert_torch_file(out, variant)
     assert meta2.n_class == 7 and meta2.width == NARROW
+    jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
 def test_torchfcn_metadata(tmp_path):
     src = tmp_path / "in.pth"
     save_fcn(src, "fcn16s")
-    params, meta, weights = convert_torch_file(src, "fcn16s")
+    params, meta, _ = convert_torch_file(src, "fcn16s")
     assert (meta.arch, meta.n_class, meta.width, meta.source) == ("fcn16s", 21, NARROW, "torchfcn")
     assert meta.preprocessing == CAFFE_VOC
     assert meta.preprocessing.channel_order == "BGR" and meta.preprocessing.scale == 255
@@ -78,6 +80,7 @@ def test_torchfcn_metadata(tmp_path):
     save_weights(tmp_path / "w", params, meta)
     loaded, meta_loaded = load_weights(tmp_path / "w")
     assert meta_loaded == meta
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
 def test_module_prefix_is_stripped(tmp_path):
@@ -116,7 +119,10 @@ def test_narrow_parity_over_random_sizes(narrow_sources, variant, height, width,
 
 def test_check_fails_past_tolerance(narrow_sources, rng):
     params, meta, weights = narrow_sources["fcn8s"]
-    broken = {**params, "score_fr": {**params["score_fr"], "bias": params["score_fr"]["bias"] + 1.0}}
+    broken = {
+        **params,
+        "score_fr": {**params["score_fr"], "bias": params["score_fr"]["bias"] + 1.0},
+    }
     report = check_parity(weights, broken, meta, random_image(rng, 20, 20))
     assert not report.passed
     assert "FAIL" in report.format()
@@ -207,8 +213,11 @@ def test_shape_mismatch_names_layer_and_shapes(tmp_path):
     state = random_state_dict("fcn32s", 21, NARROW)
     state["conv3_2.weight"] = torch.zeros(32, 32, 5, 5)
     torch.save(state, tmp_path / "x.pth")
-    with pytest.raises(FCNError, match=r"shape mismatch in conv3_2: conv3_2\.weight is "
-                       r"\(32, 32, 5, 5\) in the checkpoint, .* needs \(32, 32, 3, 3\)"):
+    with pytest.raises(
+        FCNError,
+        match=r"shape mismatch in conv3_2: conv3_2\.weight is "
+        r"\(32, 32, 5, 5\) there, .* needs \(32, 32, 3, 3\)",
+    ):
         convert_torch_file(tmp_path / "x.pth", "fcn32s")
 
 
@@ -223,7 +232,7 @@ def test_arch_entry_disagreement(tmp_path):
     with pytest.raises(FCNError, match=r"arch='FCN8sAtOnce' \(fcn8s-atonce\) but --arch is fcn8s"):
         convert_torch_file(tmp_path / "x.pth", "fcn8s")
     # Same keys, so the arch entry is the only thing that tells 8s from 8s-atonce.
-    params, meta, _ = convert_torch_file(tmp_path / "x.pth", "fcn8s-atonce")
+    _, meta, _ = convert_torch_file(tmp_path / "x.pth", "fcn8s-atonce")
     assert meta.arch == "fcn8s-atonce"
 
 
@@ -231,7 +240,9 @@ def test_vgg_shape_mismatch(tmp_path):
     state = random_vgg16_state_dict(NARROW)
     state["classifier.3.weight"] = torch.zeros(512, 100)
     torch.save(state, tmp_path / "vgg.pth")
-    with pytest.raises(FCNError, match=r"shape mismatch in classifier\.3.*\(512, 100\).*\(512, 512\)"):
+    with pytest.raises(
+        FCNError, match=r"shape mismatch in classifier\.3.*\(512, 100\).*\(512, 512\)"
+    ):
         convert_torch_file(tmp_path / "vgg.pth", "fcn32s")
 
 
@@ -246,7 +257,10 @@ def test_unknown_arch(tmp_path):
 def run_cli(*args, cwd):
     return subprocess.run(
         [sys.executable, str(REPO / "convert_torch_weights.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -266,8 +280,18 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path):
 def test_cli_convert_check_and_back(tmp_path):
     state = save_fcn(tmp_path / "in.pth", "fcn32s", n_class=3)
     (tmp_path / "names.txt").write_text("sky\nroad\ncar\n")
-    r = run_cli("--src", "in.pth", "--arch", "fcn32s", "--out", "w", "--check",
-                "--class-names", "names.txt", cwd=tmp_path)
+    r = run_cli(
+        "--src",
+        "in.pth",
+        "--arch",
+        "fcn32s",
+        "--out",
+        "w",
+        "--check",
+        "--class-names",
+        "names.txt",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "PASS" in r.stdout and "argmax agreement: 100.0000%" in r.stdout
     assert load_weights(tmp_path / "w")[1].class_names == ("sky", "road", "car")

@@ -50,7 +50,11 @@ def test_param_names_match_torchfcn_layout(variant):
     torch_keys = set(TorchFCN(variant, 21, NARROW).state_dict())
     assert set(torchfcn_names(abstract)) == torch_keys
     layers = {path[-2] for path in traverse_util.flatten_dict(abstract)}
-    trunk = {f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for i in range(1, n + 1)}
+    trunk = {
+        f"conv{b}_{i}"
+        for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True)
+        for i in range(1, n + 1)
+    }
     assert trunk | {"fc6", "fc7", "score_fr"} <= layers
     assert {n for n, _, _ in get_variant(variant).upsamplers} <= layers
 
@@ -126,7 +130,7 @@ def _random_like(params, seed=0):
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return jax.tree.unflatten(
-        tree, [0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+        tree, [0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
     )
 
 
@@ -188,5 +192,7 @@ def test_bfloat16_computes_in_bf16_with_float32_params():
     model = FCN(variant="fcn32s", width=NARROW, dtype=jnp.bfloat16)
     params = abstract_params(model)
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-    out = jax.eval_shape(model.apply, {"params": params}, jax.ShapeDtypeStruct((1, 9, 9, 3), jnp.float32))
+    out = jax.eval_shape(
+        model.apply, {"params": params}, jax.ShapeDtypeStruct((1, 9, 9, 3), jnp.float32)
+    )
     assert out.dtype == jnp.float32 and out.shape == (1, 9, 9, 21)

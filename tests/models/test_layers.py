@@ -100,7 +100,12 @@ def test_upsample_matches_torch_conv_transpose(kernel, stride, c_in, c_out, size
     expected = nhwc(F.conv_transpose2d(nchw(x), torch.from_numpy(w), stride=stride))
     up = Upsample(c_out, kernel, stride)
     ours = up.apply({"params": {"kernel": jnp.asarray(deconv_to_flax(w))}}, jnp.asarray(x))
-    assert ours.shape == (2, (size[0] - 1) * stride + kernel, (size[1] - 1) * stride + kernel, c_out)
+    assert ours.shape == (
+        2,
+        (size[0] - 1) * stride + kernel,
+        (size[1] - 1) * stride + kernel,
+        c_out,
+    )
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
     # Without the flip the result differs: the test would catch a missing flip.
     unflipped = up.apply(

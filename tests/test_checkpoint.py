@@ -1,0 +1,89 @@
+import jax
+import numpy as np
+import pytest
+
+from fcn_jax.checkpoint import WeightsMetadata, load_metadata, load_weights, save_weights
+from fcn_jax.errors import FCNError
+from fcn_jax.models import FCN, abstract_params
+from fcn_jax.preprocessing import CAFFE_VOC
+from fcn_jax.resources import default_class_names
+from tests.utils import NARROW
+
+
+def metadata(**kw):
+    base = dict(
+        arch="fcn16s",
+        n_class=3,
+        class_names=default_class_names(3),
+        width=NARROW,
+        preprocessing=CAFFE_VOC,
+    )
+    return WeightsMetadata(**{**base, **kw})
+
+
+def random_params(meta, seed=0):
+    abstract = abstract_params(meta.model())
+    leaves, tree = jax.tree.flatten(abstract)
+    rng = np.random.default_rng(seed)
+    return jax.tree.unflatten(
+        tree, [rng.standard_normal(x.shape).astype(np.float32) for x in leaves]
+    )
+
+
+def test_save_load_round_trip(tmp_path):
+    meta = metadata()
+    params = random_params(meta)
+    save_weights(tmp_path / "w", params, meta)
+    loaded, meta2 = load_weights(tmp_path / "w")
+    assert meta2 == meta
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    raw, _ = load_weights(tmp_path / "w", as_numpy=True)
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(raw))
+    assert load_metadata(tmp_path / "w").to_json()["preprocessing"]["mean"][0] == 104.00699
+
+
+def test_latest_step_and_overwrite(tmp_path):
+    meta = metadata()
+    save_weights(tmp_path / "w", random_params(meta, 0), meta)
+    with pytest.raises(FCNError, match="already exists"):
+        save_weights(tmp_path / "w", random_params(meta, 1), meta)
+    new = random_params(meta, 1)
+    save_weights(tmp_path / "w", new, meta, step=5, overwrite=True)
+    loaded, _ = load_weights(tmp_path / "w")
+    jax.tree.map(np.testing.assert_array_equal, loaded, new)
+    with pytest.raises(FCNError, match=r"has no step 0; it has steps \[5\]"):
+        load_weights(tmp_path / "w", step=0)
+
+
+def test_bad_directories(tmp_path):
+    with pytest.raises(FCNError, match="does not exist"):
+        load_weights(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FCNError, match="is a file"):
+        load_weights(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FCNError, match="holds no checkpoint"):
+        load_weights(tmp_path / "empty")
+
+
+def test_params_that_do_not_match_the_metadata(tmp_path):
+    meta = metadata()
+    wrong = random_params(metadata(width=0.25))
+    save_weights(tmp_path / "w", wrong, meta)
+    with pytest.raises(FCNError) as e:
+        load_weights(tmp_path / "w")
+    msg = str(e.value)
+    assert "does not fit a fcn16s with n_class=3, width=0.125" in msg
+    assert "shape mismatch in vgg16.conv1_1: vgg16.conv1_1.kernel is (3, 3, 3, 16)" in msg
+    assert "needs (3, 3, 3, 8)" in msg
+
+
+def test_metadata_validation():
+    with pytest.raises(FCNError, match="arch 'fcn2s'"):
+        metadata(arch="fcn2s")
+    with pytest.raises(FCNError, match="2 class_names for n_class=3"):
+        metadata(class_names=("a", "b"))
+    with pytest.raises(FCNError, match=r"lacks \['width'\]"):
+        WeightsMetadata.from_json({k: v for k, v in metadata().to_json().items() if k != "width"})
+    assert WeightsMetadata.from_json(metadata().to_json()) == metadata()
+    assert isinstance(metadata().model(), FCN)
