@@ -39,7 +39,8 @@ demo: install
 	$(PY) -m fcn_jax.torch_reference --arch fcn8s --width $(DEMO_WIDTH) --out $(DEMO_DIR)/random_fcn8s.pth
 	$(PY) convert_torch_weights.py --src $(DEMO_DIR)/random_fcn8s.pth --arch fcn8s \
 		--out $(DEMO_DIR)/fcn8s --check --image $(SAMPLE)
-	$(PY) predict.py --weights $(DEMO_DIR)/fcn8s --input $(SAMPLE) --out $(DEMO_DIR)/predictions --save-logits
+	$(PY) predict.py --weights $(DEMO_DIR)/fcn8s --input $(SAMPLE) --out $(DEMO_DIR)/predictions \
+		--save-logits --side-by-side
 	@echo "demo outputs in $(DEMO_DIR)/"
 
 test: install-test

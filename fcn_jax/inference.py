@@ -42,6 +42,20 @@ def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | N
     return path
 
 
+def side_by_side(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray | None = None
+) -> np.ndarray:
+    """``image | coloured prediction`` as one [H, 2W, 3] uint8 picture.
+
+    Args:
+        image: [H, W, 3] uint8 RGB.
+        labels: [H, W] class indices.
+        palette: [256, 3] uint8 colours (VOC's by default).
+    """
+    colours = (voc_palette() if palette is None else palette)[labels]
+    return np.concatenate([image, colours], axis=1)
+
+
 class Predictor:
     """A model loaded from a weights directory, with its preprocessing, ready to predict.
 
@@ -81,8 +95,13 @@ def predict_files(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     save_logits: bool = False,
+    save_side_by_side: bool = False,
 ) -> list[Path]:
-    """Predict each input image; write ``<stem>.png`` (and ``<stem>.npy`` logits) to ``out_dir``.
+    """Predict each input image and write the results to ``out_dir``.
+
+    Writes ``<stem>.png`` (class indices, palette PNG), with ``save_logits`` ``<stem>.npy``
+    (float32 logits [H, W, n_class]) and with ``save_side_by_side`` ``<stem>_side.png``
+    (image | coloured prediction).
 
     Returns:
         The written class-map paths, in input order.
@@ -95,7 +114,10 @@ def predict_files(
         image = load_image(path)
         logits, labels = predictor(image)
         stem = Path(path).stem
-        written.append(save_index_png(np.asarray(labels), out / f"{stem}.png"))
+        labels = np.asarray(labels)
+        written.append(save_index_png(labels, out / f"{stem}.png"))
+        if save_side_by_side:
+            Image.fromarray(side_by_side(image, labels)).save(out / f"{stem}_side.png")
         if save_logits:
             np.save(out / f"{stem}.npy", np.asarray(logits, np.float32))
     return written

@@ -48,7 +48,7 @@ def test_predict_files_writes_maps_and_logits(weights_dir, tmp_path, rng):
     Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
     Image.fromarray(rng.integers(0, 256, (17, 9), dtype=np.uint8)).save(tmp_path / "grey.png")
     written = predict_files(
-        weights_dir, [tmp_path / "a.jpg", tmp_path / "grey.png"], tmp_path / "out", save_logits=True
+        weights_dir, [tmp_path / "a.jpg", tmp_path / "grey.png"], tmp_path / "out", True, True
     )
     assert [p.name for p in written] == ["a.png", "grey.png"]
     for stem, shape in (("a", (23, 31)), ("grey", (17, 9))):
@@ -58,6 +58,10 @@ def test_predict_files_writes_maps_and_logits(weights_dir, tmp_path, rng):
         logits = np.load(tmp_path / "out" / f"{stem}.npy")
         assert logits.shape == (*shape, 21) and logits.dtype == np.float32
         np.testing.assert_array_equal(labels, logits.argmax(-1))
+        with Image.open(tmp_path / "out" / f"{stem}_side.png") as im:
+            side = np.asarray(im)
+        assert side.shape == (shape[0], 2 * shape[1], 3)
+        np.testing.assert_array_equal(side[:, shape[1] :], voc_palette()[labels])
     assert len({*np.unique(labels)}) > 1  # random weights: not a constant map
 
 

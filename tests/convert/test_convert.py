@@ -301,3 +301,32 @@ def test_cli_convert_check_and_back(tmp_path):
     assert r.returncode == 0, r.stderr
     back = torch.load(tmp_path / "back.pth", weights_only=True)["model_state_dict"]
     assert all(torch.equal(back[k], v) for k, v in state.items())
+
+
+def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
+    # A conversion whose parity check fails must not look like success.
+    import importlib.util
+
+    import fcn_jax.convert.check as check
+
+    failing = check.ParityReport(
+        "logits", (check.LayerDiff("logits", (1,), 1.0, 1.0),), 50.0, 50.0, 1
+    )
+    monkeypatch.setattr(check, "check_parity", lambda *a: failing)
+    save_fcn(tmp_path / "in.pth", "fcn32s")
+    spec = importlib.util.spec_from_file_location("cli", REPO / "convert_torch_weights.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    code = cli.main(
+        [
+            "--src",
+            str(tmp_path / "in.pth"),
+            "--arch",
+            "fcn32s",
+            "--out",
+            str(tmp_path / "w"),
+            "--check",
+        ]
+    )
+    assert code == 1
+    assert "FAIL" in capsys.readouterr().out

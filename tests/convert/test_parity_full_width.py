@@ -15,6 +15,7 @@ import torch
 
 from fcn_jax.convert import convert_torch_file
 from fcn_jax.convert.check import PARITY_TOLERANCE, check_parity
+from fcn_jax.convert.torchfcn import flax_to_torchfcn
 from fcn_jax.inference import load_image
 from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.resources import VOC_SAMPLE_IMAGE
@@ -110,3 +111,24 @@ def test_vgg16_trunk_full_width(tmp_path, rng):
     print(f"\nVGG16 trunk\n{report.format()}")
     assert report.compared == "fc7" and report.final.shape == (1, 2, 2, 4096)
     assert report.passed, report.format()
+
+
+def test_bilinear_init_matches_torchfcn(torchfcn_models):
+    from torchfcn.models.fcn32s import get_upsampling_weight
+
+    from fcn_jax.convert.layout import deconv_to_torch
+    from fcn_jax.models.layers import bilinear_init
+
+    for k in (4, 16, 32, 64):
+        ours = deconv_to_torch(np.asarray(bilinear_init(None, (k, k, 3, 3))))
+        np.testing.assert_array_equal(ours, get_upsampling_weight(3, 3, k).numpy())
+
+
+def test_export_loads_strictly_into_torchfcn(converted, torchfcn_models):
+    # The state dict --to-torch writes (its file path is tested at narrow width) fits torchfcn.
+    variant, state, params, *_ = converted
+    exported = {k: torch.from_numpy(v) for k, v in flax_to_torchfcn(params).items()}
+    model = torchfcn_models[variant](n_class=21)
+    model.load_state_dict(exported, strict=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
