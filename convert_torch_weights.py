@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that --help answers without loading jax and torch.
     from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
     from fcn_jax.convert.check import check_parity
-    from fcn_jax.inference import load_image
+    from fcn_jax.data.io import read_image
 
     if args.to_torch:
         if Path(args.out).exists() and not args.overwrite:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not args.check:
         return 0
-    report = check_parity(source, params, metadata, load_image(args.image))
+    report = check_parity(source, params, metadata, read_image(args.image))
     print(f"\nparity check on {args.image}:")
     print(report.format())
     return 0 if report.passed else 1

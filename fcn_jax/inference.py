@@ -8,24 +8,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights
-from fcn_jax.errors import FCNError
+from fcn_jax.data.io import read_image
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as [H, W, 3] uint8 RGB (grey and RGBA are converted)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FCNError(f"input image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise FCNError(f"{path} is not an image PIL can read: {e}") from None
 
 
 def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> Path:
@@ -111,7 +99,7 @@ def predict_files(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in inputs:
-        image = load_image(path)
+        image = read_image(path)
         logits, labels = predictor(image)
         stem = Path(path).stem
         labels = np.asarray(labels)

@@ -9,6 +9,7 @@ metadata holds the numbers below, and every tool reads them from there.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,28 @@ class Preprocessing:
             mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]  # length checked
             std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]  # length checked
         )
+
+
+def reconcile(configured: str | Mapping[str, Any] | None, weights: Preprocessing) -> Preprocessing:
+    """The weights' preprocessing, with a loud warning if the config expected another one.
+
+    Args:
+        configured: what the config says (a name such as ``caffe``, a dict of numbers, or None).
+        weights: what the weights' metadata says; it always wins.
+    """
+    if configured is None:
+        return weights
+    expected = Preprocessing.from_dict(configured) if isinstance(configured, Mapping) else None
+    name = expected.name if expected is not None else str(configured)
+    differs = (expected != weights) if expected is not None else (name != weights.name)
+    if differs:
+        warnings.warn(
+            f"the config expects {name!r} preprocessing but the weights were made for "
+            f"{weights.name!r} ({weights.channel_order}, scale {weights.scale:g}, mean "
+            f"{list(weights.mean)}, std {list(weights.std)}): using the weights' preprocessing",
+            stacklevel=2,
+        )
+    return weights
 
 
 # torchfcn / Caffe VGG16: BGR, 0-255, minus the mean of the release's PASCAL models (BGR order).

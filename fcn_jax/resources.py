@@ -10,6 +10,7 @@ import numpy as np
 ASSETS = Path(__file__).parent / "assets"
 VOC_SAMPLE_IMAGE = ASSETS / "voc_sample.jpg"
 VOC_SAMPLE_LABEL = ASSETS / "voc_sample_label.png"
+SPLITS = ASSETS / "splits"  # SPLITS/<dataset>/<split>.txt and classes.txt
 
 
 def read_class_names(path: Path) -> tuple[str, ...]:
@@ -25,7 +26,7 @@ def read_class_names(path: Path) -> tuple[str, ...]:
 @functools.cache
 def voc_class_names() -> tuple[str, ...]:
     """The 21 PASCAL VOC classes, background first."""
-    return read_class_names(ASSETS / "splits" / "pascal" / "classes.txt")
+    return read_class_names(SPLITS / "voc" / "classes.txt")
 
 
 def default_class_names(n_class: int) -> tuple[str, ...]:

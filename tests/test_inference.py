@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from fcn_jax.checkpoint import WeightsMetadata, save_weights
+from fcn_jax.data.io import read_image
 from fcn_jax.errors import FCNError
-from fcn_jax.inference import Predictor, load_image, predict_files, save_index_png
+from fcn_jax.inference import Predictor, predict_files, save_index_png
 from fcn_jax.models import abstract_params
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import VOC_SAMPLE_LABEL, default_class_names, voc_palette
@@ -77,10 +78,10 @@ def test_predictor_matches_plain_forward(weights_dir, rng):
 
 def test_bad_images(tmp_path):
     with pytest.raises(FCNError, match="does not exist"):
-        load_image(tmp_path / "none.jpg")
+        read_image(tmp_path / "none.jpg")
     (tmp_path / "x.jpg").write_text("text")
     with pytest.raises(FCNError, match=r"x\.jpg is not an image"):
-        load_image(tmp_path / "x.jpg")
+        read_image(tmp_path / "x.jpg")
 
 
 def test_predict_cli(weights_dir, tmp_path):

@@ -28,7 +28,13 @@ from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
-__all__ = ["TorchWeights", "convert_torch_file", "export_torchfcn", "read_torch_weights"]
+__all__ = [
+    "TorchWeights",
+    "convert_torch_file",
+    "export_torchfcn",
+    "load_any_weights",
+    "read_torch_weights",
+]
 
 
 def convert_torch_file(
@@ -74,6 +80,25 @@ def convert_torch_file(
         source_sha256=sha256_file(src),
     )
     return params, metadata, weights
+
+
+def load_any_weights(
+    path: str | Path, arch: str, n_class: int | None = None
+) -> tuple[PyTree, WeightsMetadata]:
+    """Params and metadata from a weights directory, or from a PyTorch file converted on the fly.
+
+    Args:
+        path: a weights directory, or a ``.pth`` that :func:`convert_torch_file` accepts.
+        arch: the variant to build from a ``.pth`` (a directory's metadata names its own).
+        n_class: expected classes of a ``.pth``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return load_weights(path)
+    if not path.exists():
+        raise FCNError(f"weights {path} do not exist: give a weights directory or a .pth file")
+    params, metadata, _ = convert_torch_file(path, arch, n_class)
+    return params, metadata
 
 
 def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 from fcn_jax.convert import convert_torch_file
 from fcn_jax.convert.check import PARITY_TOLERANCE, check_parity
 from fcn_jax.convert.torchfcn import flax_to_torchfcn
-from fcn_jax.inference import load_image
+from fcn_jax.data.io import read_image
 from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.resources import VOC_SAMPLE_IMAGE
 from fcn_jax.torch_reference import TorchFCN, random_state_dict, random_vgg16_state_dict
@@ -96,7 +96,7 @@ def test_voc_sample_through_full_width_fcn8s(tmp_path):
     state = random_state_dict("fcn8s", 21, 1.0, seed=7)
     torch.save(state, tmp_path / "fcn8s.pth")
     params, meta, source = convert_torch_file(tmp_path / "fcn8s.pth", "fcn8s")
-    image = load_image(VOC_SAMPLE_IMAGE)
+    image = read_image(VOC_SAMPLE_IMAGE)
     report = check_parity(source, params, meta, image)
     print(f"\nVOC sample {image.shape}\n{report.format()}")
     assert report.final.shape == (1, *image.shape[:2], 21)

@@ -1,0 +1,22 @@
+"""FCN-8s, narrow, on the built-in synthetic shapes: the demo, minutes on 2 CPU cores."""
+
+from fcn_jax import configs as common
+
+
+def get_config(arg: str | None = None):
+    """The demo's config; ``arg="smoke"`` for a seconds-long run."""
+    c = common.base()
+    c.data.name = "synthetic"
+    c.data.split = "train"
+    c.data.eval_split = "val"
+    c.data.num_images = 64
+    c.data.min_size = 48
+    c.data.max_size = 64
+    c.data.preprocessing = "caffe"
+    c.model.arch = "fcn8s"
+    c.model.n_class = 5
+    c.model.width = 0.125
+    c.num_steps = 600
+    c.eval_every = 200
+    c.checkpoint_every = 200
+    return common.finish(c, arg)

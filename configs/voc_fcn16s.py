@@ -1,0 +1,12 @@
+"""FCN-16s on PASCAL VOC, the release's "heavy" recipe (SBD train, seg11valid)."""
+
+from fcn_jax import configs as common
+
+
+def get_config(arg: str | None = None):
+    """The experiment's config; ``arg="smoke"`` for a seconds-long CPU run."""
+    c = common.base()
+    c.model.arch = "fcn16s"
+    c.learning_rate = 1e-12
+    c.num_steps = 100_000
+    return common.finish(c, arg)

@@ -1,0 +1,98 @@
+"""Shared plumbing of the config-driven CLIs (eval.py, later train.py): flags, errors, devices."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from fcn_jax.errors import EXIT_USER_ERROR, FCNError, format_list
+
+FLAGS = flags.FLAGS
+
+
+def define_config_flag() -> None:
+    """``--config path/to/experiment.py[:variant]`` plus ``--config.key=value`` overrides."""
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment config file, e.g. configs/voc_fcn8s.py", lock_config=True
+    )
+
+
+def config_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key of a config, dotted (``data.root``, ``model.arch``, ...)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += config_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _load_config_file(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
+    """The config named by ``--config`` in ``argv``, loaded without overrides (for messages)."""
+    spec = next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("--config=")),
+        next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None),
+    )
+    if spec is None:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        import importlib.util
+
+        module_spec = importlib.util.spec_from_file_location("fcn_config", path)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]  # checked by the exec below
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]  # idem
+        return module.get_config(arg or None)
+    except Exception:
+        return None
+
+
+def parse_flags(argv: Sequence[str]) -> None:
+    """Parse absl flags; bad flags, config files or keys become :class:`FCNError`s."""
+    try:
+        rest = FLAGS(list(argv))
+        config = FLAGS.config
+    except Exception as e:  # absl and ml_collections raise many types
+        message = str(e).strip().strip("'").replace("\\n", " ").replace("\n", " ")
+        config = _load_config_file(argv)
+        hint = f"; known config keys: {format_list(config_keys(config), 200)}" if config else ""
+        raise FCNError(f"{message}{hint}") from None
+    if config is None:
+        raise FCNError("--config is required, e.g. --config configs/voc_fcn8s.py")
+    if len(rest) > 1:
+        raise FCNError(f"unexpected arguments {rest[1:]}")
+
+
+def run_config_cli(main: Callable[[], int | None]) -> None:
+    """Parse flags then run ``main()``; user errors print ``error: ...`` and exit 2."""
+    try:
+        parse_flags(sys.argv)
+        code = main()
+    except FCNError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(code or 0)
+
+
+def enable_compilation_cache(directory: str | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache (``$FCN_JAX_CACHE`` or ~/.cache/fcn_jax/xla).
+
+    Whole-image evaluation and batch-1 training compile once per image shape; the cache makes
+    the second run over the same data skip those compilations.
+    """
+    import jax
+
+    path = Path(
+        directory or os.environ.get("FCN_JAX_CACHE") or Path.home() / ".cache" / "fcn_jax" / "xla"
+    ).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path

@@ -1,0 +1,97 @@
+"""The config schema every experiment shares, with the PASCAL VOC defaults of the paper.
+
+Top level: ``seed``, ``num_steps``, ``batch_size`` (global, over all devices and hosts),
+``learning_rate``, ``eval_every``, ``checkpoint_every``, ``parallel``; sections ``data``,
+``model``, ``init``, ``optim``, ``eval``. Experiments (``configs/*.py``) call :func:`base`,
+override fields and end with :func:`finish`.
+Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can set them.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base() -> ml_collections.ConfigDict:
+    """The release's VOC setting: SBD train, seg11valid, batch 1 whole images, Caffe input."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_steps = 100_000
+    c.batch_size = 1
+    c.learning_rate = 1e-10
+    c.eval_every = 4_000
+    c.checkpoint_every = 4_000
+    c.parallel = "sharding"  # or "pmap"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "voc"  # a key of fcn_jax.data.DATASETS
+    # The folder holding the dataset as downloaded: for VOC, the one with VOCdevkit/ and
+    # benchmark_RELEASE/. Set it on the command line: --config.data.root=/path/to/pascal.
+    c.data.root = config_dict.placeholder(str)
+    c.data.split = "sbd_train"  # training split (SBD train, 8,498 images)
+    c.data.eval_split = "seg11valid"  # 736 VOC2011 val images not in SBD train
+    c.data.year = config_dict.placeholder(int)  # VOC devkit year; None: 2012, else 2011
+    c.data.preprocessing = "caffe"  # what the config expects; the weights' metadata wins
+    # Whole images, batch 1 (faithful). Buckets pad batches to a few sizes (multiples of
+    # bucket_step up to max_size) instead; crop and flip are for non-paper recipes.
+    c.data.buckets = config_dict.placeholder(tuple)
+    c.data.bucket_step = 32
+    c.data.max_size = 500  # largest image side in the dataset (VOC: 500)
+    c.data.crop_size = config_dict.placeholder(int)
+    c.data.flip = False
+    c.data.worker_count = 2
+    # Synthetic data only (ignored by the others).
+    c.data.num_images = 0
+    c.data.min_size = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.arch = "fcn32s"
+    c.model.n_class = 21
+    c.model.width = 1.0
+    c.model.dtype = "float32"
+    c.model.learn_upsampling = False
+
+    c.init = ml_collections.ConfigDict()
+    # Weights directory, training workdir or .pth to start from (by layer name); None: random.
+    # (``from_``: ``from`` is a Python keyword, which --config.init.from=... cannot parse.)
+    c.init.from_ = config_dict.placeholder(str)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"
+    c.optim.momentum = 0.99
+    c.optim.weight_decay = 5e-4
+    c.optim.bias_lr_mult = 2.0
+    c.optim.loss = "sum"  # summed over valid pixels, hence the tiny learning rates
+    c.optim.accum_steps = 1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 1
+    c.eval.bucket = False  # exact whole-image evaluation by default
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink any config to a seconds-long CPU run: tiny synthetic data, narrow network."""
+    c.num_steps = 2
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.data.name = "synthetic"
+    c.data.root = None
+    c.data.split = "train"
+    c.data.eval_split = "val"
+    c.data.num_images = 4
+    c.data.min_size = 24
+    c.data.max_size = 40
+    c.data.worker_count = 0
+    c.model.width = 0.0625
+    return c
+
+
+def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Apply the ``get_config(arg)`` variant: None (as written) or ``smoke``."""
+    if arg in (None, ""):
+        return c
+    if arg == "smoke":
+        return smoke(c)
+    raise ValueError(f"unknown config variant {arg!r}: use no argument or 'smoke'")

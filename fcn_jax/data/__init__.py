@@ -1,0 +1,71 @@
+"""Datasets (records of image, label, id), split lists and the input pipeline.
+
+``DATASETS`` maps the names configs use (``config.data.name``) to constructors
+``(config, split) -> SegmentationDataset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+
+from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset
+from fcn_jax.data.synthetic import SyntheticSegmentation
+from fcn_jax.data.voc import SBDSegmentation, pascal
+from fcn_jax.errors import FCNError
+
+
+def _root(config: ml_collections.ConfigDict) -> Path:
+    root = config.data.get("root")
+    if not root:
+        raise FCNError(
+            f"config.data.root is not set: pass --config.data.root=DIR, the folder holding the "
+            f"{config.data.name} dataset as downloaded"
+        )
+    return Path(root).expanduser()
+
+
+def _voc(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
+    return pascal(_root(config), split, config.data.get("year"))
+
+
+def _sbd(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
+    return SBDSegmentation(_root(config), split)
+
+
+def _synthetic(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
+    d = config.data
+    return SyntheticSegmentation(
+        split=split,
+        n_class=config.model.n_class,
+        num_images=d.get("num_images") or 64,
+        min_size=d.get("min_size") or 48,
+        max_size=d.get("max_size") or 64,
+    )
+
+
+DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], SegmentationDataset]] = {
+    "voc": _voc,  # VOC devkit splits (seg11valid, train, val...) and sbd_train / sbd_val
+    "sbd": _sbd,
+    "synthetic": _synthetic,
+}
+
+
+def make_dataset(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
+    """The dataset ``config.data.name`` for ``split`` (a split name or a list file)."""
+    name = config.data.name
+    if name not in DATASETS:
+        raise FCNError(f"unknown dataset {name!r} (config.data.name); known: {sorted(DATASETS)}")
+    return DATASETS[name](config, split)
+
+
+__all__ = [
+    "DATASETS",
+    "IGNORE_LABEL",
+    "Record",
+    "SegmentationDataset",
+    "SyntheticSegmentation",
+    "make_dataset",
+]

@@ -1,0 +1,124 @@
+"""What every dataset is: a random-access source of records, checked as they are read.
+
+A *record* is a dict with at least
+
+- ``image``: [H, W, 3] uint8 RGB;
+- ``label``: [H, W] uint8 class indices, :data:`IGNORE_LABEL` (255) = void;
+- ``id``: the sample's id in its split (the file stem), used to name outputs;
+
+and room for more keys (a second image stream, a second label). Datasets implement
+``__len__`` and ``__getitem__``, so grain reads them directly as a ``RandomAccessDataSource``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcn_jax.errors import FCNError
+from fcn_jax.resources import voc_palette
+
+IGNORE_LABEL = 255
+Record = dict[str, Any]
+
+
+class SegmentationDataset(abc.ABC):
+    """A split of a segmentation dataset.
+
+    Subclasses set :attr:`ids` and :attr:`class_names` and implement :meth:`load`.
+
+    Attributes:
+        name: dataset name (the key of ``DATASETS``).
+        split: split name or list file it was built from.
+        ids: sample ids, in split order.
+        class_names: one name per class index.
+    """
+
+    name: str = "dataset"
+
+    def __init__(self, split: str, ids: Sequence[str], class_names: Sequence[str]) -> None:
+        self.split = split
+        self.ids = list(ids)
+        self.class_names = tuple(class_names)
+
+    @property
+    def n_class(self) -> int:
+        """Number of classes (void excluded)."""
+        return len(self.class_names)
+
+    @property
+    def palette(self) -> np.ndarray:
+        """[256, 3] uint8 colours for label maps (VOC's colour map unless a dataset has its own)."""
+        return voc_palette()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Record:
+        sample_id = self.ids[index]
+        record = self.load(sample_id)
+        files = ", ".join(map(str, self.files(sample_id)))
+        where = f"{self.name} {sample_id}" + (f" ({files})" if files else "")
+        validate_record(record, self.n_class, where=where)
+        return record
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, {len(self)} images, "
+            f"{self.n_class} classes)"
+        )
+
+    def files(self, sample_id: str) -> tuple[Path, ...]:
+        """The files a sample is read from (named in errors); none for generated data."""
+        del sample_id
+        return ()
+
+    @abc.abstractmethod
+    def load(self, sample_id: str) -> Record:
+        """Read one record (unchecked; ``__getitem__`` checks it)."""
+
+
+def validate_record(record: Record, n_class: int, where: str) -> None:
+    """Check a record's image and label; errors name ``where`` (the sample and its files).
+
+    Raises:
+        FCNError: image not [H, W, 3] uint8, label not [H, W] matching it, or label values
+            outside [0, n_class) and 255.
+    """
+    image, label = record["image"], record["label"]
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise FCNError(f"{where}: label must be HxW uint8, got {label.shape} {label.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FCNError(f"{where}: image must be HxWx3 uint8, got {image.shape} {image.dtype}")
+    if label.shape != image.shape[:2]:
+        raise FCNError(
+            f"{where}: label is {label.shape[0]}x{label.shape[1]} but its image is "
+            f"{image.shape[0]}x{image.shape[1]}; label and image must have the same size"
+        )
+    values = np.unique(label)
+    bad = values[(values >= n_class) & (values != IGNORE_LABEL)]
+    if bad.size:
+        raise FCNError(
+            f"{where}: label values {bad.tolist()[:10]} are outside [0, {n_class}) and "
+            f"{IGNORE_LABEL} (void); is this the right dataset, class count or label file?"
+        )
+
+
+def require_dir(path: Path, what: str, layout: str) -> Path:
+    """``path`` if it is a directory, else an error that prints the expected layout."""
+    if not path.is_dir():
+        raise FCNError(f"{what} not found: {path} is not a directory. Expected layout:\n{layout}")
+    return path
+
+
+def require_files(paths: Sequence[Path], what: str, limit: int = 5) -> None:
+    """Fail if any of ``paths`` is missing, naming the first few."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = "\n  ".join(map(str, missing[:limit]))
+        more = f"\n  ... and {len(missing) - limit} more" if len(missing) > limit else ""
+        raise FCNError(f"{len(missing)} {what} listed in the split are missing:\n  {shown}{more}")

@@ -1,0 +1,126 @@
+"""Per-record augmentation and batch assembly (padding to shape buckets with the void label).
+
+The paper trains and evaluates on whole images one at a time (batch 1, no augmentation): that
+is the default. Batching images of different sizes needs padding; padding each batch to one of a
+few fixed *bucket* sizes keeps the number of XLA compilations bounded (one per bucket pair
+instead of one per image size). Padded pixels carry label 255, so losses and metrics skip them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import numpy as np
+
+from fcn_jax.data.base import IGNORE_LABEL, Record
+from fcn_jax.errors import FCNError
+
+
+def default_buckets(max_size: int, step: int = 32) -> tuple[int, ...]:
+    """Multiples of ``step`` up to the first one >= ``max_size``: (32, 64, ..., 512) for 500."""
+    return tuple(range(step, -(-max_size // step) * step + 1, step))
+
+
+def bucket_for(size: int, buckets: Sequence[int], what: str) -> int:
+    """The smallest bucket >= ``size``; an error naming ``what`` if none is large enough."""
+    i = bisect.bisect_left(buckets, size)
+    if i == len(buckets):
+        raise FCNError(
+            f"{what} is {size} px, larger than the largest bucket {buckets[-1]}: add a larger "
+            "bucket (data.buckets / data.max_size in the config)"
+        )
+    return buckets[i]
+
+
+def random_crop_flip(
+    record: Record, rng: np.random.Generator, crop_size: int | None, flip: bool
+) -> Record:
+    """Random ``crop_size`` square crop (void-padded if smaller) and horizontal flip.
+
+    Not in the paper's recipe (it found mirroring and jitter gave nothing); for other recipes.
+    """
+    image, label = record["image"], record["label"]
+    if crop_size is not None:
+        h, w = label.shape
+        ph, pw = max(crop_size - h, 0), max(crop_size - w, 0)
+        if ph or pw:
+            image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+            label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_LABEL)
+        top = rng.integers(0, image.shape[0] - crop_size + 1)
+        left = rng.integers(0, image.shape[1] - crop_size + 1)
+        image = image[top : top + crop_size, left : left + crop_size]
+        label = label[top : top + crop_size, left : left + crop_size]
+    if flip and rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return {**record, "image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
+
+
+def pad_record(record: Record, height: int, width: int) -> Record:
+    """Pad image (zeros) and label (void) at the bottom/right to ``height`` x ``width``.
+
+    Extra per-pixel keys (any [H, W, ...] array) are padded like the image.
+    """
+    out = dict(record)
+    h, w = record["label"].shape
+    for key, value in record.items():
+        if isinstance(value, np.ndarray) and value.shape[:2] == (h, w):
+            fill = IGNORE_LABEL if key.startswith("label") else 0
+            pad = ((0, height - h), (0, width - w)) + ((0, 0),) * (value.ndim - 2)
+            out[key] = np.pad(value, pad, constant_values=fill)
+    return out
+
+
+def void_like(record: Record) -> Record:
+    """A padding example: the record's shape, zero image, all-void label, ``valid`` False."""
+    out = {k: np.zeros_like(v) if isinstance(v, np.ndarray) else v for k, v in record.items()}
+    for key in out:
+        if key.startswith("label"):
+            out[key] = np.full_like(record[key], IGNORE_LABEL)
+    out["id"] = ""
+    return out
+
+
+def collate(
+    records: Sequence[Record], buckets: Sequence[int] | None = None, batch_size: int | None = None
+) -> dict[str, np.ndarray]:
+    """Stack records into a batch.
+
+    Args:
+        records: the batch's records.
+        buckets: sorted bucket sizes; each batch is padded to the smallest bucket that holds its
+            largest height, and likewise for width. Without buckets all records must have the
+            same size (whole-image batch 1 always does).
+        batch_size: pad the batch with void examples to this many (the last, partial batch of an
+            evaluation spread over devices, so that every real pixel counts exactly once).
+
+    Returns:
+        ``image`` [B, H, W, 3] uint8, ``label`` [B, H, W] uint8, any further per-pixel keys,
+        ``id`` [B] str, ``height`` / ``width`` [B] int32 (each example's true size) and ``valid``
+        [B] bool (False for padding examples).
+    """
+    sizes = [r["label"].shape for r in records]
+    if buckets:
+        target = (
+            bucket_for(max(s[0] for s in sizes), buckets, "a batch's largest height"),
+            bucket_for(max(s[1] for s in sizes), buckets, "a batch's largest width"),
+        )
+        records = [pad_record(r, *target) for r in records]
+    elif len(set(sizes)) > 1:
+        raise FCNError(
+            f"images of different sizes {sorted(set(sizes))} in one batch: use batch_size 1 "
+            "(the paper's whole-image mode) or shape buckets (data.buckets)"
+        )
+    n_real = len(records)
+    if batch_size is not None and n_real < batch_size:
+        records = [*records, *[void_like(records[0])] * (batch_size - n_real)]
+    batch = {
+        key: np.stack([r[key] for r in records])
+        for key, value in records[0].items()
+        if isinstance(value, np.ndarray)
+    }
+    batch["id"] = np.array([r["id"] for r in records])
+    batch["height"] = np.array([s[0] for s in sizes] + [0] * (len(records) - n_real), np.int32)
+    batch["width"] = np.array([s[1] for s in sizes] + [0] * (len(records) - n_real), np.int32)
+    batch["valid"] = np.arange(len(records)) < n_real
+    return batch
