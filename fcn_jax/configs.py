@@ -40,7 +40,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.max_size = 500  # largest image side in the dataset (VOC: 500)
     c.data.crop_size = config_dict.placeholder(int)
     c.data.flip = False
-    c.data.worker_count = 2
+    c.data.worker_count = 0  # >0: decode in worker processes (reading threads always prefetch)
     # Synthetic data only (ignored by the others).
     c.data.num_images = 0
     c.data.min_size = 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Sequence
 
 import grain
+import numpy as np
 from absl import flags
 
 from fcn_jax.data.base import SegmentationDataset
@@ -93,12 +95,25 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
         # grain's workers read its absl flags; outside an absl app nobody has parsed them.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
+        # CPython's resource tracker (which passes our -W options on to its process) reports
+        # shared memory that a worker created and the consumer unlinked as "leaked" at exit
+        # (bpo-38119); grain frees every block (/dev/shm stays bounded), so it is noise.
+        quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+        if quiet not in sys.warnoptions:
+            sys.warnoptions.append(quiet)
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=options.worker_count, per_worker_buffer_size=options.prefetch
             )
         )
+        # Workers hand arrays over in shared memory, freed when the last reference dies; a copy
+        # frees each block at once instead of whenever (or, at exit, after) the batch is dropped.
+        it = it.map(_to_plain_arrays)
     return it
+
+
+def _to_plain_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in batch.items()}
 
 
 def num_batches(n_examples: int, batch_size: int) -> int:

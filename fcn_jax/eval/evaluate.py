@@ -136,7 +136,7 @@ class _TorchReference:
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = TorchFCN(metadata.arch, metadata.n_class, metadata.width)
-        state = {k: torch.from_numpy(v) for k, v in flax_to_torchfcn(params).items()}
+        state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_torchfcn(params).items()}
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
         self.preprocessing = metadata.preprocessing

@@ -18,6 +18,7 @@ from fcn_jax.data.splits import shipped_split_dir
 from fcn_jax.data.voc import SBDSegmentation, VOCSegmentation, pascal
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_class_names, voc_palette
+from tests.utils import write_jpeg, write_list, write_palette_png, write_sbd_mat
 
 # id -> (height, width, a class painted next to the 15 (person) block); sizes vary on purpose
 VOC_IDS = {
@@ -77,38 +78,6 @@ def label_map(height: int, width: int, cls: int) -> np.ndarray:
     label[3:-3, width // 2 : -2] = 15
     label[0, :] = label[-1, :] = label[:, 0] = label[:, -1] = IGNORE_LABEL
     return label
-
-
-def write_jpeg(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, quality=95, subsampling=0)
-
-
-def write_palette_png(path: Path, label: np.ndarray) -> None:
-    """A VOC SegmentationClass PNG: mode 'P', values = indices, coloured by VOC's palette."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = label.shape
-    im = Image.frombytes("P", (width, height), label.tobytes())
-    im.putpalette(voc_palette().ravel().tolist())
-    im.save(path)
-
-
-def write_sbd_mat(path: Path, label: np.ndarray) -> None:
-    """An SBD cls/<id>.mat: struct GTcls with Segmentation, Boundaries (cell), CategoriesPresent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    boundaries = np.empty((len(voc_class_names()) - 1, 1), dtype=object)
-    for k in range(boundaries.shape[0]):
-        boundaries[k, 0] = scipy.sparse.csc_matrix(label.shape, dtype=np.float64)
-    present = np.unique(label[(label > 0) & (label != IGNORE_LABEL)]).astype(np.uint8)[:, None]
-    scipy.io.savemat(
-        path,
-        {"GTcls": {"Segmentation": label, "Boundaries": boundaries, "CategoriesPresent": present}},
-    )
-
-
-def write_list(path: Path, ids: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\n" for i in ids))
 
 
 def write_voc(root: Path, year: int, images: dict, labels: dict) -> Path:
