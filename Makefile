@@ -40,7 +40,7 @@ demo: install
 	$(PY) convert_torch_weights.py --src $(DEMO_DIR)/random_fcn8s.pth --arch fcn8s \
 		--out $(DEMO_DIR)/fcn8s --check --image $(SAMPLE)
 	$(PY) predict.py --weights $(DEMO_DIR)/fcn8s --input $(SAMPLE) --out $(DEMO_DIR)/predictions \
-		--save-logits --side-by-side
+		--save-logits
 	@echo "demo outputs in $(DEMO_DIR)/"
 
 test: install-test

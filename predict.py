@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Predict class maps with a weights directory.
+"""Predict class maps with a weights directory, for an image or a folder of images.
 
     python predict.py --weights weights/fcn8s --input image.jpg --out predictions/ [--save-logits]
+    python predict.py --weights weights/fcn8s --input photos/ --out predictions/
 
-Writes OUT/<stem>.png (class indices as a VOC-palette PNG, the input's height and width) and, with
---save-logits, OUT/<stem>.npy (float32 logits, H x W x n_class); with --side-by-side,
-OUT/<stem>_side.png (the image beside its coloured prediction). Preprocessing comes from the
-weights' metadata.
+Writes, for each input, OUT/<stem>.png (class indices as a palette PNG in the dataset's colours,
+the input's height and width), OUT/<stem>_overlay.png (the image beside its coloured mask, with
+a legend of the classes present) and, with --save-logits, OUT/<stem>.npy (float32 logits,
+H x W x n_class). Outputs are named by each input's file stem. Preprocessing comes from the
+weights' metadata. Exit codes: 0 ok; 2 bad input.
 """
 
 from __future__ import annotations
@@ -19,22 +21,17 @@ from fcn_jax.errors import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Predict the input image; returns the exit code."""
+    """Predict; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--weights", required=True, type=Path, help="weights directory")
-    p.add_argument("--input", required=True, type=Path, help="image file")
+    p.add_argument("--input", required=True, type=Path, help="image file or folder of images")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--save-logits", action="store_true", help="also write <stem>.npy logits")
-    p.add_argument(
-        "--side-by-side", action="store_true", help="also write <stem>_side.png: image | prediction"
-    )
     args = p.parse_args(argv)
     from fcn_jax.inference import predict_files
 
-    for path in predict_files(
-        args.weights, [args.input], args.out, args.save_logits, args.side_by_side
-    ):
-        print(f"wrote {path}")
+    written = predict_files(args.weights, args.input, args.out, args.save_logits)
+    print(f"wrote {len(written)} prediction(s) to {args.out}")
     return 0
 
 

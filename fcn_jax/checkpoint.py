@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, VARIANTS, abstract_params
 from fcn_jax.preprocessing import Preprocessing
+from fcn_jax.resources import voc_palette
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
@@ -46,6 +48,7 @@ class WeightsMetadata:
         preprocessing: the input normalisation these weights expect.
         source: where the params came from (``torchfcn``, ``torchvision_vgg16``, ``fcn-jax``).
         source_sha256: SHA-256 of the source file, if converted.
+        palette: optional RGB colour per class (the dataset's); VOC's colour map otherwise.
     """
 
     arch: str
@@ -55,6 +58,7 @@ class WeightsMetadata:
     preprocessing: Preprocessing
     source: str = "fcn-jax"
     source_sha256: str | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in VARIANTS:
@@ -63,6 +67,17 @@ class WeightsMetadata:
             raise FCNError(
                 f"metadata has {len(self.class_names)} class_names for n_class={self.n_class}"
             )
+        if self.palette is not None and (
+            len(self.palette) != self.n_class or any(len(c) != 3 for c in self.palette)
+        ):
+            raise FCNError(f"metadata palette must hold {self.n_class} RGB triples")
+
+    def palette_array(self) -> np.ndarray:
+        """[256, 3] uint8 colours: the metadata's per-class colours over VOC's colour map."""
+        colours = voc_palette().copy()
+        if self.palette is not None:
+            colours[: len(self.palette)] = np.asarray(self.palette, np.uint8)
+        return colours
 
     def model(self, **overrides: Any) -> FCN:
         """The FCN these params belong to (``overrides``: dtype, learn_upsampling, ...)."""
@@ -73,6 +88,7 @@ class WeightsMetadata:
         d = dataclasses.asdict(self)
         d["class_names"] = list(self.class_names)
         d["preprocessing"] = self.preprocessing.to_dict()
+        d["palette"] = None if self.palette is None else [list(c) for c in self.palette]
         return d
 
     @classmethod
@@ -90,6 +106,11 @@ class WeightsMetadata:
                 preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                 source=str(d.get("source", "fcn-jax")),
                 source_sha256=d.get("source_sha256"),
+                palette=(
+                    None
+                    if d.get("palette") is None
+                    else tuple(tuple(int(v) for v in c) for c in d["palette"])
+                ),
             )
         except FCNError as e:
             raise FCNError(f"{where}: {e}") from None

@@ -1,19 +1,21 @@
-"""Prediction from a weights directory: images in, class maps (palette PNGs) and logits out."""
+"""Prediction from a weights directory: images or folders in; class maps, overlays, logits out."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights
 from fcn_jax.data.io import read_image
+from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
+from fcn_jax.visualize import overlay_picture
 
 
 def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> Path:
@@ -30,18 +32,33 @@ def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | N
     return path
 
 
-def side_by_side(
-    image: np.ndarray, labels: np.ndarray, palette: np.ndarray | None = None
-) -> np.ndarray:
-    """``image | coloured prediction`` as one [H, 2W, 3] uint8 picture.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
-    Args:
-        image: [H, W, 3] uint8 RGB.
-        labels: [H, W] class indices.
-        palette: [256, 3] uint8 colours (VOC's by default).
+
+def list_images(path: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted by name).
+
+    Raises:
+        FCNError: missing path, a folder without images, or two images with the same stem (their
+            outputs would overwrite each other).
     """
-    colours = (voc_palette() if palette is None else palette)[labels]
-    return np.concatenate([image, colours], axis=1)
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FCNError(f"input {path} does not exist")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FCNError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    stems: dict[str, Path] = {}
+    for p in images:
+        if p.stem in stems:
+            raise FCNError(
+                f"{stems[p.stem].name} and {p.name} in {path} share the stem {p.stem!r}: outputs "
+                "are named by stem, so rename one"
+            )
+        stems[p.stem] = p
+    return images
 
 
 class Predictor:
@@ -80,32 +97,37 @@ class Predictor:
 
 def predict_files(
     weights_dir: str | Path,
-    inputs: Sequence[str | Path],
+    input_path: str | Path,
     out_dir: str | Path,
     save_logits: bool = False,
-    save_side_by_side: bool = False,
+    progress: bool = True,
 ) -> list[Path]:
-    """Predict each input image and write the results to ``out_dir``.
+    """Predict an image or every image of a folder; outputs are named by each input's stem.
 
-    Writes ``<stem>.png`` (class indices, palette PNG), with ``save_logits`` ``<stem>.npy``
-    (float32 logits [H, W, n_class]) and with ``save_side_by_side`` ``<stem>_side.png``
-    (image | coloured prediction).
+    Writes to ``out_dir``, for each input ``<stem>``:
+
+    - ``<stem>.png``: class indices as a palette PNG in the dataset's colours (VOC's for VOC);
+    - ``<stem>_overlay.png``: the image beside its coloured mask, with a legend of the classes
+      present;
+    - with ``save_logits``, ``<stem>.npy``: float32 logits [H, W, n_class].
 
     Returns:
         The written class-map paths, in input order.
     """
+    inputs = list_images(input_path)
     predictor = Predictor.from_dir(weights_dir)
+    palette = predictor.metadata.palette_array()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in inputs:
+    for path in tqdm(inputs, unit="img", desc="predict", disable=not progress or len(inputs) < 2):
         image = read_image(path)
         logits, labels = predictor(image)
-        stem = Path(path).stem
         labels = np.asarray(labels)
-        written.append(save_index_png(labels, out / f"{stem}.png"))
-        if save_side_by_side:
-            Image.fromarray(side_by_side(image, labels)).save(out / f"{stem}_side.png")
+        stem = path.stem
+        written.append(save_index_png(labels, out / f"{stem}.png", palette))
+        picture = overlay_picture(image, labels, palette, predictor.metadata.class_names)
+        Image.fromarray(picture).save(out / f"{stem}_overlay.png")
         if save_logits:
             np.save(out / f"{stem}.npy", np.asarray(logits, np.float32))
     return written
