@@ -162,7 +162,7 @@ def test_predict_cli(weights_dir, tmp_path):
             "--weights",
             str(tmp_path / "nowhere"),
             "--input",
-            "x.jpg",
+            str(REPO / "fcn_jax/assets/voc_sample.jpg"),
             "--out",
             str(tmp_path),
         ],
