@@ -59,6 +59,8 @@ def parse_flags(argv: Sequence[str]) -> None:
     try:
         rest = FLAGS(list(argv))
         config = FLAGS.config
+        if config is not None:
+            config.keys()  # a config file that failed to load raises only when first used
     except Exception as e:  # absl and ml_collections raise many types
         message = str(e).strip().strip("'").replace("\\n", " ").replace("\n", " ")
         config = _load_config_file(argv)

@@ -9,8 +9,11 @@ Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
+
+from fcn_jax.models import FCN
 
 
 def base() -> ml_collections.ConfigDict:
@@ -95,3 +98,15 @@ def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
     if arg == "smoke":
         return smoke(c)
     raise ValueError(f"unknown config variant {arg!r}: use no argument or 'smoke'")
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> FCN:
+    """The FCN a config's ``model`` section describes."""
+    m = config.model
+    return FCN(
+        variant=m.arch,
+        n_class=m.n_class,
+        width=m.width,
+        dtype=jnp.dtype(m.dtype),
+        learn_upsampling=m.learn_upsampling,
+    )

@@ -201,7 +201,11 @@ def evaluate(
                 f"eval batch size {batch_size} does not divide over {len(devices)} devices: "
                 f"use a multiple of {len(devices)}"
             )
-        mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
+        # Auto axes: XLA propagates the batch sharding through the network (the confusion
+        # matrix sum over the batch becomes a cross-device reduction), no mesh context needed.
+        mesh = jax.make_mesh(
+            (len(devices),), ("data",), (jax.sharding.AxisType.Auto,), devices=devices
+        )
         data_sharding = NamedSharding(mesh, P("data"))
         replicated = NamedSharding(mesh, P())
         options = PipelineOptions(

@@ -1,0 +1,171 @@
+"""Scoring weights on a split: whole-image and bucketed, one and four devices, beside PyTorch."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.data.synthetic import SyntheticSegmentation
+from fcn_jax.errors import FCNError
+from fcn_jax.eval.evaluate import evaluate
+from fcn_jax.eval.metrics import compute_metrics
+from fcn_jax.models import abstract_params, make_forward
+from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION, reconcile
+from tests.utils import NARROW, REPO
+
+N_CLASS = 4
+
+
+def random_params(meta, seed=0, scale=0.05):
+    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    rng = np.random.default_rng(seed)
+    return jax.tree.unflatten(
+        tree, [(scale * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
+    )
+
+
+@pytest.fixture(scope="module")
+def setup():
+    meta = WeightsMetadata("fcn16s", N_CLASS, ("bg", "a", "b", "c"), NARROW, CAFFE_VOC)
+    dataset = SyntheticSegmentation("val", N_CLASS, num_images=6, min_size=20, max_size=30)
+    return meta, random_params(meta), dataset
+
+
+def reference_confusion(meta, params, dataset):
+    """Image by image, through the plain jitted forward and numpy: independent of evaluate()."""
+    forward = make_forward(meta.model())
+    hist = np.zeros((N_CLASS, N_CLASS), np.int64)
+    for i in range(len(dataset)):
+        r = dataset[i]
+        logits = forward(params, CAFFE_VOC.apply(r["image"][None]))
+        pred = np.asarray(logits[0]).argmax(-1)
+        keep = r["label"] < N_CLASS
+        np.add.at(hist, (r["label"][keep], pred[keep]), 1)
+    return hist
+
+
+def test_whole_image_evaluation_matches_reference(setup):
+    meta, params, dataset = setup
+    result = evaluate(params, meta, dataset, progress=False)
+    np.testing.assert_array_equal(
+        result.metrics.confusion, reference_confusion(meta, params, dataset)
+    )
+    assert result.n_images == 6
+    shapes = {dataset[i]["label"].shape for i in range(len(dataset))}
+    assert result.compilations == len(shapes)  # one per distinct shape, no more
+    assert result.metrics.class_names == dataset.class_names
+    out = result.to_json()
+    assert {
+        "pixel_acc",
+        "mean_acc",
+        "mean_iou",
+        "fw_iou",
+        "per_class_iou",
+        "per_class_dice",
+        "per_class_precision",
+        "per_class_recall",
+        "confusion_matrix",
+        "n_images",
+        "seconds",
+    } <= set(out)
+    json.dumps(out, allow_nan=False)
+    assert "torch" not in out
+
+
+def test_bucketed_evaluation_counts_every_pixel_once(setup):
+    meta, params, dataset = setup
+    result = evaluate(
+        params, meta, dataset, bucket=True, batch_size=4, buckets=(16, 24, 32), progress=False
+    )
+    labels = [dataset[i]["label"] for i in range(len(dataset))]
+    assert result.metrics.confusion.sum() == sum(int((lab < N_CLASS).sum()) for lab in labels)
+    np.testing.assert_array_equal(
+        result.metrics.confusion.sum(1),
+        sum(np.bincount(lab[lab < N_CLASS], minlength=N_CLASS) for lab in labels),
+    )
+    assert result.n_images == 6
+    assert 1 <= result.compilations <= 2  # 6 images in batches of 4: two batches at most
+
+
+def test_against_torch(setup):
+    meta, params, dataset = setup
+    result = evaluate(params, meta, dataset, against_torch=True, progress=False)
+    assert result.torch is not None and result.torch_agrees
+    assert result.torch_miou_diff <= 1e-3
+    assert result.pixel_agreement > 0.999
+    out = result.to_json()
+    assert set(out["torch"]) == set(result.metrics.to_json()) | {"pixel_agreement"}
+    assert "PyTorch" in result.format() and "within the tolerance" in result.format()
+
+
+def test_class_count_mismatch(setup):
+    meta, params, _ = setup
+    other = SyntheticSegmentation("val", 7, num_images=2)
+    with pytest.raises(FCNError, match=r"predict 4 classes but .* has 7"):
+        evaluate(params, meta, other, progress=False)
+
+
+def test_config_and_weights_preprocessing_disagree_loudly():
+    with pytest.warns(
+        UserWarning, match="config expects 'torchvision'.*weights were made for 'caffe'"
+    ):
+        assert reconcile("torchvision", CAFFE_VOC) is CAFFE_VOC
+    with pytest.warns(UserWarning, match="using the weights' preprocessing"):
+        assert reconcile(TORCHVISION.to_dict(), CAFFE_VOC) is CAFFE_VOC
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert reconcile("caffe", CAFFE_VOC) is CAFFE_VOC
+        assert reconcile(None, TORCHVISION) is TORCHVISION
+
+
+MULTI_DEVICE = """
+import json, jax, numpy as np
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.data.synthetic import SyntheticSegmentation
+from fcn_jax.errors import FCNError
+from fcn_jax.eval.evaluate import evaluate
+from fcn_jax.preprocessing import CAFFE_VOC
+from tests.eval.test_evaluate import random_params
+meta = WeightsMetadata("fcn16s", 4, ("bg", "a", "b", "c"), 0.125, CAFFE_VOC)
+params = random_params(meta)
+data = SyntheticSegmentation("val", 4, num_images=6, min_size=20, max_size=30)
+try:
+    evaluate(params, meta, data, bucket=True, batch_size=6, buckets=(32,), progress=False)
+    error = None
+except FCNError as e:
+    error = str(e)
+r = evaluate(params, meta, data, bucket=True, batch_size=4, buckets=(32,), progress=False)
+print(json.dumps({"devices": jax.local_device_count(), "error": error,
+                  "confusion": r.metrics.confusion.tolist(), "n": r.n_images}))
+"""
+
+
+def test_four_devices_equal_one_device(setup):
+    # 6 images, global batch 4 over 4 devices: the last batch holds 2 real + 2 void examples.
+    meta, params, dataset = setup
+    single = evaluate(
+        params, meta, dataset, bucket=True, batch_size=4, buckets=(32,), progress=False
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    run = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["n"] == 6
+    assert "batch size 6 does not divide over 4 devices" in out["error"]
+    np.testing.assert_array_equal(np.array(out["confusion"]), single.metrics.confusion)
+    assert compute_metrics(np.array(out["confusion"]), dataset.class_names).mean_iou == (
+        single.metrics.mean_iou
+    )

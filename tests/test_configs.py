@@ -1,0 +1,104 @@
+"""Every experiment config: the shared schema, its model (shapes only), its smoke variant."""
+
+import importlib.util
+import math
+
+import jax
+import pytest
+
+from fcn_jax.cli import config_keys
+from fcn_jax.configs import model_from_config
+from fcn_jax.data import make_dataset
+from fcn_jax.errors import FCNError
+from fcn_jax.models import VARIANTS, abstract_params
+from tests.utils import REPO
+
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+TOP = {
+    "seed",
+    "num_steps",
+    "batch_size",
+    "learning_rate",
+    "eval_every",
+    "checkpoint_every",
+    "parallel",
+}
+SECTIONS = {"data", "model", "init", "optim", "eval"}
+PARAMS = {
+    "fcn32s": 136_152_917,
+    "fcn16s": 134_815_994,
+    "fcn8s": 134_489_759,
+    "fcn8s-atonce": 134_489_759,
+}
+
+
+def load(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_the_issue_configs_exist():
+    assert {"voc_fcn32s", "voc_fcn16s", "voc_fcn8s", "voc_fcn8s_atonce", "synthetic_fcn8s"} <= set(
+        CONFIGS
+    )
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_schema(name):
+    c = load(name)
+    assert set(c.keys()) >= TOP | SECTIONS
+    assert {"name", "root", "split", "eval_split"} <= set(c.data.keys())
+    assert {"arch", "n_class", "width", "dtype"} <= set(c.model.keys())
+    assert c.model.arch in VARIANTS
+    # One schema for all: every config has the same keys.
+    assert config_keys(c) == config_keys(load("voc_fcn32s"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_builds_its_model(name):
+    c = load(name)
+    params = abstract_params(model_from_config(c))  # shapes only, no full-width init
+    count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+    if name.startswith("voc_"):
+        assert (c.model.width, c.model.n_class, c.data.name) == (1.0, 21, "voc")
+        assert count == PARAMS[c.model.arch]
+        assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", 1)
+    else:
+        assert count < 10_000_000
+
+
+def test_voc_recipes():
+    lrs = {n: load(n).learning_rate for n in CONFIGS if n.startswith("voc_")}
+    assert lrs == {
+        "voc_fcn32s": 1e-10,
+        "voc_fcn16s": 1e-12,
+        "voc_fcn8s": 1e-14,
+        "voc_fcn8s_atonce": 1e-10,
+    }
+    assert load("voc_fcn8s_atonce").num_steps == 300_000
+    assert load("voc_fcn8s").model.arch == "fcn8s"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_variant_runs_anywhere(name):
+    c = load(name, "smoke")
+    assert c.num_steps <= 2 and c.model.width <= 0.125 and c.data.name == "synthetic"
+    dataset = make_dataset(c, c.data.split)
+    record = dataset[0]
+    assert record["image"].shape[:2] == record["label"].shape
+    assert dataset.n_class == c.model.n_class
+
+
+def test_unknown_variant_and_dataset():
+    with pytest.raises(ValueError, match="unknown config variant 'tiny'"):
+        load("voc_fcn8s", "tiny")
+    c = load("voc_fcn8s")
+    with pytest.raises(FCNError, match=r"config\.data\.root is not set"):
+        make_dataset(c, "seg11valid")
+    c.data.name = "imagenet"
+    with pytest.raises(
+        FCNError, match=r"unknown dataset 'imagenet'.*\['sbd', 'synthetic', 'voc'\]"
+    ):
+        make_dataset(c, "train")
