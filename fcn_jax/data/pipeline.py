@@ -88,7 +88,9 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
         buckets=buckets,
         batch_size=options.batch_size if options.pad_last_batch else None,
     )
-    ds = ds.batch(options.batch_size, batch_fn=batch_fn)
+    # An endless stream has no last batch to keep; dropping it also keeps grain's length of a
+    # repeated dataset (sys.maxsize) from overflowing when ceil-divided by batch 1.
+    ds = ds.batch(options.batch_size, drop_remainder=options.num_epochs is None, batch_fn=batch_fn)
     # Threads read ahead inside each process; worker processes decode in parallel.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=options.prefetch))
     if options.worker_count > 0:
