@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fcn_jax.torch_reference import random_state_dict
-from tests.utils import NARROW, REPO, write_voc_tree
+from tests.utils import NARROW, REPO, write_sbd_tree, write_voc_tree
 
 SIZES = {
     "2007_000033": (40, 52),
@@ -37,6 +37,7 @@ def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("pascal")
     labels = write_voc_tree(root, SIZES, split="seg11valid")
     write_voc_tree(root, {"2011_000001": (30, 30)}, split="mini")
+    write_sbd_tree(root, {"2008_000002": (36, 44), "2008_000003": (50, 29)}, split="val")
     pth = root / "fcn8s.pth"
     torch.save(
         {"model_state_dict": random_state_dict("fcn8s", 21, NARROW, seed=3), "arch": "FCN8s"}, pth
@@ -44,16 +45,13 @@ def tree(tmp_path_factory):
     return root, pth, labels
 
 
-def run_eval(*args, cwd=REPO):
+def run_eval(*args):
     return subprocess.run(
         [sys.executable, str(REPO / "eval.py"), *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=REPO,
         timeout=120,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "FCN_JAX_CACHE": str(cwd / ".jc")}
-        if cwd != REPO
-        else None,
     )
 
 
@@ -96,6 +94,26 @@ def test_against_torch_on_generated_voc(tree, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["n_images"] == 1
+
+
+def test_against_torch_on_generated_sbd(tree, tmp_path):
+    root, pth, _ = tree
+    out = tmp_path / "sbd.json"
+    r = run_eval(
+        "--config",
+        REPO / "configs/voc_fcn8s.py",
+        "--weights",
+        pth,
+        f"--config.data.root={root}",
+        "--config.data.eval_split=sbd_val",
+        "--out",
+        out,
+        "--against-torch",
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["n_images"] == 2
+    assert abs(metrics["torch"]["mean_iou"] - metrics["mean_iou"]) <= 1e-3
 
 
 @pytest.mark.parametrize(

@@ -69,3 +69,18 @@ def write_voc_tree(
         labels[sample_id] = label
     write_list(devkit / "ImageSets" / "Segmentation" / f"{split}.txt", list(sizes))
     return labels
+
+
+def write_sbd_tree(
+    root: Path, sizes: dict[str, tuple[int, int]], split: str = "val", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """An SBD ``benchmark_RELEASE/dataset`` under ``root``: JPEGs, GTcls .mat labels, a list."""
+    rng = np.random.default_rng(seed)
+    dataset = root / "benchmark_RELEASE" / "dataset"
+    labels = {}
+    for sample_id, (h, w) in sizes.items():
+        write_jpeg(dataset / "img" / f"{sample_id}.jpg", random_image(rng, h, w))
+        labels[sample_id] = rng.integers(0, 21, (h, w), dtype=np.uint8)
+        write_sbd_mat(dataset / "cls" / f"{sample_id}.mat", labels[sample_id])
+    write_list(dataset / f"{split}.txt", list(sizes))
+    return labels
