@@ -1,13 +1,15 @@
 """What every dataset is: a random-access source of records, checked as they are read.
 
-A *record* is a dict with at least
+A *record* is a dict with
 
-- ``image``: [H, W, 3] uint8 RGB;
-- ``label``: [H, W] uint8 class indices, :data:`IGNORE_LABEL` (255) = void;
-- ``id``: the sample's id in its split (the file stem), used to name outputs;
+- one or more *image keys* (:data:`IMAGE_KEYS`): ``image`` ([H, W, 3] uint8 RGB) and/or ``hha``
+  ([H, W, 3] uint8, NYUDv2's depth encoding);
+- ``label`` ([H, W] uint8 class indices, :data:`IGNORE_LABEL` (255) = void) and possibly more
+  *label keys* (``label_geo``, SIFT Flow's geometric classes), each with its own class count;
+- ``id``: the sample's id in its split (the file stem), used to name outputs.
 
-and room for more keys (a second image stream, a second label). Datasets implement
-``__len__`` and ``__getitem__``, so grain reads them directly as a ``RandomAccessDataSource``.
+Datasets implement ``__len__`` and ``__getitem__``, so grain reads them directly as a
+``RandomAccessDataSource``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_palette
 
 IGNORE_LABEL = 255
+IMAGE_KEYS = ("image", "hha")  # per-pixel inputs a model may consume, as streams
 Record = dict[str, Any]
 
 
@@ -51,6 +54,11 @@ class SegmentationDataset(abc.ABC):
         return len(self.class_names)
 
     @property
+    def label_classes(self) -> dict[str, tuple[str, ...]]:
+        """Class names of every label key (``label`` -> :attr:`class_names` unless overridden)."""
+        return {"label": self.class_names}
+
+    @property
     def palette(self) -> np.ndarray:
         """[256, 3] uint8 colours for label maps (VOC's colour map unless a dataset has its own)."""
         return voc_palette()
@@ -63,7 +71,7 @@ class SegmentationDataset(abc.ABC):
         record = self.load(sample_id)
         files = ", ".join(map(str, self.files(sample_id)))
         where = f"{self.name} {sample_id}" + (f" ({files})" if files else "")
-        validate_record(record, self.n_class, where=where)
+        validate_record(record, {k: len(v) for k, v in self.label_classes.items()}, where=where)
         return record
 
     def __repr__(self) -> str:
@@ -82,30 +90,46 @@ class SegmentationDataset(abc.ABC):
         """Read one record (unchecked; ``__getitem__`` checks it)."""
 
 
-def validate_record(record: Record, n_class: int, where: str) -> None:
-    """Check a record's image and label; errors name ``where`` (the sample and its files).
+def validate_record(record: Record, n_classes: int | dict[str, int], where: str) -> None:
+    """Check a record's images and labels; errors name ``where`` (the sample and its files).
+
+    Args:
+        record: the record.
+        n_classes: class count of ``label``, or of each label key.
+        where: description of the sample for error messages.
 
     Raises:
-        FCNError: image not [H, W, 3] uint8, label not [H, W] matching it, or label values
-            outside [0, n_class) and 255.
+        FCNError: no image key, an image not [H, W, 3] uint8, a label not [H, W] uint8 of the
+            images' size, or label values outside [0, n) and 255.
     """
-    image, label = record["image"], record["label"]
-    if label.ndim != 2 or label.dtype != np.uint8:
-        raise FCNError(f"{where}: label must be HxW uint8, got {label.shape} {label.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise FCNError(f"{where}: image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-    if label.shape != image.shape[:2]:
-        raise FCNError(
-            f"{where}: label is {label.shape[0]}x{label.shape[1]} but its image is "
-            f"{image.shape[0]}x{image.shape[1]}; label and image must have the same size"
-        )
-    values = np.unique(label)
-    bad = values[(values >= n_class) & (values != IGNORE_LABEL)]
-    if bad.size:
-        raise FCNError(
-            f"{where}: label values {bad.tolist()[:10]} are outside [0, {n_class}) and "
-            f"{IGNORE_LABEL} (void); is this the right dataset, class count or label file?"
-        )
+    if isinstance(n_classes, int):
+        n_classes = {"label": n_classes}
+    images = {k: record[k] for k in IMAGE_KEYS if k in record}
+    if not images:
+        raise FCNError(f"{where}: record has none of the image keys {IMAGE_KEYS}")
+    size = None
+    for key, image in images.items():
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FCNError(f"{where}: {key} must be HxWx3 uint8, got {image.shape} {image.dtype}")
+        if size is not None and image.shape[:2] != size:
+            raise FCNError(f"{where}: {key} is {image.shape[:2]} but the other input is {size}")
+        size = image.shape[:2]
+    for key, n_class in n_classes.items():
+        label = record[key]
+        if label.ndim != 2 or label.dtype != np.uint8:
+            raise FCNError(f"{where}: {key} must be HxW uint8, got {label.shape} {label.dtype}")
+        if label.shape != size:
+            raise FCNError(
+                f"{where}: {key} is {label.shape[0]}x{label.shape[1]} but its image is "
+                f"{size[0]}x{size[1]}; label and image must have the same size"
+            )
+        values = np.unique(label)
+        bad = values[(values >= n_class) & (values != IGNORE_LABEL)]
+        if bad.size:
+            raise FCNError(
+                f"{where}: {key} values {bad.tolist()[:10]} are outside [0, {n_class}) and "
+                f"{IGNORE_LABEL} (void); is this the right dataset, class count or label file?"
+            )
 
 
 def require_dir(path: Path, what: str, layout: str) -> Path:
