@@ -29,6 +29,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="weights directory (or .pth with --to-torch)")
     p.add_argument("--n-class", type=int, help="class count (checked against a checkpoint's)")
     p.add_argument("--class-names", type=Path, help="text file, one class name per line")
+    p.add_argument(
+        "--preprocessing",
+        help="preset the weights expect (caffe, torchvision, caffe-nyud, caffe-nyud-hha, "
+        "caffe-siftflow, caffe-context); default: from the source's kind",
+    )
     p.add_argument("--check", action="store_true", help="compare PyTorch and Flax outputs")
     p.add_argument(
         "--image",
@@ -62,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.class_names is not None and not args.class_names.is_file():
             raise FCNError(f"--class-names file {args.class_names} does not exist")
         names = read_class_names(args.class_names) if args.class_names else None
-        params, metadata, source = convert_torch_file(args.src, args.arch, args.n_class, names)
+        params, metadata, source = convert_torch_file(
+            args.src, args.arch, args.n_class, names, args.preprocessing
+        )
         save_weights(args.out, params, metadata, overwrite=args.overwrite)
         print(
             f"converted {source.kind} {args.src} -> {args.out}: {metadata.arch}, "

@@ -49,6 +49,13 @@ class WeightsMetadata:
         source: where the params came from (``torchfcn``, ``torchvision_vgg16``, ``fcn-jax``).
         source_sha256: SHA-256 of the source file, if converted.
         palette: optional RGB colour per class (the dataset's); VOC's colour map otherwise.
+        inputs: the record keys the network reads, one per stream (``("image", "hha")``).
+        input_preprocessing: the normalisation of ``inputs[1:]`` (``preprocessing`` is that of
+            ``inputs[0]``).
+        streams: stream suffixes of a multi-stream FCN (``("color", "hha")``).
+        heads: output suffixes of a multi-head FCN (``("sem", "geo")``); ``n_class`` and
+            ``class_names`` describe the first, ``head_class_names`` the others.
+        head_class_names: class names of ``heads[1:]``.
     """
 
     arch: str
@@ -59,6 +66,11 @@ class WeightsMetadata:
     source: str = "fcn-jax"
     source_sha256: str | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    inputs: tuple[str, ...] = ("image",)
+    input_preprocessing: tuple[Preprocessing, ...] = ()
+    streams: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()
+    head_class_names: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in VARIANTS:
@@ -71,6 +83,33 @@ class WeightsMetadata:
             len(self.palette) != self.n_class or any(len(c) != 3 for c in self.palette)
         ):
             raise FCNError(f"metadata palette must hold {self.n_class} RGB triples")
+        if (
+            len(self.inputs) != max(len(self.streams), 1)
+            or len(self.input_preprocessing) != len(self.inputs) - 1
+        ):
+            raise FCNError(
+                f"metadata inputs {self.inputs} do not match streams {self.streams} and "
+                f"{len(self.input_preprocessing)} extra preprocessing entries"
+            )
+        if self.heads and len(self.head_class_names) != len(self.heads) - 1:
+            raise FCNError(f"metadata heads {self.heads} need class names for each head")
+
+    @property
+    def head_classes(self) -> dict[str, tuple[str, ...]]:
+        """Class names of each output (key ``""`` for a single-head network)."""
+        if not self.heads:
+            return {"": self.class_names}
+        return dict(zip(self.heads, (self.class_names, *self.head_class_names), strict=True))
+
+    def preprocess(self, batch: Mapping[str, Any]) -> Any:
+        """Normalise the network's inputs from a batch of uint8 records.
+
+        Returns:
+            [N, H, W, 3] float32, or a tuple of them (one per stream) for a multi-stream net.
+        """
+        steps = (self.preprocessing, *self.input_preprocessing)
+        xs = tuple(p.apply(batch[key]) for key, p in zip(self.inputs, steps, strict=True))
+        return xs if self.streams else xs[0]
 
     def palette_array(self) -> np.ndarray:
         """[256, 3] uint8 colours: the metadata's per-class colours over VOC's colour map."""
@@ -81,7 +120,15 @@ class WeightsMetadata:
 
     def model(self, **overrides: Any) -> FCN:
         """The FCN these params belong to (``overrides``: dtype, learn_upsampling, ...)."""
-        return FCN(variant=self.arch, n_class=self.n_class, width=self.width, **overrides)
+        heads = tuple((h, len(names)) for h, names in self.head_classes.items() if self.heads)
+        return FCN(
+            variant=self.arch,
+            n_class=self.n_class,
+            width=self.width,
+            streams=self.streams,
+            heads=heads,
+            **overrides,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -89,6 +136,11 @@ class WeightsMetadata:
         d["class_names"] = list(self.class_names)
         d["preprocessing"] = self.preprocessing.to_dict()
         d["palette"] = None if self.palette is None else [list(c) for c in self.palette]
+        d["inputs"] = list(self.inputs)
+        d["input_preprocessing"] = [p.to_dict() for p in self.input_preprocessing]
+        d["streams"] = list(self.streams)
+        d["heads"] = list(self.heads)
+        d["head_class_names"] = [list(names) for names in self.head_class_names]
         return d
 
     @classmethod
@@ -111,6 +163,13 @@ class WeightsMetadata:
                     if d.get("palette") is None
                     else tuple(tuple(int(v) for v in c) for c in d["palette"])
                 ),
+                inputs=tuple(d.get("inputs", ("image",))),
+                input_preprocessing=tuple(
+                    Preprocessing.from_dict(p) for p in d.get("input_preprocessing", ())
+                ),
+                streams=tuple(d.get("streams", ())),
+                heads=tuple(d.get("heads", ())),
+                head_class_names=tuple(tuple(n) for n in d.get("head_class_names", ())),
             )
         except FCNError as e:
             raise FCNError(f"{where}: {e}") from None

@@ -65,18 +65,27 @@ class Predictor:
     """A model loaded from a weights directory, with its preprocessing, ready to predict.
 
     The jitted function takes uint8 images and preprocesses on the device (a quarter of the
-    float32 transfer); it compiles once per image shape.
+    float32 transfer); it compiles once per image shape. A multi-head network (SIFT Flow)
+    predicts its first head (the semantic classes).
     """
 
     def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
+        if metadata.inputs != ("image",):
+            raise FCNError(
+                f"these weights read {metadata.inputs}, not RGB images alone: score them on their "
+                "dataset with eval.py"
+            )
         self.params = params
         self.metadata = metadata
         model = metadata.model()
         preprocessing = metadata.preprocessing
+        first_head = metadata.heads[0] if metadata.heads else None
 
         @jax.jit
         def run(params: PyTree, images: Array) -> tuple[Array, Array]:
             logits = model.apply({"params": params}, preprocessing.apply(images))
+            if first_head is not None:
+                logits = logits[first_head]
             return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
 
         self._run = run

@@ -117,3 +117,12 @@ def reconcile(configured: str | Mapping[str, Any] | None, weights: Preprocessing
 CAFFE_VOC = Preprocessing("caffe", "BGR", 255, (104.00699, 116.66877, 122.67892))
 # torchvision VGG16: RGB in [0, 1], ImageNet mean and std.
 TORCHVISION = Preprocessing("torchvision", "RGB", 1, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The release's other datasets: Caffe input (BGR, 0-255) minus each dataset's own mean.
+NYUD_RGB = Preprocessing("caffe-nyud", "BGR", 255, (116.190, 97.203, 92.318))
+NYUD_HHA = Preprocessing("caffe-nyud-hha", "BGR", 255, (132.431, 94.076, 118.477))
+SIFTFLOW = Preprocessing("caffe-siftflow", "BGR", 255, (114.578, 115.294, 108.353))
+CONTEXT = Preprocessing("caffe-context", "BGR", 255, (104.007, 116.669, 122.679))
+
+PRESETS: dict[str, Preprocessing] = {
+    p.name: p for p in (CAFFE_VOC, TORCHVISION, NYUD_RGB, NYUD_HHA, SIFTFLOW, CONTEXT)
+}

@@ -31,71 +31,118 @@ def pool_channels(width: float) -> dict[str, int]:
 class TorchFCN(nn.Module):
     """FCN-32s/16s/8s/8s-atonce in PyTorch, NCHW, torchfcn's parameter names.
 
+    Mirrors :class:`fcn_jax.models.FCN`, two-stream and two-head variants included (layer
+    names suffixed by stream or head, as in the Caffe release's NYUDv2 and SIFT Flow nets).
+
     Args:
         variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
-        n_class: number of classes.
+        n_class: number of classes (ignored with ``heads``).
         width: hidden channel multiplier (1.0 is the paper's network).
+        streams: stream suffixes (``("color", "hha")``), one VGG16 trunk each, late fusion.
+        heads: ``(suffix, n_class)`` per output (``(("sem", 33), ("geo", 3))``).
     """
 
-    def __init__(self, variant: str = "fcn8s", n_class: int = 21, width: float = 1.0) -> None:
+    def __init__(
+        self,
+        variant: str = "fcn8s",
+        n_class: int = 21,
+        width: float = 1.0,
+        streams: tuple[str, ...] = (),
+        heads: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         super().__init__()
         self.spec = get_variant(variant)
         self.offsets = crop_offsets(variant)
-        in_ch = 3
-        for s in CONV_LAYERS:
-            out_ch = scaled(s.features, width)
-            setattr(self, s.name, nn.Conv2d(in_ch, out_ch, s.kernel, padding=s.padding))
-            in_ch = out_ch
-        self.score_fr = nn.Conv2d(in_ch, n_class, 1)
-        channels = pool_channels(width)
-        for pool in self.spec.skips:
-            setattr(self, f"score_{pool}", nn.Conv2d(channels[pool], n_class, 1))
-        for name, kernel, stride in self.spec.upsamplers:
-            up = nn.ConvTranspose2d(n_class, n_class, kernel, stride=stride, bias=False)
-            setattr(self, name, up)
+        self.streams, self.heads = tuple(streams), tuple(heads)
+        for suffix in self.streams or ("",):
+            in_ch = 3
+            for s in CONV_LAYERS:
+                out_ch = scaled(s.features, width)
+                conv = nn.Conv2d(in_ch, out_ch, s.kernel, padding=s.padding)
+                setattr(self, f"{s.name}{suffix}", conv)
+                in_ch = out_ch
+        channels = {**pool_channels(width), "fc7": in_ch}
+        for head, classes in self.heads or (("", n_class),):
+            for suffix in self.streams or (head,):
+                setattr(self, f"score_fr{suffix}", nn.Conv2d(channels["fc7"], classes, 1))
+                for pool in self.spec.skips:
+                    conv = nn.Conv2d(channels[pool], classes, 1)
+                    setattr(self, f"score_{pool}{suffix}", conv)
+            for name, kernel, stride in self.spec.upsamplers:
+                up = nn.ConvTranspose2d(classes, classes, kernel, stride=stride, bias=False)
+                setattr(self, f"{name}{head}", up)
         # Element-wise like Caffe's Dropout layer (torchfcn uses Dropout2d); off in eval().
         self.dropout = nn.Dropout(0.5)
 
     def forward(
-        self, x: torch.Tensor, intermediates: dict[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Logits [N, n_class, H, W] for images [N, 3, H, W]; fills ``intermediates`` if given.
+        self,
+        x: torch.Tensor | tuple[torch.Tensor, ...],
+        intermediates: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits [N, n_class, H, W] for images [N, 3, H, W] (a tuple of them with streams).
 
-        Intermediate names match those the Flax model sows (``pool1`` ... ``fc7``,
-        ``score_fr``, each upsampling and fusion).
+        Returns a dict suffix -> logits with ``heads``. Fills ``intermediates`` if given, with
+        the names the Flax model sows.
         """
         inter = {} if intermediates is None else intermediates
-        h = x
+        inputs = tuple(x) if self.streams else (x,)
+        features = [
+            self._trunk(xi, suffix, inter)
+            for suffix, xi in zip(self.streams or ("",), inputs, strict=True)
+        ]
+        size = inputs[0].shape[2:]
+        outputs = {
+            head: self._head(features, head, size, inter) for head, _ in self.heads or (("", 0),)
+        }
+        return outputs if self.heads else outputs[""]
+
+    def _trunk(self, h: torch.Tensor, suffix: str, inter: dict) -> dict[str, torch.Tensor]:
+        out = {}
         for i, block in enumerate(VGG16_BLOCKS, start=1):
             for s in block:
-                h = F.relu(getattr(self, s.name)(h))
+                h = F.relu(getattr(self, f"{s.name}{suffix}")(h))
             h = F.max_pool2d(h, 2, 2, ceil_mode=True)
-            inter[f"pool{i}"] = h
+            out[f"pool{i}"] = h
         for s in FC_LAYERS:
-            h = self.dropout(F.relu(getattr(self, s.name)(h)))
-            inter[s.name] = h
-        score = self.score_fr(h)
-        inter["score_fr"] = score
+            h = self.dropout(F.relu(getattr(self, f"{s.name}{suffix}")(h)))
+            out[s.name] = h
+        inter.update({f"{k}{suffix}": v for k, v in out.items()})
+        return out
+
+    def _fused(self, layer: str, inputs: list, head: str, inter: dict) -> torch.Tensor:
+        suffixes = self.streams or (head,)
+        scores = [getattr(self, f"{layer}{s}")(x) for s, x in zip(suffixes, inputs, strict=True)]
+        inter.update({f"{layer}{s}": v for s, v in zip(suffixes, scores, strict=True)})
+        if len(scores) == 1:
+            return scores[0]
+        fused = sum(scores[1:], scores[0]) / len(scores)
+        inter["score_fused" if layer == "score_fr" else f"{layer}_fused"] = fused
+        return fused
+
+    def _head(self, features: list, head: str, size: tuple, inter: dict) -> torch.Tensor:
+        score = self._fused("score_fr", [f["fc7"] for f in features], head, inter)
         *skip_ups, (final, _, _) = self.spec.upsamplers
         for (up, _, _), pool, scale in zip(
             skip_ups, self.spec.skips, self.spec.skip_scales, strict=True
         ):
-            score = getattr(self, up)(score)
-            inter[up] = score
-            skip = getattr(self, f"score_{pool}")(
-                inter[pool] * scale if scale != 1.0 else inter[pool]
-            )
+            score = inter[f"{up}{head}"] = getattr(self, f"{up}{head}")(score)
+            pooled = [f[pool] * scale if scale != 1.0 else f[pool] for f in features]
+            skip = self._fused(f"score_{pool}", pooled, head, inter)
             o = self.offsets[f"score_{pool}"]
             score = score + skip[:, :, o : o + score.shape[2], o : o + score.shape[3]]
-            inter[f"fuse_{pool}"] = score
-        score = getattr(self, final)(score)
-        inter[final] = score
+            inter[f"fuse_{pool}{head}"] = score
+        score = inter[f"{final}{head}"] = getattr(self, f"{final}{head}")(score)
         o = self.offsets[final]
-        return score[:, :, o : o + x.shape[2], o : o + x.shape[3]]
+        return score[:, :, o : o + size[0], o : o + size[1]]
 
 
 def random_state_dict(
-    variant: str, n_class: int = 21, width: float = 1.0, seed: int = 0
+    variant: str,
+    n_class: int = 21,
+    width: float = 1.0,
+    seed: int = 0,
+    streams: tuple[str, ...] = (),
+    heads: tuple[tuple[str, int], ...] = (),
 ) -> dict[str, torch.Tensor]:
     """A torchfcn-layout state dict with random weights in *every* layer.
 
@@ -103,7 +150,7 @@ def random_state_dict(
     zero score layers make every logit equal and would prove nothing about conversion. He-scaled
     so activations keep their magnitude through the 15+ layers.
     """
-    model = TorchFCN(variant, n_class, width)
+    model = TorchFCN(variant, n_class, width, streams, heads)
     gen = torch.Generator().manual_seed(seed)
     state = {}
     for key, value in model.state_dict().items():

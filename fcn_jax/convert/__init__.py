@@ -20,13 +20,27 @@ from fcn_jax.convert.torch_files import (
     read_torch_weights,
     write_torchfcn_checkpoint,
 )
-from fcn_jax.convert.torchfcn import flax_to_torchfcn, infer_width, torchfcn_to_flax
+from fcn_jax.convert.torchfcn import (
+    flax_to_torchfcn,
+    infer_width,
+    read_structure,
+    torchfcn_to_flax,
+)
 from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, get_variant
-from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
+from fcn_jax.preprocessing import (
+    CAFFE_VOC,
+    NYUD_HHA,
+    NYUD_RGB,
+    PRESETS,
+    SIFTFLOW,
+    TORCHVISION,
+)
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
+
+GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
 
 __all__ = [
     "TorchWeights",
@@ -42,6 +56,7 @@ def convert_torch_file(
     arch: str,
     n_class: int | None = None,
     class_names: Sequence[str] | None = None,
+    preprocessing_name: str | None = None,
 ) -> tuple[PyTree, WeightsMetadata, TorchWeights]:
     """Convert a PyTorch weights file, recognised by its keys.
 
@@ -52,6 +67,9 @@ def convert_torch_file(
         n_class: class count; for a torchfcn checkpoint it must match the checkpoint's, for a
             VGG16 it sets the new score layers (21 by default).
         class_names: one per class; VOC's for 21 classes by default.
+        preprocessing_name: a preset of :data:`fcn_jax.preprocessing.PRESETS` overriding the
+            source's default (Caffe VOC for torchfcn FCNs, NYUDv2 / SIFT Flow means for the
+            two-stream / two-head nets, torchvision for VGG16).
 
     Returns:
         (params as numpy arrays, metadata, the source weights).
@@ -59,14 +77,37 @@ def convert_torch_file(
     if arch not in VARIANTS:
         raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
     weights = read_torch_weights(src)
+    structure_fields: dict = {}
     if weights.kind == TORCHVISION_VGG16:
         n_class = 21 if n_class is None else n_class
         params = vgg16_to_fcn(weights, arch, n_class)
         preprocessing, width = TORCHVISION, infer_width(weights, "features.0.weight")
     else:
         params = torchfcn_to_flax(weights, arch, n_class)
-        n_class = params["score_fr"]["kernel"].shape[-1]
-        preprocessing, width = CAFFE_VOC, infer_width(weights, "conv1_1.weight")
+        structure = read_structure(weights)
+        n_class, width, preprocessing = structure.n_class, structure.width, CAFFE_VOC
+        if structure.streams:  # the release's NYUDv2 RGB-HHA nets
+            preprocessing = NYUD_RGB
+            structure_fields = dict(
+                streams=structure.streams,
+                inputs=tuple("image" if s == "color" else s for s in structure.streams),
+                input_preprocessing=(NYUD_HHA,) * (len(structure.streams) - 1),
+            )
+        elif structure.heads:  # the release's SIFT Flow semantic + geometric net
+            preprocessing = SIFTFLOW
+            structure_fields = dict(
+                heads=tuple(h for h, _ in structure.heads),
+                head_class_names=tuple(
+                    GEOMETRIC_CLASSES if (h, n) == ("geo", 3) else default_class_names(n)
+                    for h, n in structure.heads[1:]
+                ),
+            )
+    if preprocessing_name is not None:
+        if preprocessing_name not in PRESETS:
+            raise FCNError(
+                f"unknown --preprocessing {preprocessing_name!r}; choose one of {sorted(PRESETS)}"
+            )
+        preprocessing = PRESETS[preprocessing_name]
     names = tuple(class_names) if class_names is not None else default_class_names(n_class)
     if len(names) != n_class:
         raise FCNError(f"{len(names)} class names given for {n_class} classes")
@@ -78,6 +119,7 @@ def convert_torch_file(
         preprocessing=preprocessing,
         source=weights.kind,
         source_sha256=sha256_file(src),
+        **structure_fields,
     )
     return params, metadata, weights
 

@@ -141,43 +141,62 @@ def check_parity(
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    x = np.asarray(metadata.preprocessing.apply(image[None]))  # [1, H, W, 3]
-    x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    # Every input of a multi-stream net gets the same image: this checks numerics, not data.
+    x = metadata.preprocess({key: image[None] for key in metadata.inputs})
+    xs = tuple(np.asarray(xi) for xi in (x if metadata.streams else (x,)))
+    xs_torch = tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in xs)
     state = {k: torch.from_numpy(v) for k, v in source.state.items()}
+    model = metadata.model()
 
     ref: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         if source.kind == TORCHVISION_VGG16:
-            ref = vgg16_fc7(state, x_torch)
-            compared = "fc7"
+            ref = vgg16_fc7(state, xs_torch[0])
+            outputs = ("fc7",)
         else:
-            net = TorchFCN(metadata.arch, metadata.n_class, metadata.width)
+            net = TorchFCN(
+                metadata.arch, metadata.n_class, metadata.width, model.streams, model.heads
+            )
             net.load_state_dict(state, strict=True)
-            ref["logits"] = net.eval()(x_torch, intermediates=ref)
-            compared = "logits"
+            out = net.eval()(xs_torch if model.streams else xs_torch[0], intermediates=ref)
+            ref |= _named_logits(out)
+            outputs = tuple(_named_logits(out))
     ref_np = {k: v.numpy().transpose(0, 2, 3, 1) for k, v in ref.items()}
 
-    forward = _flax_forward(metadata.model())
+    forward = _flax_forward(model)
     with jax.default_matmul_precision("highest"):
         logits, state_out = forward({"params": params}, x)
     ours = {k: np.asarray(v) for k, v in state_out["intermediates"]["maps"][0].items()}
-    ours["logits"] = np.asarray(logits)
+    ours |= {k: np.asarray(v) for k, v in _named_logits(logits).items()}
 
-    names = [k for k in ref_np if k in ours and k != compared]
-    layers = (
-        *(_diff(k, ours[k], ref_np[k]) for k in names),
-        _diff(compared, ours[compared], ref_np[compared]),
-    )
-    if compared != "logits":
-        return ParityReport(compared, layers, None, None, None)
-    ref_logits, our_logits = ref_np["logits"][0], ours["logits"][0]
-    agree = np.argmax(ref_logits, -1) == np.argmax(our_logits, -1)
-    top2 = np.sort(ref_logits, axis=-1)[..., -2:]
-    confident = (top2[..., 1] - top2[..., 0]) > PARITY_TOLERANCE * layers[-1].scale
+    names = [k for k in ref_np if k in ours and k not in outputs]
+    finals = [_diff(k, ours[k], ref_np[k]) for k in outputs]
+    # The headline row: the output that differs most (relative to its scale).
+    finals.sort(key=lambda d: d.rel)
+    layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
+    if source.kind == TORCHVISION_VGG16:
+        return ParityReport("fc7", layers, None, None, None)
+    agree, confident = [], []
+    for k in outputs:
+        ref_logits, our_logits = ref_np[k][0], ours[k][0]
+        agree.append((np.argmax(ref_logits, -1) == np.argmax(our_logits, -1)).ravel())
+        top2 = np.sort(ref_logits, axis=-1)[..., -2:]
+        scale = float(np.max(np.abs(ref_logits)))
+        confident.append(((top2[..., 1] - top2[..., 0]) > PARITY_TOLERANCE * scale).ravel())
+    agree_all, confident_all = np.concatenate(agree), np.concatenate(confident)
     return ParityReport(
-        compared,
+        "logits",
         layers,
-        argmax_agreement=100.0 * float(agree.mean()),
-        confident_agreement=100.0 * float(agree[confident].mean()) if confident.any() else 100.0,
-        confident_pixels=int(confident.sum()),
+        argmax_agreement=100.0 * float(agree_all.mean()),
+        confident_agreement=(
+            100.0 * float(agree_all[confident_all].mean()) if confident_all.any() else 100.0
+        ),
+        confident_pixels=int(confident_all.sum()),
     )
+
+
+def _named_logits(out: object) -> dict[str, object]:
+    """``{"logits": x}`` for one output, ``{"logits_<head>": x}`` for a multi-head net."""
+    if isinstance(out, dict):
+        return {f"logits_{head}": v for head, v in out.items()}
+    return {"logits": out}

@@ -54,7 +54,8 @@ def detect_kind(path: Path, keys: list[str]) -> str:
         k.startswith("classifier.") for k in keys
     ):
         return TORCHVISION_VGG16
-    if "conv1_1.weight" in keys and "score_fr.weight" in keys:
+    # conv1_1.weight, or conv1_1color.weight / conv1_1hha.weight in the two-stream nets.
+    if any(k.startswith("conv1_1") for k in keys) and any(k.startswith("score_fr") for k in keys):
         return TORCHFCN
     raise FCNError(
         f"{path} is neither a torchvision VGG16 state dict (features.N.*, classifier.N.*) nor a "

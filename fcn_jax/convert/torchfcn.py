@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from flax import traverse_util
 
@@ -25,11 +27,11 @@ def variant_from_arch_entry(arch: str) -> str | None:
 
 def guess_variant(keys: set[str]) -> str:
     """The variant family a set of torchfcn keys looks like (for error messages)."""
-    if "upscore8.weight" in keys:
+    if any(k.startswith("upscore8") for k in keys):
         return "fcn8s or fcn8s-atonce"
-    if "upscore16.weight" in keys:
+    if any(k.startswith("upscore16") for k in keys):
         return "fcn16s"
-    if "upscore.weight" in keys:
+    if any(k.startswith("upscore") and not k.startswith("upscore2") for k in keys):
         return "fcn32s"
     return "no FCN variant"
 
@@ -39,13 +41,65 @@ def infer_width(src: TorchWeights, key: str, base: int = 64) -> float:
     return src.state[key].shape[0] / base
 
 
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """What a torchfcn-layout state dict holds, read off its keys.
+
+    Attributes:
+        streams: stream suffixes (``("color", "hha")`` for the release's RGB-HHA nets), or ().
+        heads: ``(suffix, n_class)`` per output, ``sem`` first (``(("sem", 33), ("geo", 3))``
+            for SIFT Flow), or () for one output.
+        n_class: classes of the (first) output.
+        width: channel multiplier, from the first conv.
+        score_key: the key ``n_class`` was read from.
+    """
+
+    streams: tuple[str, ...]
+    heads: tuple[tuple[str, int], ...]
+    n_class: int
+    width: float
+    score_key: str
+
+
+def _suffixes(keys: set[str], prefix: str) -> list[str]:
+    """What follows ``prefix`` in ``<prefix><suffix>.weight`` keys, sorted."""
+    return sorted(
+        k[len(prefix) : -len(".weight")]
+        for k in keys
+        if k.startswith(prefix) and k.endswith(".weight")
+    )
+
+
+def read_structure(src: TorchWeights) -> Structure:
+    """Streams, heads, classes and width of a torchfcn-layout checkpoint, from its keys."""
+    keys = set(src.state)
+    # Stream suffixes of conv1_1; the RGB stream first (the inputs are image, then hha).
+    streams = tuple(sorted((s for s in _suffixes(keys, "conv1_1") if s), key=_stream_order))
+    heads: tuple[tuple[str, int], ...] = ()
+    if not streams and _suffixes(keys, "score_fr") != [""]:
+        # SIFT Flow's semantic head first: its classes are the net's n_class.
+        ordered = sorted(_suffixes(keys, "score_fr"), key=lambda h: (h != "sem", h))
+        heads = tuple((h, src.state[f"score_fr{h}.weight"].shape[0]) for h in ordered)
+    score = f"score_fr{streams[0] if streams else (heads[0][0] if heads else '')}.weight"
+    first_conv = f"conv1_1{streams[0] if streams else ''}.weight"
+    return Structure(streams, heads, src.state[score].shape[0], infer_width(src, first_conv), score)
+
+
+def _stream_order(suffix: str) -> tuple[bool, str]:
+    return (suffix != "color", suffix)
+
+
 def torchfcn_to_flax(src: TorchWeights, variant: str, n_class: int | None = None) -> PyTree:
-    """Convert a torchfcn checkpoint into Flax params of ``variant``.
+    """Convert a torchfcn-layout checkpoint into Flax params of ``variant``.
+
+    Single-stream FCNs as torchfcn saves them, and the release's two-stream (``conv1_1color``,
+    ``conv1_1hha``, ...) and two-head (``score_frsem``, ``score_frgeo``, ...) nets in the same
+    layout: the structure is read off the keys (:func:`read_structure`).
 
     Args:
         src: the checkpoint, ``kind == "torchfcn"``.
         variant: the FCN variant (fcn8s and fcn8s-atonce share keys, so this decides).
-        n_class: expected class count; must agree with the checkpoint's score_fr if given.
+        n_class: expected class count of the (first) output; must agree with the checkpoint.
 
     Returns:
         The Flax params (numpy arrays), every layer copied from the checkpoint.
@@ -60,28 +114,36 @@ def torchfcn_to_flax(src: TorchWeights, variant: str, n_class: int | None = None
                 f"{src.path} says arch={src.arch!r} ({named}) but --arch is {variant}: "
                 f"pass --arch {named}"
             )
-    found_classes = src.state["score_fr.weight"].shape[0]
-    if n_class is not None and n_class != found_classes:
+    structure = read_structure(src)
+    if n_class is not None and n_class != structure.n_class:
         raise FCNError(
-            f"{src.path} has {found_classes} classes (score_fr.weight is "
-            f"{tuple(src.state['score_fr.weight'].shape)}) but --n-class is {n_class}"
+            f"{src.path} has {structure.n_class} classes ({structure.score_key} is "
+            f"{tuple(src.state[structure.score_key].shape)}) but --n-class is {n_class}"
         )
-    width = infer_width(src, "conv1_1.weight")
-    model = FCN(variant=variant, n_class=found_classes, width=width)
+    model = model_for(structure, variant)
+    abstract = traverse_util.flatten_dict(abstract_params(model))
     expected = {
         torch_key(path): _torch_shape(torch_key(path), leaf.shape)
-        for path, leaf in traverse_util.flatten_dict(abstract_params(model)).items()
+        for path, leaf in abstract.items()
     }
-    what = f"an {variant} (width {width:g}, {found_classes} classes)"
+    what = f"an {variant} (width {structure.width:g}, {structure.n_class} classes)"
     found = set(src.state)
     if set(expected) != found:
         what += f"; its keys look like {guess_variant(found)}"
     check_keys_and_shapes(str(src.path), src.shapes(), expected, what)
-    flat = {
-        path: to_flax(torch_key(path), src.state[torch_key(path)])
-        for path in traverse_util.flatten_dict(abstract_params(model))
-    }
+    flat = {path: to_flax(torch_key(path), src.state[torch_key(path)]) for path in abstract}
     return traverse_util.unflatten_dict(flat)
+
+
+def model_for(structure: Structure, variant: str) -> FCN:
+    """The Flax FCN a checkpoint of this structure converts into."""
+    return FCN(
+        variant=variant,
+        n_class=structure.n_class,
+        width=structure.width,
+        streams=structure.streams,
+        heads=structure.heads,
+    )
 
 
 def flax_to_torchfcn(params: PyTree) -> dict[str, np.ndarray]:

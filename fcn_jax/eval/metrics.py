@@ -165,13 +165,18 @@ class Metrics:
         return "\n".join(lines)
 
 
-def compute_metrics(hist: np.ndarray, class_names: Sequence[str]) -> Metrics:
+def compute_metrics(
+    hist: np.ndarray, class_names: Sequence[str], present_only: bool = False
+) -> Metrics:
     """The paper's metrics from a confusion matrix accumulated over the whole evaluation set.
 
     Args:
         hist: [n, n] confusion matrix (any integer dtype; rows ground truth, columns
             prediction), e.g. the sum of :func:`confusion_matrix` over all batches.
         class_names: (n,) class names, in index order.
+        present_only: average mean acc and mean IU over the classes present in the ground
+            truth only (SIFT Flow, as the paper scores it: a class absent from the test set but
+            predicted would otherwise count with IU 0).
 
     Returns:
         The :class:`Metrics`; an all-zero matrix gives NaN everywhere.
@@ -202,7 +207,7 @@ def compute_metrics(hist: np.ndarray, class_names: Sequence[str]) -> Metrics:
     return Metrics(
         pixel_acc=float(_divide(diag.sum(), total)),
         mean_acc=_nanmean(recall),
-        mean_iou=_nanmean(iou),
+        mean_iou=_nanmean(iou[present] if present_only else iou),
         fw_iou=fw_iou,
         class_names=class_names,
         iou=iou,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -143,14 +143,29 @@ class Upsample(nn.Module):
 class FCN(nn.Module):
     """Fully convolutional network on a VGG16 trunk, NHWC.
 
+    The paper's single network by default; two options cover its other experiments:
+
+    - ``streams`` (NYUDv2 RGB-HHA, "late fusion"): one VGG16 trunk per input, layers suffixed by
+      the stream (``conv1_1color``, ``conv1_1hha``, ...), each with its own score layers
+      (``score_frcolor``, ``score_frhha``, and per-stream skip scores) whose outputs are averaged
+      with fixed weights (0.5 / 0.5 for two streams: ``score_fused``) before the shared
+      upsampling. Skip scores are fused the same way (our reading of the release's nets).
+    - ``heads`` (SIFT Flow): one trunk, several sets of score and upsampling layers suffixed by
+      the head (``score_frsem``, ``upscore2sem``, ... and ``score_frgeo``, ...), each predicting
+      its own classes; the output is then a dict ``{suffix: logits}``.
+
     Attributes:
         variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
-        n_class: number of classes (21 for PASCAL VOC, background included).
+        n_class: number of classes (21 for PASCAL VOC, background included); with ``heads``, the
+            class counts come from there.
         width: multiplier of every hidden channel count, fc6/fc7 included; 1.0 is the paper's
             network, smaller values give cheap networks for tests and demos.
         dtype: computation dtype (parameters are always float32).
         learn_upsampling: let the transposed convolutions learn (frozen bilinear by default).
         dropout_rate: dropout after fc6 and fc7, training only.
+        streams: stream suffixes, e.g. ``("color", "hha")``; empty for one input.
+        heads: ``(suffix, n_class)`` per output, e.g. ``(("sem", 33), ("geo", 3))``; empty for
+            one output of ``n_class`` classes.
     """
 
     variant: str = "fcn8s"
@@ -159,53 +174,99 @@ class FCN(nn.Module):
     dtype: jnp.dtype = jnp.float32
     learn_upsampling: bool = False
     dropout_rate: float = 0.5
+    streams: tuple[str, ...] = ()
+    heads: tuple[tuple[str, int], ...] = ()
 
     @nn.compact
-    def __call__(self, images: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, images: Array | Sequence[Array], *, train: bool = False
+    ) -> Array | dict[str, Array]:
         """Per-pixel class scores.
 
         Args:
-            images: [N, H, W, 3] float, preprocessed as the weights' metadata says.
+            images: [N, H, W, 3] float, preprocessed as the weights' metadata says; with
+                ``streams``, a sequence of such arrays in stream order.
             train: enables dropout (needs a ``dropout`` PRNG stream).
 
         Returns:
-            [N, H, W, n_class] float32 logits. A dict of the intermediate maps (``pool1`` ...
-            ``fc7``, ``score_fr``, each upsampled and fused score) is sown as
-            ``intermediates/maps`` (``apply(..., mutable=["intermediates"])`` returns it).
+            [N, H, W, n_class] float32 logits, or with ``heads`` a dict suffix -> logits. A dict
+            of the intermediate maps (``pool1`` ... ``fc7``, ``score_fr``, each upsampled and
+            fused score; suffixed per stream / head) is sown as ``intermediates/maps``
+            (``apply(..., mutable=["intermediates"])`` returns it).
         """
+        if self.streams and self.heads:
+            raise ValueError("an FCN has either several streams or several heads, not both")
+        inputs = tuple(images) if self.streams else (images,)
+        if len(inputs) != max(len(self.streams), 1):
+            raise ValueError(f"{len(inputs)} inputs for streams {self.streams}")
+        height, width = inputs[0].shape[1:3]
+        maps: dict[str, Array] = {}  # every intermediate map, sown at the end for parity checks
+        features = []
+        for suffix, x in zip(self.streams or ("",), inputs, strict=True):
+            trunk = VGG16(self.width, self.dtype, self.dropout_rate, suffix, name=f"vgg16{suffix}")
+            features.append(trunk(x, train=train))
+            maps |= {f"{k}{suffix}": v for k, v in features[-1].items()}
+        outputs = {
+            head: self._head(features, head, n_class, height, width, maps)
+            for head, n_class in (self.heads or (("", self.n_class),))
+        }
+        self.sow("intermediates", "maps", maps)
+        return outputs if self.heads else outputs[""]
+
+    def _head(
+        self,
+        features: list[dict[str, Array]],
+        head: str,
+        n_class: int,
+        height: int,
+        width: int,
+        maps: dict[str, Array],
+    ) -> Array:
+        """Score layers, skips and upsampling of one output; [N, height, width, n_class]."""
         spec = get_variant(self.variant)
         offsets = crop_offsets(self.variant)
-        height, width = images.shape[1:3]
-        features = VGG16(self.width, self.dtype, self.dropout_rate, name="vgg16")(
-            images, train=train
-        )
-        maps = dict(features)  # every intermediate map, sown at the end for parity checks
-
-        score = maps["score_fr"] = self._score("score_fr")(features["fc7"])
+        score = self._fused_score("score_fr", [f["fc7"] for f in features], head, n_class, maps)
         *skip_ups, final = spec.upsamplers
-        for up, pool, scale in zip(skip_ups, spec.skips, spec.skip_scales, strict=True):
-            score = maps[up[0]] = self._upsample(*up)(score)
-            pooled = features[pool] if scale == 1.0 else features[pool] * scale
-            skip = self._score(f"score_{pool}")(pooled)
+        for (up, k, s), pool, scale in zip(skip_ups, spec.skips, spec.skip_scales, strict=True):
+            score = maps[f"{up}{head}"] = self._upsample(f"{up}{head}", k, s, n_class)(score)
+            pooled = [f[pool] if scale == 1.0 else f[pool] * scale for f in features]
+            skip = self._fused_score(f"score_{pool}", pooled, head, n_class, maps)
             skip = crop_like(skip, offsets[f"score_{pool}"], score.shape[1], score.shape[2])
-            score = maps[f"fuse_{pool}"] = score + skip
-        score = maps[final[0]] = self._upsample(*final)(score)
-        self.sow("intermediates", "maps", maps)
-        return crop_like(score, offsets[final[0]], height, width).astype(jnp.float32)
+            score = maps[f"fuse_{pool}{head}"] = score + skip
+        name, k, s = final
+        score = maps[f"{name}{head}"] = self._upsample(f"{name}{head}", k, s, n_class)(score)
+        return crop_like(score, offsets[name], height, width).astype(jnp.float32)
 
-    def _score(self, name: str) -> nn.Conv:
+    def _fused_score(
+        self, layer: str, inputs: list[Array], head: str, n_class: int, maps: dict[str, Array]
+    ) -> Array:
+        """A score layer per stream, averaged with fixed equal weights (late fusion)."""
+        suffixes = self.streams or (head,)
+        scores = [
+            self._score(f"{layer}{suffix}", n_class)(x)
+            for suffix, x in zip(suffixes, inputs, strict=True)
+        ]
+        for suffix, score in zip(suffixes, scores, strict=True):
+            maps[f"{layer}{suffix}"] = score
+        if len(scores) == 1:
+            return scores[0]
+        fused = sum(scores[1:], scores[0]) / len(scores)
+        maps[f"{layer}_fused" if layer != "score_fr" else "score_fused"] = fused
+        return fused
+
+    def _score(self, name: str, n_class: int) -> nn.Conv:
         # Zero init, as the release: a new score layer starts by predicting nothing, so staged
         # training (32s -> 16s -> 8s) begins exactly at the previous stage's output.
         return nn.Conv(
-            self.n_class,
+            n_class,
             (1, 1),
             dtype=self.dtype,
             kernel_init=nn.initializers.zeros,
             name=name,
         )
 
-    def _upsample(self, name: str, kernel: int, stride: int) -> Upsample:
-        return Upsample(self.n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name)
+    def _upsample(self, name: str, kernel: int, stride: int, n_class: int) -> Upsample:
+        return Upsample(n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name)
 
 
 MODELS: dict[str, Callable[..., FCN]] = {
@@ -225,13 +286,15 @@ def init_params(model: FCN, key: jax.Array, image_shape: tuple[int, int] = (32, 
         The params pytree (``variables["params"]``).
     """
     dummy = jnp.zeros((1, *image_shape, 3), jnp.float32)
-    return jax.jit(model.init)(key, dummy)["params"]
+    inputs = (dummy,) * len(model.streams) if model.streams else dummy
+    return jax.jit(model.init)(key, inputs)["params"]
 
 
 def abstract_params(model: FCN) -> PyTree:
     """Shapes and dtypes of ``model``'s params, without allocating or computing anything."""
     dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
+    inputs = (dummy,) * len(model.streams) if model.streams else dummy
+    return jax.eval_shape(model.init, jax.random.key(0), inputs)["params"]
 
 
 def initial_head_params(abstract: PyTree) -> PyTree:
@@ -244,11 +307,11 @@ def initial_head_params(abstract: PyTree) -> PyTree:
         abstract: the model's params or their shapes (:func:`abstract_params`).
 
     Returns:
-        ``{layer: {leaf: array}}`` for every top-level layer except ``vgg16``.
+        ``{layer: {leaf: array}}`` for every top-level layer except the ``vgg16*`` trunks.
     """
     head = {}
     for layer, leaves in abstract.items():
-        if layer == "vgg16":
+        if layer.startswith("vgg16"):
             continue
         if layer.startswith("upscore"):
             head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}

@@ -86,11 +86,13 @@ class VGG16(nn.Module):
         width: multiplier of every hidden channel count (1.0 is the paper's network).
         dtype: computation dtype; parameters stay float32.
         dropout_rate: dropout after fc6 and fc7 in training (Caffe drops single elements).
+        suffix: appended to every layer name, as the release's two-stream nets name them.
     """
 
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
     dropout_rate: float = 0.5
+    suffix: str = ""  # appended to every layer name (two-stream nets: conv1_1color, ...)
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> dict[str, Array]:
@@ -124,5 +126,5 @@ class VGG16(nn.Module):
             dtype=self.dtype,
             # He init for ReLU nets; only used when not starting from converted weights.
             kernel_init=nn.initializers.he_normal(),
-            name=spec.name,
+            name=f"{spec.name}{self.suffix}",
         )

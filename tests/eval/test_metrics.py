@@ -370,3 +370,15 @@ def test_format_table_lists_summary_and_every_class():
     assert row.split()[1:] == ["-", "-", "-", "-"]
     row = next(line for line in text.splitlines() if line.startswith("aeroplane"))
     assert row.split()[1:] == ["66.67", "80.00", "66.67", "100.00"]
+
+
+def test_present_only_averages_over_ground_truth_classes():
+    # Class 2 never occurs in the ground truth but is predicted: IU 0, left out when present_only.
+    hist = np.array([[5, 0, 1], [0, 4, 0], [0, 0, 0]])
+    names = ("a", "b", "c")
+    full = compute_metrics(hist, names)
+    present = compute_metrics(hist, names, present_only=True)
+    assert full.iou[2] == 0.0
+    assert np.isclose(full.mean_iou, (5 / 6 + 1 + 0) / 3)
+    assert np.isclose(present.mean_iou, (5 / 6 + 1) / 2)
+    assert present.pixel_acc == full.pixel_acc and present.fw_iou == full.fw_iou
