@@ -84,3 +84,143 @@ def write_sbd_tree(
         write_sbd_mat(dataset / "cls" / f"{sample_id}.mat", labels[sample_id])
     write_list(dataset / f"{split}.txt", list(sizes))
     return labels
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """A lossless PNG: [H, W, 3] uint8 as RGB (NYUDv2 images, HHA), [H, W] uint8 as greyscale."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="PNG")
+
+
+def write_mat(path: Path, variables: dict) -> None:
+    """A MATLAB v5 .mat (as NYUDv2, SIFT Flow and PASCAL-Context ship) holding ``variables``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, variables)
+
+
+# --- colour-coded labels (CamVid) and users' own folders -----------------------------------------
+
+# Kaggle CamVid's class_dict.csv, row for row: 32 rows, Void second to last (so Wall is class 30).
+CAMVID_CLASS_DICT = (
+    ("Animal", (64, 128, 64)),
+    ("Archway", (192, 0, 128)),
+    ("Bicyclist", (0, 128, 192)),
+    ("Bridge", (0, 128, 64)),
+    ("Building", (128, 0, 0)),
+    ("Car", (64, 0, 128)),
+    ("CartLuggagePram", (64, 0, 192)),
+    ("Child", (192, 128, 64)),
+    ("Column_Pole", (192, 192, 128)),
+    ("Fence", (64, 64, 128)),
+    ("LaneMkgsDriv", (128, 0, 192)),
+    ("LaneMkgsNonDriv", (192, 0, 64)),
+    ("Misc_Text", (128, 128, 64)),
+    ("MotorcycleScooter", (192, 0, 192)),
+    ("OtherMoving", (128, 64, 64)),
+    ("ParkingBlock", (64, 192, 128)),
+    ("Pedestrian", (64, 64, 0)),
+    ("Road", (128, 64, 128)),
+    ("RoadShoulder", (128, 128, 192)),
+    ("Sidewalk", (0, 0, 192)),
+    ("SignSymbol", (192, 128, 128)),
+    ("Sky", (128, 128, 128)),
+    ("SUVPickupTruck", (64, 128, 192)),
+    ("TrafficCone", (0, 0, 64)),
+    ("TrafficLight", (0, 64, 64)),
+    ("Train", (192, 64, 128)),
+    ("Tree", (128, 128, 0)),
+    ("Truck_Bus", (192, 128, 192)),
+    ("Tunnel", (64, 0, 64)),
+    ("VegetationMisc", (192, 192, 0)),
+    ("Void", (0, 0, 0)),
+    ("Wall", (64, 192, 0)),
+)
+VOID_ROW_NAMES = ("void", "unlabelled", "unlabeled")
+
+
+def write_class_dict(path: Path, rows=CAMVID_CLASS_DICT, header: str = "name,r,g,b") -> None:
+    """A class_dict.csv as Kaggle ships it: ``name,r,g,b`` then one ``Name,r,g,b`` row each."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [header] + [f"{name},{r},{g},{b}" for name, (r, g, b) in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def class_rows_colours(rows=CAMVID_CLASS_DICT) -> tuple[np.ndarray, np.ndarray]:
+    """([n_class, 3] class colours, [n_void, 3] void colours) of class_dict rows, csv order."""
+    classes = [c for n, c in rows if n.lower() not in VOID_ROW_NAMES]
+    voids = [c for n, c in rows if n.lower() in VOID_ROW_NAMES]
+    return np.array(classes, np.uint8).reshape(-1, 3), np.array(voids, np.uint8).reshape(-1, 3)
+
+
+def colourise(label: np.ndarray, rows=CAMVID_CLASS_DICT) -> np.ndarray:
+    """[H, W] indices (255 = void) -> [H, W, 3] uint8 colours of the csv (void: first void row)."""
+    classes, voids = class_rows_colours(rows)
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(classes)] = classes
+    if len(voids):
+        table[IGNORE_LABEL] = voids[0]
+    return table[label]
+
+
+def random_label(rng: np.random.Generator, height: int, width: int, n_class: int) -> np.ndarray:
+    """[H, W] uint8 blocks of random classes in [0, n_class) with a void (255) corner."""
+    label = rng.integers(0, n_class, (height // 4 + 1, width // 4 + 1), dtype=np.uint8)
+    label = np.repeat(np.repeat(label, 4, 0), 4, 1)[:height, :width].copy()
+    label[:2, :3] = IGNORE_LABEL
+    return label
+
+
+def write_camvid_tree(
+    root: Path,
+    splits: dict[str, dict[str, tuple[int, int]]],
+    rows=CAMVID_CLASS_DICT,
+    label_suffix: str = "_L",
+    image_ext: str = ".png",
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A CamVid root: class_dict.csv, ``<split>/<stem><image_ext>``, colour labels in
+    ``<split>_labels/<stem><label_suffix>.png``. Returns stem -> (image, index label)."""
+    rng = np.random.default_rng(seed)
+    n_class = len(class_rows_colours(rows)[0])
+    write_class_dict(root / "class_dict.csv", rows)
+    written = {}
+    for split, sizes in splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}_labels").mkdir(parents=True, exist_ok=True)
+        for stem, (h, w) in sizes.items():
+            image, label = random_image(rng, h, w), random_label(rng, h, w, n_class)
+            if image_ext == ".png":
+                write_png(root / split / f"{stem}.png", image)
+            else:
+                write_jpeg(root / split / f"{stem}{image_ext}", image)
+            write_png(
+                root / f"{split}_labels" / f"{stem}{label_suffix}.png", colourise(label, rows)
+            )
+            written[stem] = (image, label)
+    return written
+
+
+def write_mask_tree(
+    root: Path,
+    splits: dict[str, dict[str, tuple[int, int]]],
+    n_class: int,
+    image_ext: str = ".jpg",
+    classes: list[str] | None = None,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A users' folder: ``images/<split>/<stem><image_ext>``, greyscale index masks in
+    ``masks/<split>/<stem>.png``, ``classes.txt`` if ``classes``. Returns stem -> (image, mask)."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, sizes in splits.items():
+        for stem, (h, w) in sizes.items():
+            image, label = random_image(rng, h, w), random_label(rng, h, w, n_class)
+            if image_ext == ".png":
+                write_png(root / "images" / split / f"{stem}.png", image)
+            else:
+                write_jpeg(root / "images" / split / f"{stem}{image_ext}", image)
+            write_png(root / "masks" / split / f"{stem}.png", label)
+            written[stem] = (image, label)
+    if classes is not None:
+        (root / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    return written

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ml_collections
 
+from fcn_jax.data import camvid, context, folder, nyud, siftflow
 from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.voc import SBDSegmentation, pascal
@@ -50,6 +51,11 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], SegmentationDatas
     "voc": _voc,  # VOC devkit splits (seg11valid, train, val...) and sbd_train / sbd_val
     "sbd": _sbd,
     "synthetic": _synthetic,
+    "nyud": nyud.make,  # data.modalities: ("image",), ("hha",) or ("image", "hha")
+    "siftflow": siftflow.make,  # label (33 semantic classes) and label_geo (3 geometric)
+    "context": context.make,  # PASCAL-Context, 59 classes + background
+    "camvid": camvid.make,  # the seed's CamVid, classes from class_dict.csv
+    "folder": folder.make,  # users' own images + colour labels or index masks
 }
 
 

@@ -124,7 +124,15 @@ def pair_by_stem(
             f"{len(unlabelled)} images have no label in {label_dir} (expected {names}):\n"
             f"{_listing(unlabelled)}{note}"
         )
-    claimed = {label for _, label in pairs.values()}
+    claimed: dict[Path, Path] = {}
+    for image, label in pairs.values():
+        # Possible only when one image's stem is another's plus "_L" (a.png, a_L.png).
+        if label in claimed:
+            raise FCNError(
+                f"label {label} would pair with two images, {claimed[label]} and {image}; "
+                "rename one of them"
+            )
+        claimed[label] = image
     strays = [p for p in labels.values() if p not in claimed]
     if strays:
         raise FCNError(

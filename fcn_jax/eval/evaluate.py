@@ -5,7 +5,8 @@ per image); it is folded into an int64 host total every ``FOLD_EVERY`` batches s
 cannot overflow on huge splits. Whole-image evaluation (batch 1, the paper's) compiles once per
 distinct image shape; bucketed evaluation pads batches to a few sizes with void labels and
 spreads them over all local devices, the last partial batch padded with void examples so every
-real pixel counts exactly once.
+real pixel counts exactly once. A multi-head network (SIFT Flow) is scored once per head, each
+against its own label key.
 """
 
 from __future__ import annotations
@@ -29,9 +30,23 @@ from fcn_jax.errors import FCNError
 from fcn_jax.eval.metrics import Metrics, compute_metrics, confusion_matrix
 from fcn_jax.types import Array, PyTree
 
-FOLD_EVERY = 256  # batches between host folds of the int32 device confusion matrix
+FOLD_EVERY = 256  # batches between host folds of the int32 device confusion matrices
 # |mean IU (JAX) - mean IU (PyTorch)| allowed by --against-torch, as a fraction (0.1 points).
 TORCH_MIOU_TOLERANCE = 1e-3
+# Head suffix -> (label key of the records, name of its metric set). The first head of any
+# network reads ``label``; SIFT Flow's are the semantic and geometric classes.
+HEAD_LABELS = {"sem": ("label", "semantic"), "geo": ("label_geo", "geometric")}
+
+
+def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
+    """Output key -> (label key, metric-set name) for every head of a network."""
+    if not metadata.heads:
+        return {"": ("label", "")}
+    targets = {}
+    for i, head in enumerate(metadata.heads):
+        key, name = HEAD_LABELS.get(head, (f"label_{head}", head))
+        targets[head] = ("label" if i == 0 else key, name)
+    return targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,27 +54,28 @@ class EvalResult:
     """Scores of one evaluation.
 
     Attributes:
-        metrics: the paper's metrics over the whole split.
+        metrics: metric-set name -> the paper's metrics over the whole split (one set, keyed
+            ``""``, for a single-head network; ``semantic`` and ``geometric`` for SIFT Flow).
         n_images: images scored.
         seconds: wall time of the loop (compilation included).
         compilations: XLA compilations of the evaluation step (one per distinct batch shape).
-        torch: the PyTorch reference's metrics on the same images, if asked for.
+        torch: the PyTorch reference's metrics on the same images (same keys), if asked for.
         pixel_agreement: fraction of image pixels where both frameworks predict the same class.
     """
 
-    metrics: Metrics
+    metrics: dict[str, Metrics]
     n_images: int
     seconds: float
     compilations: int
-    torch: Metrics | None = None
+    torch: dict[str, Metrics] | None = None
     pixel_agreement: float | None = None
 
     @property
     def torch_miou_diff(self) -> float | None:
-        """|mean IU difference| between JAX and PyTorch, if compared."""
+        """Largest |mean IU difference| between JAX and PyTorch over the heads, if compared."""
         if self.torch is None:
             return None
-        return abs(self.metrics.mean_iou - self.torch.mean_iou)
+        return max(abs(m.mean_iou - self.torch[k].mean_iou) for k, m in self.metrics.items())
 
     @property
     def torch_agrees(self) -> bool:
@@ -68,30 +84,39 @@ class EvalResult:
         return diff is None or diff <= TORCH_MIOU_TOLERANCE
 
     def to_json(self) -> dict[str, Any]:
-        """Metric keys plus ``n_images``, ``seconds``, ``compilations`` (and ``torch``)."""
-        out = {
-            **self.metrics.to_json(),
-            "n_images": self.n_images,
-            "seconds": self.seconds,
-            "compilations": self.compilations,
-        }
+        """The metrics JSON.
+
+        Metric keys (flat, or under ``semantic`` / ``geometric``), ``n_images``, ``seconds``,
+        ``compilations`` and, compared with PyTorch, ``torch`` (same keys + ``pixel_agreement``).
+        """
+        out = _metrics_json(self.metrics)
+        out |= {"n_images": self.n_images, "seconds": self.seconds}
+        out["compilations"] = self.compilations
         if self.torch is not None:
-            out["torch"] = {**self.torch.to_json(), "pixel_agreement": self.pixel_agreement}
+            out["torch"] = {**_metrics_json(self.torch), "pixel_agreement": self.pixel_agreement}
         return out
 
     def format(self) -> str:
-        """The metrics table and, with a PyTorch comparison, both side by side."""
-        lines = [self.metrics.format_table()]
+        """The metrics tables and, with a PyTorch comparison, both side by side."""
+        lines = []
+        for name, metrics in self.metrics.items():
+            if name:
+                lines += [f"== {name} ==", ""]
+            lines += [metrics.format_table(), ""]
         if self.torch is not None:
-            lines += ["", f"{'':<16}{'JAX':>10}{'PyTorch':>10}{'diff':>10}"]
-            for key, label in (
-                ("pixel_acc", "pixel acc"),
-                ("mean_acc", "mean acc"),
-                ("mean_iou", "mean IU"),
-                ("fw_iou", "f.w. IU"),
-            ):
-                a, b = getattr(self.metrics, key), getattr(self.torch, key)
-                lines.append(f"{label:<16}{100 * a:>10.3f}{100 * b:>10.3f}{100 * (a - b):>+10.3f}")
+            lines.append(f"{'':<24}{'JAX':>10}{'PyTorch':>10}{'diff':>10}")
+            for name, metrics in self.metrics.items():
+                for key, label in (
+                    ("pixel_acc", "pixel acc"),
+                    ("mean_acc", "mean acc"),
+                    ("mean_iou", "mean IU"),
+                    ("fw_iou", "f.w. IU"),
+                ):
+                    a, b = getattr(metrics, key), getattr(self.torch[name], key)
+                    row = f"{name} {label}".strip()
+                    lines.append(
+                        f"{row:<24}{100 * a:>10.3f}{100 * b:>10.3f}{100 * (a - b):>+10.3f}"
+                    )
             lines.append(
                 f"pixel agreement of the two predictions: {100 * self.pixel_agreement:.4f}%"
             )
@@ -106,18 +131,36 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def _metrics_json(metrics: dict[str, Metrics]) -> dict[str, Any]:
+    if list(metrics) == [""]:
+        return metrics[""].to_json()
+    return {name: m.to_json() for name, m in metrics.items()}
+
+
+def _outputs(logits: Any) -> dict[str, Any]:
+    """A network's output as ``{head: logits}`` (key ``""`` for a single head)."""
+    return logits if isinstance(logits, dict) else {"": logits}
+
+
 def _eval_step(metadata: WeightsMetadata) -> tuple[Any, list[int]]:
-    """The jitted step ``(hist, params, images, labels) -> (hist, preds)`` and its trace count."""
+    """The jitted step ``(hists, params, inputs, labels) -> (hists, preds)`` and its traces.
+
+    ``inputs`` maps record keys to uint8 images, ``labels`` head -> uint8 labels, ``hists``
+    head -> int32 confusion matrix; preprocessing runs on the device.
+    """
     model = metadata.model()
-    preprocessing = metadata.preprocessing
+    classes = {head: len(names) for head, names in metadata.head_classes.items()}
     traces = [0]
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def step(hist: Array, params: PyTree, images: Array, labels: Array) -> tuple[Array, Array]:
+    def step(
+        hists: dict[str, Array], params: PyTree, inputs: dict[str, Array], labels: dict[str, Array]
+    ) -> tuple[dict[str, Array], dict[str, Array]]:
         traces[0] += 1  # runs at trace time only: one per compilation
-        logits = model.apply({"params": params}, preprocessing.apply(images))
-        preds = jnp.argmax(logits, axis=-1).astype(jnp.uint8)
-        return hist + confusion_matrix(labels, preds, metadata.n_class), preds
+        logits = _outputs(model.apply({"params": params}, metadata.preprocess(inputs)))
+        preds = {h: jnp.argmax(x, axis=-1).astype(jnp.uint8) for h, x in logits.items()}
+        hists = {h: hists[h] + confusion_matrix(labels[h], preds[h], classes[h]) for h in hists}
+        return hists, preds
 
     return step, traces
 
@@ -135,26 +178,41 @@ class _TorchReference:
         torch.backends.cudnn.allow_tf32 = False
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.net = TorchFCN(metadata.arch, metadata.n_class, metadata.width)
+        model = metadata.model()
+        self.net = TorchFCN(
+            metadata.arch, metadata.n_class, metadata.width, model.streams, model.heads
+        )
         state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_torchfcn(params).items()}
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
-        self.preprocessing = metadata.preprocessing
-        self.n_class = metadata.n_class
-        self.hist = np.zeros((self.n_class, self.n_class), np.int64)
+        self.metadata = metadata
+        self.classes = {head: len(names) for head, names in metadata.head_classes.items()}
+        self.hists = {h: np.zeros((n, n), np.int64) for h, n in self.classes.items()}
         self.agree = 0
         self.pixels = 0
 
-    def update(self, batch: dict[str, np.ndarray], jax_preds: np.ndarray) -> None:
-        x = np.asarray(self.preprocessing.apply(batch["image"])).transpose(0, 3, 1, 2)
+    def update(
+        self, batch: dict[str, np.ndarray], labels: dict[str, np.ndarray], jax_preds: dict
+    ) -> None:
+        x = self.metadata.preprocess({k: batch[k] for k in self.metadata.inputs})
+        xs = tuple(
+            self.torch.from_numpy(np.ascontiguousarray(np.asarray(xi).transpose(0, 3, 1, 2))).to(
+                self.device
+            )
+            for xi in (x if self.metadata.streams else (x,))
+        )
         with self.torch.no_grad():
-            logits = self.net(self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-        preds = logits.argmax(1).to(self.torch.uint8).cpu().numpy()
-        self.hist += np.asarray(confusion_matrix(batch["label"], preds, self.n_class))
-        for i in np.flatnonzero(batch["valid"]):
-            h, w = batch["height"][i], batch["width"][i]
-            self.agree += int((preds[i, :h, :w] == jax_preds[i, :h, :w]).sum())
-            self.pixels += int(h) * int(w)
+            out = _outputs(self.net(xs if self.metadata.streams else xs[0]))
+        for head, logits in out.items():
+            preds = logits.argmax(1).to(self.torch.uint8).cpu().numpy()
+            self.hists[head] += np.asarray(
+                confusion_matrix(labels[head], preds, self.classes[head])
+            )
+            ours = np.asarray(jax_preds[head])
+            for i in np.flatnonzero(batch["valid"]):
+                h, w = batch["height"][i], batch["width"][i]
+                self.agree += int((preds[i, :h, :w] == ours[i, :h, :w]).sum())
+                self.pixels += int(h) * int(w)
 
 
 def evaluate(
@@ -173,8 +231,9 @@ def evaluate(
 
     Args:
         params: Flax params (device or numpy arrays).
-        metadata: their metadata (model, classes, preprocessing).
-        dataset: the split to score.
+        metadata: their metadata (model, inputs, classes, preprocessing).
+        dataset: the split to score; its records must hold the network's inputs and a label
+            key per head.
         bucket: pad batches to ``buckets`` and spread them over all local devices, instead of
             the exact whole-image, batch-1 evaluation.
         batch_size: global batch size in bucket mode (a multiple of the device count).
@@ -187,11 +246,17 @@ def evaluate(
     Returns:
         The :class:`EvalResult`.
     """
-    if dataset.n_class != metadata.n_class:
-        raise FCNError(
-            f"the weights predict {metadata.n_class} classes but {dataset!r} has "
-            f"{dataset.n_class}: evaluate them on a dataset with the same classes"
-        )
+    targets = head_targets(metadata)
+    label_classes = dataset.label_classes
+    for head, (key, _) in targets.items():
+        wanted = len(metadata.head_classes[head])
+        have = len(label_classes.get(key, ()))
+        if have != wanted:
+            raise FCNError(
+                f"the weights predict {wanted} classes{f' ({head})' if head else ''} but "
+                f"{dataset!r} has {have} for {key!r}: evaluate them on a dataset with the "
+                "same classes"
+            )
     devices = jax.local_devices()
     if bucket:
         if not buckets:
@@ -217,9 +282,15 @@ def evaluate(
 
     step, traces = _eval_step(metadata)
     params = jax.device_put(params, replicated)
-    n = metadata.n_class
-    hist = jax.device_put(jnp.zeros((n, n), jnp.int32), replicated)
-    total = np.zeros((n, n), np.int64)
+    classes = {head: len(names) for head, names in metadata.head_classes.items()}
+
+    def zeros() -> dict[str, Array]:
+        return {
+            h: jax.device_put(jnp.zeros((n, n), jnp.int32), replicated) for h, n in classes.items()
+        }
+
+    hists = zeros()
+    totals = {h: np.zeros((n, n), np.int64) for h, n in classes.items()}
     reference = _TorchReference(params, metadata) if against_torch else None
     precision = "highest" if against_torch else None  # like for like with torch, TF32 off
 
@@ -228,27 +299,38 @@ def evaluate(
     bar = tqdm(total=len(dataset), unit="img", desc="eval", disable=not progress)
     with jax.default_matmul_precision(precision):
         for i, batch in enumerate(make_pipeline(dataset, options)):
-            images = jax.device_put(batch["image"], data_sharding)
-            labels = jax.device_put(batch["label"], data_sharding)
-            hist, preds = step(hist, params, images, labels)
+            inputs = {k: jax.device_put(batch[k], data_sharding) for k in metadata.inputs}
+            labels = {h: batch[key] for h, (key, _) in targets.items()}
+            hists, preds = step(hists, params, inputs, jax.device_put(labels, data_sharding))
             if reference is not None:
-                reference.update(batch, np.asarray(preds))
+                reference.update(batch, labels, preds)
             if (i + 1) % FOLD_EVERY == 0:
-                total += np.asarray(hist)
-                hist = jax.device_put(jnp.zeros((n, n), jnp.int32), replicated)
+                for h in totals:
+                    totals[h] += np.asarray(hists[h])
+                hists = zeros()
             real = int(batch["valid"].sum())
             n_images += real
             bar.update(real)
-    total += np.asarray(hist)
+    for h in totals:
+        totals[h] += np.asarray(hists[h])
     bar.close()
     seconds = time.perf_counter() - start
     if n_images != len(dataset):  # the pipeline must deliver every image exactly once
         raise AssertionError(f"scored {n_images} of {len(dataset)} images")
-    result = EvalResult(compute_metrics(total, dataset.class_names), n_images, seconds, traces[0])
+
+    present_only = getattr(dataset, "score_present_classes_only", False)
+
+    def score(hist_by_head: dict[str, np.ndarray]) -> dict[str, Metrics]:
+        return {
+            name: compute_metrics(hist_by_head[h], label_classes[key], present_only)
+            for h, (key, name) in targets.items()
+        }
+
+    result = EvalResult(score(totals), n_images, seconds, traces[0])
     if reference is not None:
         result = dataclasses.replace(
             result,
-            torch=compute_metrics(reference.hist, dataset.class_names),
+            torch=score(reference.hists),
             pixel_agreement=reference.agree / max(reference.pixels, 1),
         )
     return result

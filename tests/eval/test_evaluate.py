@@ -54,12 +54,12 @@ def test_whole_image_evaluation_matches_reference(setup):
     meta, params, dataset = setup
     result = evaluate(params, meta, dataset, progress=False)
     np.testing.assert_array_equal(
-        result.metrics.confusion, reference_confusion(meta, params, dataset)
+        result.metrics[""].confusion, reference_confusion(meta, params, dataset)
     )
     assert result.n_images == 6
     shapes = {dataset[i]["label"].shape for i in range(len(dataset))}
     assert result.compilations == len(shapes)  # one per distinct shape, no more
-    assert result.metrics.class_names == dataset.class_names
+    assert result.metrics[""].class_names == dataset.class_names
     out = result.to_json()
     assert {
         "pixel_acc",
@@ -84,9 +84,9 @@ def test_bucketed_evaluation_counts_every_pixel_once(setup):
         params, meta, dataset, bucket=True, batch_size=4, buckets=(16, 24, 32), progress=False
     )
     labels = [dataset[i]["label"] for i in range(len(dataset))]
-    assert result.metrics.confusion.sum() == sum(int((lab < N_CLASS).sum()) for lab in labels)
+    assert result.metrics[""].confusion.sum() == sum(int((lab < N_CLASS).sum()) for lab in labels)
     np.testing.assert_array_equal(
-        result.metrics.confusion.sum(1),
+        result.metrics[""].confusion.sum(1),
         sum(np.bincount(lab[lab < N_CLASS], minlength=N_CLASS) for lab in labels),
     )
     assert result.n_images == 6
@@ -100,7 +100,7 @@ def test_against_torch(setup):
     assert result.torch_miou_diff <= 1e-3
     assert result.pixel_agreement > 0.999
     out = result.to_json()
-    assert set(out["torch"]) == set(result.metrics.to_json()) | {"pixel_agreement"}
+    assert set(out["torch"]) == set(result.metrics[""].to_json()) | {"pixel_agreement"}
     assert "PyTorch" in result.format() and "within the tolerance" in result.format()
 
 
@@ -142,7 +142,7 @@ except FCNError as e:
     error = str(e)
 r = evaluate(params, meta, data, bucket=True, batch_size=4, buckets=(32,), progress=False)
 print(json.dumps({"devices": jax.local_device_count(), "error": error,
-                  "confusion": r.metrics.confusion.tolist(), "n": r.n_images}))
+                  "confusion": r.metrics[""].confusion.tolist(), "n": r.n_images}))
 """
 
 
@@ -165,7 +165,7 @@ def test_four_devices_equal_one_device(setup):
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4 and out["n"] == 6
     assert "batch size 6 does not divide over 4 devices" in out["error"]
-    np.testing.assert_array_equal(np.array(out["confusion"]), single.metrics.confusion)
+    np.testing.assert_array_equal(np.array(out["confusion"]), single.metrics[""].confusion)
     assert compute_metrics(np.array(out["confusion"]), dataset.class_names).mean_iou == (
-        single.metrics.mean_iou
+        single.metrics[""].mean_iou
     )
