@@ -99,6 +99,8 @@ def test_unknown_variant_and_dataset():
         make_dataset(c, "seg11valid")
     c.data.name = "imagenet"
     with pytest.raises(
-        FCNError, match=r"unknown dataset 'imagenet'.*\['sbd', 'synthetic', 'voc'\]"
+        FCNError,
+        match=r"unknown dataset 'imagenet'.*'camvid', 'context', 'folder', 'nyud', 'sbd', "
+        r"'siftflow', 'synthetic', 'voc'",
     ):
         make_dataset(c, "train")
