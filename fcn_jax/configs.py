@@ -36,6 +36,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.eval_split = "seg11valid"  # 736 VOC2011 val images not in SBD train
     c.data.year = config_dict.placeholder(int)  # VOC devkit year; None: 2012, else 2011
     c.data.preprocessing = "caffe"  # what the config expects; the weights' metadata wins
+    c.data.modalities = ("image",)  # record keys the network reads, one per stream
     # Whole images, batch 1 (faithful). Buckets pad batches to a few sizes (multiples of
     # bucket_step up to max_size) instead; crop and flip are for non-paper recipes.
     c.data.buckets = config_dict.placeholder(tuple)
@@ -54,6 +55,8 @@ def base() -> ml_collections.ConfigDict:
     c.model.width = 1.0
     c.model.dtype = "float32"
     c.model.learn_upsampling = False
+    c.model.streams = ()  # ("color", "hha"): one VGG16 per input, late fusion (NYUDv2)
+    c.model.heads = ()  # (("sem", 33), ("geo", 3)): several outputs on one trunk (SIFT Flow)
 
     c.init = ml_collections.ConfigDict()
     # Weights directory, training workdir or .pth to start from (by layer name); None: random.
@@ -109,4 +112,6 @@ def model_from_config(config: ml_collections.ConfigDict) -> FCN:
         width=m.width,
         dtype=jnp.dtype(m.dtype),
         learn_upsampling=m.learn_upsampling,
+        streams=tuple(m.streams),
+        heads=tuple(tuple(h) for h in m.heads),
     )

@@ -65,8 +65,18 @@ def test_builds_its_model(name):
         assert (c.model.width, c.model.n_class, c.data.name) == (1.0, 21, "voc")
         assert count == PARAMS[c.model.arch]
         assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", 1)
-    else:
+    elif name.startswith("synthetic"):
         assert count < 10_000_000
+    else:  # the paper's network: one VGG16 per stream
+        assert c.model.width == 1.0
+        assert count > 134_000_000 * max(len(c.model.streams), 1)
+
+
+def test_paper_tables_configs():
+    assert load("nyud_fcn16s_rgbhha").model.streams == ("color", "hha")
+    assert load("nyud_fcn32s_hha").data.modalities == ("hha",)
+    assert load("siftflow_fcn16s").model.heads == (("sem", 33), ("geo", 3))
+    assert {load(f"context_fcn{n}").model.n_class for n in ("32s", "16s", "8s")} == {60}
 
 
 def test_voc_recipes():
@@ -87,8 +97,13 @@ def test_smoke_variant_runs_anywhere(name):
     assert c.num_steps <= 2 and c.model.width <= 0.125 and c.data.name == "synthetic"
     dataset = make_dataset(c, c.data.split)
     record = dataset[0]
-    assert record["image"].shape[:2] == record["label"].shape
     assert dataset.n_class == c.model.n_class
+    for key in c.data.modalities:  # every input the network reads
+        assert record[key].shape[:2] == record["label"].shape
+    if c.model.heads:  # every head's labels
+        assert record["label_geo"].shape == record["label"].shape
+    model = model_from_config(c)
+    assert len(model.streams) == (len(c.data.modalities) if model.streams else 0)
 
 
 def test_unknown_variant_and_dataset():

@@ -44,6 +44,8 @@ def _synthetic(config: ml_collections.ConfigDict, split: str) -> SegmentationDat
         num_images=d.get("num_images") or 64,
         min_size=d.get("min_size") or 48,
         max_size=d.get("max_size") or 64,
+        modalities=tuple(d.get("modalities") or ("image",)),
+        geometric=len(config.model.get("heads") or ()) > 1,
     )
 
 

@@ -36,6 +36,10 @@ class SyntheticSegmentation(SegmentationDataset):
         max_size: largest image side (sides are drawn independently: most images are not square).
         seed: the dataset's seed.
         max_shapes: at most this many shapes per image (at least one).
+        modalities: image keys of the records: ``image`` and/or ``hha`` (a second, colour-
+            inverted view of the same scene, standing in for NYUDv2's depth encoding).
+        geometric: also give ``label_geo``, SIFT Flow-like geometric classes (sky above the
+            horizon, horizontal below it, vertical for the shapes).
     """
 
     name = "synthetic"
@@ -49,6 +53,8 @@ class SyntheticSegmentation(SegmentationDataset):
         max_size: int = 64,
         seed: int = 0,
         max_shapes: int = 4,
+        modalities: tuple[str, ...] = ("image",),
+        geometric: bool = False,
     ) -> None:
         if n_class < 2:
             raise ValueError(f"synthetic data needs n_class >= 2, got {n_class}")
@@ -58,6 +64,7 @@ class SyntheticSegmentation(SegmentationDataset):
         super().__init__(split, [f"{split}_{i:05d}" for i in range(num_images)], names)
         self.min_size, self.max_size = min_size, max_size
         self.seed, self.max_shapes = seed, max_shapes
+        self.modalities, self.geometric = tuple(modalities), geometric
         self._colours = class_colours(n_class)
         self._split_code = zlib.crc32(split.encode())  # stable across processes, unlike hash()
 
@@ -80,7 +87,26 @@ class SyntheticSegmentation(SegmentationDataset):
         edge[:, :-1] |= label[:, :-1] != label[:, 1:]
         edge[:-1, :] |= label[:-1, :] != label[1:, :]
         label[edge] = IGNORE_LABEL
-        return {"image": np.clip(image, 0, 255).astype(np.uint8), "label": label, "id": sample_id}
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        record = {"label": label, "id": sample_id}
+        if "image" in self.modalities:
+            record["image"] = image
+        if "hha" in self.modalities:
+            record["hha"] = 255 - image
+        if self.geometric:
+            geo = np.where(yy < h / 2, 0, 1).astype(np.uint8)  # sky above, ground below
+            geo[label > 0] = 2  # the shapes stand up: vertical
+            geo[label == IGNORE_LABEL] = IGNORE_LABEL
+            record["label_geo"] = geo
+        return record
+
+    @property
+    def label_classes(self) -> dict[str, tuple[str, ...]]:
+        """``label`` classes, plus the geometric ones when asked for."""
+        classes = {"label": self.class_names}
+        if self.geometric:
+            classes["label_geo"] = ("sky", "horizontal", "vertical")
+        return classes
 
     def _background(self, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
         # Grey with random stripes and noise: texture the network must learn to ignore.
