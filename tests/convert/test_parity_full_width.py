@@ -132,3 +132,23 @@ def test_export_loads_strictly_into_torchfcn(converted, torchfcn_models):
     model.load_state_dict(exported, strict=True)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize(
+    ("kind", "structure", "n_class"),
+    [
+        ("two-stream RGB-HHA", {"streams": ("color", "hha")}, 40),
+        ("two-head SIFT Flow", {"heads": (("sem", 33), ("geo", 3))}, 33),
+    ],
+)
+def test_two_stream_and_two_head_full_width(tmp_path, rng, kind, structure, n_class):
+    state = random_state_dict("fcn16s", n_class, 1.0, seed=5, **structure)
+    torch.save(state, tmp_path / "net.pth")
+    params, meta, source = convert_torch_file(tmp_path / "net.pth", "fcn16s")
+    assert (meta.streams, meta.heads) == (
+        structure.get("streams", ()),
+        tuple(h for h, _ in structure.get("heads", ())),
+    )
+    report = check_parity(source, params, meta, random_image(rng, 56, 41))
+    print(f"\n{kind} FCN-16s 56x41\n{report.format()}")
+    assert report.final.rel <= PARITY_TOLERANCE and report.passed, report.format()
