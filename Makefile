@@ -15,7 +15,10 @@ SAMPLE := fcn_jax/assets/voc_sample.jpg
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv install install-test demo test lint fmt clean
+# The TFDS adapter needs tensorflow (~2.4 GB): its own venv and target keep `make test` light.
+TFDS_VENV := .venv-tfds
+
+.PHONY: venv install install-test demo test test-tfds lint fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +48,12 @@ demo: install
 
 test: install-test
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-tfds:
+	test -x $(TFDS_VENV)/bin/python || $(PYTHON) -m venv $(TFDS_VENV)
+	$(TFDS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TFDS_VENV)/bin/python -m pip install --quiet -e '.[tfds,test]'
+	$(TEST_ENV) $(TFDS_VENV)/bin/python -m pytest tests_tfds -p no:cacheprovider
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -45,6 +45,9 @@ def base() -> ml_collections.ConfigDict:
     c.data.crop_size = config_dict.placeholder(int)
     c.data.flip = False
     c.data.worker_count = 0  # >0: decode in worker processes (reading threads always prefetch)
+    # TFDS only: the dataset's TFDS name, and the mask feature of one without a preset.
+    c.data.tfds_name = config_dict.placeholder(str)
+    c.data.tfds_mask_key = config_dict.placeholder(str)
     # Synthetic data only (ignored by the others).
     c.data.num_images = 0
     c.data.min_size = 0

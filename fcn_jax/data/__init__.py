@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ml_collections
 
-from fcn_jax.data import camvid, context, folder, nyud, siftflow
+from fcn_jax.data import camvid, context, folder, nyud, siftflow, tfds
 from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.voc import SBDSegmentation, pascal
@@ -58,6 +58,7 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], SegmentationDatas
     "context": context.make,  # PASCAL-Context, 59 classes + background
     "camvid": camvid.make,  # the seed's CamVid, classes from class_dict.csv
     "folder": folder.make,  # users' own images + colour labels or index masks
+    "tfds": tfds.make,  # TensorFlow Datasets with masks (extra "tfds"), data.tfds_name
 }
 
 
