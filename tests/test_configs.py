@@ -116,6 +116,6 @@ def test_unknown_variant_and_dataset():
     with pytest.raises(
         FCNError,
         match=r"unknown dataset 'imagenet'.*'camvid', 'context', 'folder', 'nyud', 'sbd', "
-        r"'siftflow', 'synthetic', 'voc'",
+        r"'siftflow', 'synthetic', 'tfds', 'voc'",
     ):
         make_dataset(c, "train")

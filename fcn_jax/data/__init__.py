@@ -7,33 +7,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import ml_collections
 
 from fcn_jax.data import camvid, context, folder, nyud, siftflow, tfds
-from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset
+from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset, config_root
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.voc import SBDSegmentation, pascal
 from fcn_jax.errors import FCNError
 
 
-def _root(config: ml_collections.ConfigDict) -> Path:
-    root = config.data.get("root")
-    if not root:
-        raise FCNError(
-            f"config.data.root is not set: pass --config.data.root=DIR, the folder holding the "
-            f"{config.data.name} dataset as downloaded"
-        )
-    return Path(root).expanduser()
-
-
 def _voc(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
-    return pascal(_root(config), split, config.data.get("year"))
+    return pascal(
+        config_root(config, "VOCdevkit/ and benchmark_RELEASE/"), split, config.data.get("year")
+    )
 
 
 def _sbd(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
-    return SBDSegmentation(_root(config), split)
+    return SBDSegmentation(config_root(config, "VOCdevkit/ and benchmark_RELEASE/"), split)
 
 
 def _synthetic(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:

@@ -146,3 +146,19 @@ def require_files(paths: Sequence[Path], what: str, limit: int = 5) -> None:
         shown = "\n  ".join(map(str, missing[:limit]))
         more = f"\n  ... and {len(missing) - limit} more" if len(missing) > limit else ""
         raise FCNError(f"{len(missing)} {what} listed in the split are missing:\n  {shown}{more}")
+
+
+def config_root(config: Any, holds: str = "") -> Path:
+    """``config.data.root``, expanded; unset, an error saying how to set it.
+
+    Args:
+        config: the experiment config.
+        holds: what the folder should hold, for the message (default: the dataset's name).
+    """
+    root = config.data.get("root")
+    if not root:
+        raise FCNError(
+            "config.data.root is not set: pass --config.data.root=DIR, the folder holding "
+            + (holds or f"the {config.data.name} dataset as downloaded")
+        )
+    return Path(root).expanduser()

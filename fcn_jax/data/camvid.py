@@ -23,7 +23,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fcn_jax.data.base import Record, SegmentationDataset, require_dir
+from fcn_jax.data.base import Record, SegmentationDataset, config_root, require_dir
 from fcn_jax.data.colour_labels import ClassDict, read_class_dict
 from fcn_jax.data.io import read_image
 from fcn_jax.errors import FCNError, format_list
@@ -227,17 +227,6 @@ class CamVid(SegmentationDataset):
             "label": self.class_dict.read_label(label),
             "id": sample_id,
         }
-
-
-def config_root(config: ml_collections.ConfigDict) -> Path:
-    """``config.data.root``, expanded; an error saying how to set it when it is unset."""
-    root = config.data.get("root")
-    if not root:
-        raise FCNError(
-            f"config.data.root is not set: pass --config.data.root=DIR, the folder holding the "
-            f"{config.data.name} dataset"
-        )
-    return Path(root).expanduser()
 
 
 def check_n_class(dataset: SegmentationDataset, config: ml_collections.ConfigDict) -> None:

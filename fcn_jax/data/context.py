@@ -28,8 +28,15 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset, require_dir, require_files
-from fcn_jax.data.io import read_image, read_mat_field
+from fcn_jax.data.base import (
+    IGNORE_LABEL,
+    Record,
+    SegmentationDataset,
+    config_root,
+    require_dir,
+    require_files,
+)
+from fcn_jax.data.io import check_label_values, read_image, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 
@@ -212,22 +219,9 @@ class PascalContext(SegmentationDataset):
 
     def _task_label(self, label_map: np.ndarray, path: Path) -> np.ndarray:
         """Map a ``LabelMap`` (indices into :attr:`labels_file`) to task labels."""
-        if label_map.ndim != 2 or not (
-            np.issubdtype(label_map.dtype, np.integer)
-            or np.issubdtype(label_map.dtype, np.floating)
-        ):
-            raise FCNError(
-                f"label {path}: LabelMap must be an HxW array of class indices, got shape "
-                f"{label_map.shape} dtype {label_map.dtype}"
-            )
-        values = np.unique(label_map)
         top = len(self.lookup) - 1
-        bad = values[(values < 0) | (values > top) | (values != np.round(values))]
-        if bad.size:
-            raise FCNError(
-                f"label {path}: LabelMap values {bad.tolist()[:10]} are not indices 0..{top} "
-                f"of {self.labels_file}; is it the matching PASCAL-Context release?"
-            )
+        meaning = f"indices into {self.labels_file}: the matching PASCAL-Context release?"
+        label_map = check_label_values(label_map, path, "LabelMap", 0, top, meaning)
         return self.lookup[label_map.astype(np.intp)]
 
 
@@ -246,10 +240,5 @@ def make(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
     Returns:
         The :class:`PascalContext` split.
     """
-    root = config.data.get("root")
-    if not root:
-        raise FCNError(
-            "config.data.root is not set: pass --config.data.root=DIR, the folder holding "
-            "VOCdevkit/VOC2010 and PASCAL-Context's trainval/"
-        )
-    return PascalContext(Path(root).expanduser(), split)
+    root = config_root(config, "VOCdevkit/VOC2010 and PASCAL-Context's trainval/")
+    return PascalContext(root, split)

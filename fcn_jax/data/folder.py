@@ -21,11 +21,16 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset, require_dir
+from fcn_jax.data.base import (
+    IGNORE_LABEL,
+    Record,
+    SegmentationDataset,
+    config_root,
+    require_dir,
+)
 from fcn_jax.data.camvid import (
     CLASS_DICT,
     colour_split_pairs,
-    config_root,
     pair_by_stem,
 )
 from fcn_jax.data.colour_labels import ClassDict, read_class_dict

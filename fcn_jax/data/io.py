@@ -83,3 +83,39 @@ def read_mat_field(path: str | Path, *fields: str) -> np.ndarray:
                 f"{path} has no {'.'.join(fields[: i + 1])} (found {have}); is it the right file?"
             ) from None
     return np.asarray(value)
+
+
+def check_label_values(
+    label: np.ndarray, path: str | Path, field: str, lowest: int, highest: int, meaning: str
+) -> np.ndarray:
+    """A .mat label array as int64 after checking it holds whole numbers in [lowest, highest].
+
+    Label files hold uint8, uint16, signed integers or doubles; checking before any cast keeps
+    300 from wrapping to 44, 1.5 from truncating to 1 and -1 from becoming 255 silently.
+
+    Args:
+        label: the array read from the file.
+        path: the file (named in errors).
+        field: the field it came from (``GTcls.Segmentation``, ``S``, ...).
+        lowest: smallest valid value.
+        highest: largest valid value.
+        meaning: what the values mean, for the error (``0 = void, 1..40 = the classes``).
+
+    Returns:
+        [H, W] int64.
+    """
+    if label.ndim != 2 or not (
+        np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)
+    ):
+        raise FCNError(
+            f"label {path}: {field} must be an HxW array of class indices, got shape "
+            f"{label.shape} dtype {label.dtype}"
+        )
+    values = np.unique(label)
+    bad = values[(values < lowest) | (values > highest) | (values != np.round(values))]
+    if bad.size:
+        raise FCNError(
+            f"label {path}: {field} values {bad.tolist()[:10]} are not in {lowest}..{highest} "
+            f"({meaning}); is it the right file?"
+        )
+    return label.astype(np.int64)

@@ -30,10 +30,11 @@ from fcn_jax.data.base import (
     IMAGE_KEYS,
     Record,
     SegmentationDataset,
+    config_root,
     require_dir,
     require_files,
 )
-from fcn_jax.data.io import read_image, read_mat_field
+from fcn_jax.data.io import check_label_values, read_image, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import read_class_names
@@ -168,23 +169,9 @@ def _nyud_label(segmentation: np.ndarray, path: Path) -> np.ndarray:
     Values are checked before any cast: 41 would become class 40, which does not exist, and a
     value past 255 would wrap to a plausible class.
     """
-    if segmentation.ndim != 2 or not (
-        np.issubdtype(segmentation.dtype, np.integer)
-        or np.issubdtype(segmentation.dtype, np.floating)
-    ):
-        raise FCNError(
-            f"label {path}: segmentation must be an HxW array of class indices, got shape "
-            f"{segmentation.shape} dtype {segmentation.dtype}"
-        )
-    values = np.unique(segmentation)
-    bad = values[(values < 0) | (values > N_CLASS) | (values != np.round(values))]
-    if bad.size:
-        raise FCNError(
-            f"label {path}: segmentation values {bad.tolist()[:10]} are not in 0..{N_CLASS} "
-            f"(0 = void, 1..{N_CLASS} = the classes); is this the {N_CLASS}-class NYUDv2 "
-            "segmentation?"
-        )
-    segmentation = segmentation.astype(np.int64)
+    segmentation = check_label_values(
+        segmentation, path, "segmentation", 0, N_CLASS, f"0 = void, 1..{N_CLASS} = the classes"
+    )
     # The file's classes are 1-based with 0 as void; the reference layer subtracts 1 in uint8
     # so void wraps to 255. Written out here instead of relying on the wrap-around.
     return np.where(segmentation == 0, IGNORE_LABEL, segmentation - 1).astype(np.uint8)
@@ -201,13 +188,8 @@ def make(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
     Returns:
         The :class:`NYUDv2` split.
     """
-    root = config.data.get("root")
-    if not root:
-        raise FCNError(
-            "config.data.root is not set: pass --config.data.root=DIR, the folder holding the "
-            "NYUDv2 dataset (data/images, data/hha, segmentation)"
-        )
+    root = config_root(config, "the NYUDv2 dataset (data/images, data/hha, segmentation)")
     modalities = config.data.get("modalities")
     if modalities is None:  # unset (or a None placeholder): RGB, the paper's main setting
         modalities = ("image",)
-    return NYUDv2(Path(root).expanduser(), split, modalities)
+    return NYUDv2(root, split, modalities)

@@ -34,10 +34,11 @@ from fcn_jax.data.base import (
     IGNORE_LABEL,
     Record,
     SegmentationDataset,
+    config_root,
     require_dir,
     require_files,
 )
-from fcn_jax.data.io import read_image, read_mat_field
+from fcn_jax.data.io import check_label_values, read_image, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 
@@ -159,22 +160,9 @@ def _shift_label(label: np.ndarray, path: Path, lowest: int, n_class: int) -> np
     subtracts 1 in uint8 so 0 wraps to 255). Values are checked before any cast, since the
     files hold doubles or signed integers and a cast would wrap or truncate them silently.
     """
-    if label.ndim != 2 or not (
-        np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)
-    ):
-        raise FCNError(
-            f"label {path}: S must be an HxW array of class indices, got shape {label.shape} "
-            f"dtype {label.dtype}"
-        )
-    values = np.unique(label)
-    bad = values[(values < lowest) | (values > n_class) | (values != np.round(values))]
-    if bad.size:
-        void = " and ".join(str(v) for v in range(lowest, 1))
-        raise FCNError(
-            f"label {path}: S values {bad.tolist()[:10]} are not in {lowest}..{n_class} "
-            f"({void} = unlabeled, 1..{n_class} = the classes); is it the right label folder?"
-        )
-    label = label.astype(np.int64)
+    void = " and ".join(str(v) for v in range(lowest, 1))
+    meaning = f"{void} = unlabeled, 1..{n_class} = the classes"
+    label = check_label_values(label, path, "S", lowest, n_class, meaning)
     return np.where(label <= 0, IGNORE_LABEL, label - 1).astype(np.uint8)
 
 
@@ -188,10 +176,5 @@ def make(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
     Returns:
         The :class:`SIFTFlow` split.
     """
-    root = config.data.get("root")
-    if not root:
-        raise FCNError(
-            "config.data.root is not set: pass --config.data.root=DIR, the folder holding the "
-            "SIFT Flow dataset (Images, SemanticLabels, GeoLabels)"
-        )
-    return SIFTFlow(Path(root).expanduser(), split)
+    root = config_root(config, "the SIFT Flow dataset (Images, SemanticLabels, GeoLabels)")
+    return SIFTFlow(root, split)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_jax.data.base import Record, SegmentationDataset, require_dir, require_files
-from fcn_jax.data.io import read_image, read_index_png, read_mat_field
+from fcn_jax.data.io import check_label_values, read_image, read_index_png, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_class_names
@@ -200,34 +200,16 @@ class SBDSegmentation(SegmentationDataset):
         image, path = self.files(sample_id)
         return {
             "image": read_image(image),
-            "label": _as_index_label(read_mat_field(path, "GTcls", "Segmentation"), path),
+            "label": check_label_values(
+                read_mat_field(path, "GTcls", "Segmentation"),
+                path,
+                "GTcls.Segmentation",
+                0,
+                255,
+                "class indices 0..20, 255 = void",
+            ).astype(np.uint8),
             "id": sample_id,
         }
-
-
-def _as_index_label(label: np.ndarray, path: Path) -> np.ndarray:
-    """[H, W] uint8 from a .mat label array, refusing what would not survive the cast.
-
-    SBD stores uint8, but a re-saved file may hold doubles; casting those blindly would wrap
-    300 to 44 or truncate 1.5 to 1 and silently train on wrong classes.
-    """
-    if label.ndim != 2 or not (
-        np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)
-    ):
-        raise FCNError(
-            f"label {path}: GTcls.Segmentation must be an HxW array of class indices, got "
-            f"shape {label.shape} dtype {label.dtype}"
-        )
-    if label.dtype != np.uint8:
-        if label.size and (
-            label.min() < 0 or label.max() > 255 or (label != np.round(label)).any()
-        ):
-            raise FCNError(
-                f"label {path}: GTcls.Segmentation holds values that are not integers in "
-                f"[0, 255] (min {label.min()}, max {label.max()})"
-            )
-        label = label.astype(np.uint8)
-    return label
 
 
 def pascal(root: str | Path, split: str, year: int | None = None) -> SegmentationDataset:

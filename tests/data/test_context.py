@@ -326,8 +326,8 @@ def test_labelmap_value_out_of_range(tree: Tree, value, dtype, shown: str) -> No
     write_mat(tree.mat_path("2010_000050"), {"LabelMap": label_map_})
     with pytest.raises(
         FCNError,
-        match=rf"label .*2010_000050\.mat: LabelMap values \[{re.escape(shown)}\] are not indices "
-        r"0\.\.459 of .*labels\.txt",
+        match=rf"label .*2010_000050\.mat: LabelMap values \[{re.escape(shown)}\] are not in "
+        r"0\.\.459 \(indices into .*labels\.txt",
     ):
         PascalContext(tree.root, "val")[0]
 
