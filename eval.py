@@ -45,7 +45,13 @@ def main() -> int:
     split_given = any(a.startswith("--config.data.split") for a in sys.argv)
     split = config.data.split if split_given else config.data.eval_split
     enable_compilation_cache()
-    params, metadata = load_any_weights(FLAGS.weights, config.model.arch, config.model.n_class)
+    params, metadata = load_any_weights(
+        FLAGS.weights,
+        config.model.arch,
+        config.model.n_class,
+        preprocessing_name=config.data.get("preprocessing"),
+        inputs=config.data.get("modalities"),
+    )
     reconcile(config.data.get("preprocessing"), metadata.preprocessing)
     dataset = make_dataset(config, split)
     print(f"evaluating {FLAGS.weights} ({metadata.arch}) on {dataset!r}")

@@ -224,3 +224,92 @@ def write_mask_tree(
     if classes is not None:
         (root / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     return written
+
+
+# --- NYUDv2, SIFT Flow and PASCAL-Context trees, as the releases ship them -----------------------
+
+
+def write_nyud_tree(
+    root: Path,
+    splits: dict[str, dict[str, tuple[int, int]]],
+    hha: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A NYUDv2 root: ``data/images/img_<id>.png`` (RGB), ``data/hha/img_<id>.png`` (3-channel
+    HHA, unless ``hha`` is false), ``segmentation/img_<id>.mat`` (variable ``segmentation``,
+    uint8 0 = void, 1..40) and a ``<split>.txt`` of ids per split.
+
+    Returns id -> the segmentation values as written (0..40, every map holding some 0s).
+    """
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, sizes in splits.items():
+        for sample_id, (h, w) in sizes.items():
+            stem = f"img_{sample_id}"
+            write_png(root / "data" / "images" / f"{stem}.png", random_image(rng, h, w))
+            if hha:
+                write_png(root / "data" / "hha" / f"{stem}.png", random_image(rng, h, w))
+            values = rng.integers(0, 41, (h, w), dtype=np.uint8)
+            values[: h // 4, : w // 4] = 0
+            write_mat(root / "segmentation" / f"{stem}.mat", {"segmentation": values})
+            written[sample_id] = values
+        write_list(root / f"{split}.txt", list(sizes))
+    return written
+
+
+SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
+
+
+def write_siftflow_tree(
+    root: Path, splits: dict[str, dict[str, tuple[int, int]]], seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A SIFT Flow root: ``Images/<subdir>/<id>.jpg``, ``SemanticLabels/<subdir>/<id>.mat``
+    (``S`` double, 0 = unlabeled, 1..33), ``GeoLabels/<subdir>/<id>.mat`` (``S`` double, -1 =
+    unlabeled, 1..3; 0 occurs too) and a ``<split>.txt`` of ids per split.
+
+    Returns id -> (semantic values, geometric values) as written.
+    """
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, sizes in splits.items():
+        for sample_id, (h, w) in sizes.items():
+            write_jpeg(
+                root / "Images" / SIFTFLOW_SUBDIR / f"{sample_id}.jpg", random_image(rng, h, w)
+            )
+            semantic = rng.integers(0, 34, (h, w)).astype(np.float64)
+            semantic[: h // 4, : w // 4] = 0
+            geometric = rng.integers(-1, 4, (h, w)).astype(np.float64)
+            names = np.array(["sky", "horizontal", "vertical"], dtype=object)
+            write_mat(
+                root / "SemanticLabels" / SIFTFLOW_SUBDIR / f"{sample_id}.mat", {"S": semantic}
+            )
+            write_mat(
+                root / "GeoLabels" / SIFTFLOW_SUBDIR / f"{sample_id}.mat",
+                {"S": geometric, "names": names},
+            )
+            written[sample_id] = (semantic, geometric)
+        write_list(root / f"{split}.txt", list(sizes))
+    return written
+
+
+def write_context_tree(
+    root: Path, splits: dict[str, dict[str, tuple[int, int]]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A PASCAL-Context root: ``VOCdevkit/VOC2010/JPEGImages/<id>.jpg``,
+    ``VOCdevkit/VOC2010/ImageSets/Main/<split>.txt`` and the release's ``trainval/<id>.mat``
+    (``LabelMap`` uint16, 0..459: indices into labels.txt, whose shipped copy is used).
+
+    Returns id -> LabelMap as written.
+    """
+    rng = np.random.default_rng(seed)
+    devkit = root / "VOCdevkit" / "VOC2010"
+    written = {}
+    for split, sizes in splits.items():
+        for sample_id, (h, w) in sizes.items():
+            write_jpeg(devkit / "JPEGImages" / f"{sample_id}.jpg", random_image(rng, h, w))
+            label_map = rng.integers(0, 460, (h, w)).astype(np.uint16)
+            write_mat(root / "trainval" / f"{sample_id}.mat", {"LabelMap": label_map})
+            written[sample_id] = label_map
+        write_list(devkit / "ImageSets" / "Main" / f"{split}.txt", list(sizes))
+    (root / "trainval").mkdir(parents=True, exist_ok=True)
+    return written

@@ -10,6 +10,7 @@ torch is imported lazily, only by the functions that read or write torch files.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,21 +126,32 @@ def convert_torch_file(
 
 
 def load_any_weights(
-    path: str | Path, arch: str, n_class: int | None = None
+    path: str | Path,
+    arch: str,
+    n_class: int | None = None,
+    preprocessing_name: str | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> tuple[PyTree, WeightsMetadata]:
     """Params and metadata from a weights directory, or from a PyTorch file converted on the fly.
+
+    A directory's metadata says everything; a ``.pth`` holds tensors only, so what it cannot
+    say comes from the caller's config.
 
     Args:
         path: a weights directory, or a ``.pth`` that :func:`convert_torch_file` accepts.
         arch: the variant to build from a ``.pth`` (a directory's metadata names its own).
         n_class: expected classes of a ``.pth``.
+        preprocessing_name: the preset a ``.pth`` expects (the config's).
+        inputs: the record keys a single-stream ``.pth`` reads (the config's modalities).
     """
     path = Path(path)
     if path.is_dir():
         return load_weights(path)
     if not path.exists():
         raise FCNError(f"weights {path} do not exist: give a weights directory or a .pth file")
-    params, metadata, _ = convert_torch_file(path, arch, n_class)
+    params, metadata, _ = convert_torch_file(path, arch, n_class, None, preprocessing_name)
+    if inputs is not None and not metadata.streams:
+        metadata = dataclasses.replace(metadata, inputs=tuple(inputs))
     return params, metadata
 
 

@@ -248,6 +248,12 @@ def evaluate(
     """
     targets = head_targets(metadata)
     label_classes = dataset.label_classes
+    missing = [k for k in metadata.inputs if k not in dataset[0]]
+    if missing:
+        raise FCNError(
+            f"the weights read {metadata.inputs} but {dataset!r} records lack {missing}: set the "
+            "dataset's modalities (data.modalities) to the network's inputs"
+        )
     for head, (key, _) in targets.items():
         wanted = len(metadata.head_classes[head])
         have = len(label_classes.get(key, ()))

@@ -313,7 +313,9 @@ def test_sbd_label_not_castable(tree: Tree, bad: float) -> None:
     label = tree.labels["2008_000002"].astype(np.float64)
     label[4, 4] = bad
     write_sbd_mat(tree.sbd / "cls" / "2008_000002.mat", label)
-    with pytest.raises(FCNError, match=r"2008_000002\.mat: GTcls\.Segmentation values .* not in 0\.\.255"):
+    with pytest.raises(
+        FCNError, match=r"2008_000002\.mat: GTcls\.Segmentation values .* not in 0\.\.255"
+    ):
         SBDSegmentation(tree.root, "train")[0]
 
 
