@@ -16,7 +16,16 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn8s"
     c.model.n_class = 5
     c.model.width = 0.125
-    c.num_steps = 600
-    c.eval_every = 200
-    c.checkpoint_every = 200
+    # Training from scratch (no pretrained VGG16 here): Adam on the mean loss, batches of 4
+    # padded to 64 px buckets; visibly learns in a few minutes on 2 CPU cores.
+    c.batch_size = 4
+    c.optim.name = "adam"
+    c.optim.loss = "mean"
+    c.optim.weight_decay = 0.0
+    c.learning_rate = 1e-3
+    c.num_steps = 400
+    c.eval_every = 100
+    c.checkpoint_every = 100
+    c.eval.bucket = True
+    c.eval.batch_size = 8
     return common.finish(c, arg)

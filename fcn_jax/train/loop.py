@@ -1,0 +1,358 @@
+"""``train_and_evaluate(config, workdir)``: the training loop behind train.py.
+
+Everything that can be wrong with the inputs (config keys, splits, the workdir's architecture,
+``init.from_``) is checked before any compute starts. Then: restore the latest checkpoint of
+the workdir if there is one (params, optimiser state, step, RNG and the data iterator's
+position: the run continues exactly), else initialise (optionally copying layers from
+``init.from_``); train with a progress bar, validating and checkpointing periodically.
+
+No host round-trip inside the loop except the periodic read of the step's metrics for the
+progress bar and logs, which is also where a NaN/Inf loss stops training (checkpoints are
+checked finite before they are written, so nothing after the last good step is saved).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from PIL import Image
+from tqdm import tqdm
+
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.configs import model_from_config
+from fcn_jax.data import make_dataset
+from fcn_jax.data.base import SegmentationDataset
+from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
+from fcn_jax.data.transforms import default_buckets
+from fcn_jax.errors import FCNError
+from fcn_jax.eval.evaluate import evaluate, head_targets
+from fcn_jax.models import FCN, init_params
+from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
+from fcn_jax.train.checkpoints import TrainCheckpoints
+from fcn_jax.train.optim import divergence_warning, make_optimizer
+from fcn_jax.train.step import create_train_state, make_steps
+from fcn_jax.types import PyTree
+from fcn_jax.visualize import colourise
+
+LOG_EVERY = 10  # steps between host reads of the metrics (progress bar, JSONL, NaN check)
+KILL_HOOK = "FCN_JAX_KILL_AFTER_CHECKPOINT"  # tests: SIGKILL after this step's checkpoint
+
+
+def _preprocessing(name: str) -> Preprocessing:
+    if name not in PRESETS:
+        raise FCNError(f"config.data.preprocessing {name!r} is not one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def build_metadata(
+    config: Any, dataset: SegmentationDataset, preprocessing: Preprocessing | None = None
+) -> WeightsMetadata:
+    """What the trained weights will say about themselves (classes, inputs, preprocessing)."""
+    m, d = config.model, config.data
+    modalities = tuple(d.modalities)
+    streams = tuple(m.streams)
+    presets = {"image": PRESETS.get(d.preprocessing), "hha": PRESETS["caffe-nyud-hha"]}
+    first = preprocessing or _preprocessing(d.preprocessing)
+    heads = tuple(h for h, _ in m.heads)
+    head_names: tuple[tuple[str, ...], ...] = ()
+    if heads:
+        classes = dataset.label_classes
+        extra = [k for k in classes if k != "label"]
+        head_names = tuple(classes[k] for k in extra[: len(heads) - 1])
+    palette = tuple(tuple(int(v) for v in c) for c in dataset.palette[: dataset.n_class])
+    return WeightsMetadata(
+        arch=m.arch,
+        n_class=m.n_class,
+        class_names=dataset.class_names,
+        width=m.width,
+        preprocessing=first if modalities[0] == "image" else presets.get(modalities[0], first),
+        source="fcn-jax",
+        palette=palette,
+        inputs=modalities,
+        input_preprocessing=tuple(presets[k] for k in modalities[1:]),
+        streams=streams,
+        heads=heads,
+        head_class_names=head_names,
+    )
+
+
+def copy_layers(params: PyTree, source: PyTree, where: str) -> tuple[PyTree, list[str]]:
+    """Copy every param of ``source`` whose path and shape match ``params`` (staged training).
+
+    FCN-16s from FCN-32s, FCN-8s from FCN-16s: the trunk and ``score_fr`` carry over; new
+    layers keep their initialisation (score layers zero, upsampling bilinear), so training
+    starts exactly at the previous stage's predictions.
+
+    Returns:
+        (the new params, the layers left at their initialisation).
+
+    Raises:
+        FCNError: a layer present in both with different shapes (e.g. another class count), or
+            no layer in common.
+    """
+    target = traverse_util.flatten_dict(params)
+    src = traverse_util.flatten_dict(source)
+    mismatched = [
+        f"{'/'.join(p)}: {tuple(src[p].shape)} there, {tuple(v.shape)} here"
+        for p, v in target.items()
+        if p in src and tuple(src[p].shape) != tuple(v.shape)
+    ]
+    if mismatched:
+        raise FCNError(f"init.from_ {where} does not fit this model: " + "; ".join(mismatched[:5]))
+    copied = {p: jnp.asarray(src[p]) for p in target if p in src}
+    if not copied:
+        raise FCNError(f"init.from_ {where} shares no layer with this model")
+    new_layers = sorted({"/".join(p[:-1]) for p in target if p not in src})
+    return traverse_util.unflatten_dict({**target, **copied}), new_layers
+
+
+def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
+    """Fresh params, with ``init.from_``'s layers copied in; its metadata if it has one."""
+    params = init_params(model, jax.random.PRNGKey(config.seed))
+    source = config.init.get("from_")
+    if not source:
+        return params, None, []
+    from fcn_jax.convert import load_any_weights
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FCNError(
+            f"init.from_ {path} does not exist: give a weights directory, a training "
+            "workdir or a .pth file"
+        )
+    src_params, src_meta = load_any_weights(path, config.model.arch, None)
+    params, new_layers = copy_layers(params, src_params, str(path))
+    return params, src_meta, new_layers
+
+
+def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> None:
+    """A workdir may only be resumed by the same architecture."""
+    from fcn_jax.checkpoint import load_metadata
+
+    if checkpoints.latest_step() is None:
+        return
+    saved = load_metadata(checkpoints.directory).model()
+    fields = ("variant", "n_class", "width", "streams", "heads")
+    theirs = {f: getattr(saved, f) for f in fields}
+    ours = {f: getattr(model, f) for f in fields}
+    if theirs != ours:
+        raise FCNError(
+            f"workdir {checkpoints.directory} holds a checkpoint of {theirs}, but the config "
+            f"describes {ours}: use another --workdir"
+        )
+
+
+def _sample_picture(
+    params: PyTree, metadata: WeightsMetadata, record: dict, palette: np.ndarray
+) -> np.ndarray:
+    """Image | label | prediction for one validation record."""
+    model = metadata.model()
+    x = metadata.preprocess({k: record[k][None] for k in metadata.inputs})
+    logits = model.apply({"params": params}, x)
+    logits = logits[metadata.heads[0]] if metadata.heads else logits
+    pred = np.asarray(jnp.argmax(logits[0], -1)).astype(np.uint8)
+    image = record[metadata.inputs[0]]
+    picture = np.concatenate(
+        [image, colourise(record["label"], palette), colourise(pred, palette)], axis=1
+    )
+    zoom = max(1, 128 // picture.shape[0])  # small images: enlarge so they can be seen
+    return picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
+def _all_finite(tree: PyTree) -> bool:
+    return bool(
+        jax.jit(
+            lambda t: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)]))
+        )(tree)
+    )
+
+
+def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) as ``config`` says, in ``workdir``.
+
+    Returns:
+        A summary: final step, last validation metrics, compilations, seconds per step.
+    """
+    workdir = Path(workdir)
+    # ---- everything checked before any compute
+    train_ds = make_dataset(config, config.data.split)
+    eval_ds = make_dataset(config, config.data.eval_split)
+    for name, ds in (("data.split", train_ds), ("data.eval_split", eval_ds)):
+        if len(ds) == 0:
+            raise FCNError(f"{name} {ds.split!r} of {ds.name} holds no images")
+    if config.batch_size < 1 or config.optim.accum_steps < 1:
+        raise FCNError("batch_size and optim.accum_steps must be >= 1")
+    model = model_from_config(config)
+    warning = divergence_warning(config)
+    if warning:
+        print(f"WARNING: {warning}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints = TrainCheckpoints(workdir, config.get("keep_checkpoints", 2))
+    _check_workdir(checkpoints, model)
+
+    params, source_meta, new_layers = initial_params(config, model)
+    preprocessing = None
+    if source_meta is not None:
+        preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
+    metadata = build_metadata(config, train_ds, preprocessing)
+    if len(metadata.head_classes[metadata.heads[0] if metadata.heads else ""]) != train_ds.n_class:
+        raise FCNError(
+            f"model.n_class={config.model.n_class} but {train_ds!r} has {train_ds.n_class} classes"
+        )
+    steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
+    tx = make_optimizer(config, params, steps_per_epoch)
+    state = create_train_state(params, tx, config.seed)
+
+    buckets = None
+    if config.data.buckets or config.batch_size > 1:
+        buckets = tuple(
+            config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
+        )
+    options = PipelineOptions(
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_epochs=None,
+        buckets=buckets,
+        crop_size=config.data.crop_size,
+        flip=config.data.flip,
+        worker_count=config.data.worker_count,
+    )
+    iterator = iter(make_pipeline(train_ds, options))
+    start = checkpoints.latest_step()
+    if start is not None:
+        state, data_state = checkpoints.restore(jax.eval_shape(lambda: state))
+        iterator.set_state(data_state)
+        print(f"resumed {workdir} at step {start}")
+    elif new_layers and config.init.get("from_"):
+        print(f"init from {config.init.from_}; new layers: {', '.join(new_layers)}")
+
+    train_step, accumulate, apply_accumulated, traces = make_steps(
+        model, metadata, tx, config.optim.loss, config.batch_size, config.optim.accum_steps
+    )
+    eval_buckets = tuple(
+        config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
+    )
+    keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata).values()}
+    palette = metadata.palette_array()
+    sample = eval_ds[0]
+    log_path = workdir / "metrics.jsonl"
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(workdir / "tensorboard"))
+    config_json = json.loads(config.to_json_best_effort())
+    kill_at = int(os.environ.get(KILL_HOOK, "-1"))
+    step = int(state.step)
+    last_saved = start
+    last_eval: dict[str, Any] = {}
+    eval_compilations = 0
+    bar = tqdm(
+        total=config.num_steps, initial=step, unit="step", desc="train", disable=not progress
+    )
+    t0, step0 = time.perf_counter(), step
+    metrics = None
+
+    def save(mean_iou: float | None = None) -> None:
+        nonlocal last_saved
+        if not _all_finite(state.params):
+            raise FCNError(
+                f"params are not finite at step {step}; the last good checkpoint "
+                f"is step {last_saved}"
+            )
+        checkpoints.save(state, metadata, iterator.get_state(), config_json, mean_iou)
+        last_saved = step
+        if step == kill_at:
+            checkpoints.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    while step < config.num_steps:
+        if config.optim.accum_steps == 1:
+            batch = {k: v for k, v in next(iterator).items() if k in keys}
+            state, metrics = train_step(state, batch)
+        else:
+            acc = None
+            for micro in range(config.optim.accum_steps):
+                batch = {k: v for k, v in next(iterator).items() if k in keys}
+                acc = accumulate(acc, state, batch, jnp.int32(micro))
+            state, metrics = apply_accumulated(state, acc)
+        step += 1
+        bar.update(1)
+        if step % LOG_EVERY == 0 or step == config.num_steps:
+            host = {k: float(v) for k, v in metrics.items()}
+            if not np.isfinite(host["loss"]):
+                raise FCNError(
+                    f"the loss became {host['loss']} at step {step}: stopping. The last good "
+                    f"checkpoint is step {last_saved} in {workdir}; lower the learning rate or "
+                    "check optim.loss (a summed loss needs rates ~1e-10)"
+                )
+            rate = (
+                (step - step0)
+                * config.batch_size
+                * config.optim.accum_steps
+                / (time.perf_counter() - t0)
+            )
+            bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{rate:.1f}")
+            _log(log_path, writer, step, {f"train/{k}": v for k, v in host.items()})
+        if step % config.eval_every == 0 or step == config.num_steps:
+            result = evaluate(
+                state.params,
+                metadata,
+                eval_ds,
+                bucket=config.eval.bucket,
+                batch_size=config.eval.batch_size,
+                buckets=eval_buckets,
+                progress=False,
+            )
+            eval_compilations += result.compilations
+            first = next(iter(result.metrics.values()))
+            last_eval = {
+                "pixel_acc": first.pixel_acc,
+                "mean_acc": first.mean_acc,
+                "mean_iou": first.mean_iou,
+                "fw_iou": first.fw_iou,
+            }
+            _log(log_path, writer, step, {f"eval/{k}": v for k, v in last_eval.items()})
+            picture = _sample_picture(state.params, metadata, sample, palette)
+            samples = workdir / "samples"
+            samples.mkdir(exist_ok=True)
+            Image.fromarray(picture).save(samples / f"step_{step:07d}.png")
+            writer.add_image("eval/sample", picture, step, dataformats="HWC")
+            tqdm.write(
+                f"step {step}: pixel acc {100 * first.pixel_acc:.2f}  mean acc "
+                f"{100 * first.mean_acc:.2f}  mean IU {100 * first.mean_iou:.2f}  f.w. IU "
+                f"{100 * first.fw_iou:.2f}"
+            )
+            if step % config.checkpoint_every == 0 or step == config.num_steps:
+                save(first.mean_iou)
+                continue
+        if step % config.checkpoint_every == 0 or step == config.num_steps:
+            save()
+    bar.close()
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "step": step,
+        "eval": last_eval,
+        "compilations": traces[0],
+        "eval_compilations": eval_compilations,
+        "seconds_per_step": seconds / max(step - step0, 1),
+        "workdir": str(workdir),
+    }
+
+
+def _log(path: Path, writer: Any, step: int, values: dict[str, float]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps({"step": step, **values}) + "\n")
+    for key, value in values.items():
+        writer.add_scalar(key, value, step)

@@ -1,0 +1,163 @@
+"""The train state and the pure train step.
+
+``train_step(state, batch) -> (state, metrics)`` is written once and jitted with the state
+donated. Its loss is the gradient of the *summed* loss, normalised once per optimiser step
+(:mod:`fcn_jax.train.losses`), so that accumulating micro-batches (``accum_steps``, Caffe's
+``iter_size``) gives exactly the update of one k-times-larger batch.
+
+Dropout keys: each example's key is ``fold_in(fold_in(rng, step), index)`` with ``index`` its
+position in the global stream of examples (``(step * accum_steps + micro) * batch + i``), so a
+result does not depend on how a step's examples are split into micro-batches or devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.models import FCN
+from fcn_jax.train.losses import cross_entropy_sum, normalise
+from fcn_jax.types import Array, PyTree
+
+Metrics = dict[str, Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step changes, as one pytree (orbax saves and restores exactly this).
+
+    Attributes:
+        step: optimiser steps taken, int32 scalar.
+        params: the Flax params.
+        opt_state: the optax state.
+        rng: uint32[2] PRNG key the dropout keys derive from.
+    """
+
+    step: Array
+    params: PyTree
+    opt_state: PyTree
+    rng: Array
+
+
+def create_train_state(params: PyTree, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh state at step 0."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(seed),
+    )
+
+
+@flax.struct.dataclass
+class Accumulator:
+    """Sums over the micro-batches of one optimiser step.
+
+    Attributes:
+        grads: gradient of the summed loss, summed.
+        loss: summed loss.
+        count: valid pixels.
+    """
+
+    grads: PyTree
+    loss: Array
+    count: Array
+
+
+def make_steps(
+    model: FCN,
+    metadata: WeightsMetadata,
+    tx: optax.GradientTransformation,
+    loss_mode: str,
+    batch_size: int,
+    accum_steps: int = 1,
+) -> tuple[Callable, Callable, Callable, list[int]]:
+    """Build the jitted steps of one training run.
+
+    Args:
+        model: the FCN being trained.
+        metadata: its inputs (record keys and preprocessing) and heads (label keys, classes).
+        tx: the optimiser.
+        loss_mode: ``sum`` or ``mean`` (applied once per optimiser step).
+        batch_size: examples per micro-batch.
+        accum_steps: micro-batches per optimiser step.
+
+    Returns:
+        ``train_step(state, batch) -> (state, metrics)`` (one micro-batch per step),
+        ``accumulate(acc, state, batch, micro) -> acc``,
+        ``apply_accumulated(state, acc) -> (state, metrics)``, and a one-element list counting
+        compilations (traces) of the gradient computation.
+    """
+    from fcn_jax.eval.evaluate import head_targets
+
+    targets = head_targets(metadata)
+    classes = {head: len(names) for head, names in metadata.head_classes.items()}
+    traces = [0]
+
+    def summed_loss(params: PyTree, batch: dict, rng: Array, first_index: Array) -> tuple:
+        inputs = metadata.preprocess({k: batch[k] for k in metadata.inputs})
+        n = batch[metadata.inputs[0]].shape[0]
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, first_index + i))(jnp.arange(n))
+
+        def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
+            x1 = jax.tree.map(lambda a: a[None], x)
+            out = model.apply({"params": params}, x1, train=True, rngs={"dropout": key})
+            return jax.tree.map(lambda a: a[0], out)
+
+        logits = jax.vmap(one)(inputs, keys)
+        logits = logits if isinstance(logits, dict) else {"": logits}
+        loss, count = jnp.zeros(()), jnp.zeros(())
+        for head, (key, _) in targets.items():
+            s, c = cross_entropy_sum(logits[head], batch[key], classes[head])
+            loss, count = loss + s, count + c
+        return loss, count
+
+    def grads_of_sum(params: PyTree, batch: dict, rng: Array, first_index: Array) -> tuple:
+        traces[0] += 1  # at trace time only: one per compilation
+        (loss, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(
+            params, batch, rng, first_index
+        )
+        return grads, loss, count
+
+    def step_rng(state: TrainState) -> Array:
+        return jax.random.fold_in(state.rng, state.step)
+
+    def apply(state: TrainState, grads: PyTree, loss: Array, count: Array) -> tuple:
+        scale = 1.0 / jnp.maximum(count, 1.0) if loss_mode == "mean" else 1.0
+        grads = jax.tree.map(lambda g: g * scale, grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": normalise(loss, count, loss_mode),
+            "pixels": count,
+            "grad_norm": optax.global_norm(grads),
+        }
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
+        first = state.step * accum_steps * batch_size
+        grads, loss, count = grads_of_sum(state.params, batch, step_rng(state), first)
+        return apply(state, grads, loss, count)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def accumulate(acc: Accumulator | None, state: TrainState, batch: dict, micro: Array):
+        first = (state.step * accum_steps + micro) * batch_size
+        grads, loss, count = grads_of_sum(state.params, batch, step_rng(state), first)
+        if acc is None:
+            return Accumulator(grads, loss, count)
+        return Accumulator(
+            jax.tree.map(jnp.add, acc.grads, grads), acc.loss + loss, acc.count + count
+        )
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def apply_accumulated(state: TrainState, acc: Accumulator) -> tuple[TrainState, Metrics]:
+        return apply(state, acc.grads, acc.loss, acc.count)
+
+    return train_step, accumulate, apply_accumulated, traces
