@@ -26,10 +26,13 @@ flags.DEFINE_string("weights", None, "weights directory or PyTorch .pth file")
 flags.DEFINE_string("out", None, "write the metrics JSON here")
 flags.DEFINE_bool("against-torch", False, "also score the project's PyTorch FCN, same weights")
 flags.DEFINE_bool("bucket", False, "padded batches over all devices instead of whole images")
+flags.DEFINE_integer("step", None, "checkpoint step of a weights directory (default: latest)")
+flags.DEFINE_bool("best", False, "the training workdir's best checkpoint (validation mean IU)")
 
 
 def main() -> int:
     """Evaluate; returns the exit code."""
+    from fcn_jax.checkpoint import best_step
     from fcn_jax.convert import load_any_weights
     from fcn_jax.data import make_dataset
     from fcn_jax.data.transforms import default_buckets
@@ -51,6 +54,7 @@ def main() -> int:
         config.model.n_class,
         preprocessing_name=config.data.get("preprocessing"),
         inputs=config.data.get("modalities"),
+        step=best_step(FLAGS.weights) if FLAGS.best else FLAGS.step,
     )
     reconcile(config.data.get("preprocessing"), metadata.preprocessing)
     dataset = make_dataset(config, split)

@@ -27,10 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--input", required=True, type=Path, help="image file or folder of images")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--save-logits", action="store_true", help="also write <stem>.npy logits")
+    p.add_argument("--step", type=int, help="checkpoint step of --weights (default: latest)")
+    p.add_argument("--best", action="store_true", help="a training workdir's best checkpoint")
     args = p.parse_args(argv)
+    from fcn_jax.checkpoint import best_step
     from fcn_jax.inference import predict_files
 
-    written = predict_files(args.weights, args.input, args.out, args.save_logits)
+    step = best_step(args.weights) if args.best else args.step
+    written = predict_files(args.weights, args.input, args.out, args.save_logits, step=step)
     print(f"wrote {len(written)} prediction(s) to {args.out}")
     return 0
 

@@ -251,6 +251,18 @@ def _check_dir(directory: Path) -> None:
         raise FCNError(f"weights directory {directory} {what}")
 
 
+def best_step(directory: str | Path) -> int:
+    """The step of a training workdir with the best validation mean IU."""
+    directory = Path(directory)
+    _check_dir(directory)
+    options = ocp.CheckpointManagerOptions(best_fn=lambda m: m["mean_iou"], best_mode="max")
+    with ocp.CheckpointManager(directory.absolute(), options=options) as manager:
+        step = manager.best_step()
+    if step is None:
+        raise FCNError(f"{directory} has no checkpoint with validation metrics: use --step")
+    return step
+
+
 def load_metadata(directory: str | Path, step: int | None = None) -> WeightsMetadata:
     """Read the metadata of a weights directory."""
     directory = Path(directory)

@@ -91,9 +91,9 @@ class Predictor:
         self._run = run
 
     @classmethod
-    def from_dir(cls, weights_dir: str | Path) -> Predictor:
-        """Load params and metadata from a weights directory."""
-        return cls(*load_weights(weights_dir))
+    def from_dir(cls, weights_dir: str | Path, step: int | None = None) -> Predictor:
+        """Load params and metadata from a weights directory (latest step by default)."""
+        return cls(*load_weights(weights_dir, step))
 
     def __call__(self, image: np.ndarray) -> tuple[Array, Array]:
         """Logits [H, W, n_class] float32 and class map [H, W] uint8 for one [H, W, 3] uint8 image.
@@ -110,6 +110,7 @@ def predict_files(
     out_dir: str | Path,
     save_logits: bool = False,
     progress: bool = True,
+    step: int | None = None,
 ) -> list[Path]:
     """Predict an image or every image of a folder; outputs are named by each input's stem.
 
@@ -124,7 +125,7 @@ def predict_files(
         The written class-map paths, in input order.
     """
     inputs = list_images(input_path)
-    predictor = Predictor.from_dir(weights_dir)
+    predictor = Predictor.from_dir(weights_dir, step)
     palette = predictor.metadata.palette_array()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,7 @@ def load_any_weights(
     n_class: int | None = None,
     preprocessing_name: str | None = None,
     inputs: Sequence[str] | None = None,
+    step: int | None = None,
 ) -> tuple[PyTree, WeightsMetadata]:
     """Params and metadata from a weights directory, or from a PyTorch file converted on the fly.
 
@@ -143,10 +144,11 @@ def load_any_weights(
         n_class: expected classes of a ``.pth``.
         preprocessing_name: the preset a ``.pth`` expects (the config's).
         inputs: the record keys a single-stream ``.pth`` reads (the config's modalities).
+        step: the checkpoint step of a directory (latest by default).
     """
     path = Path(path)
     if path.is_dir():
-        return load_weights(path)
+        return load_weights(path, step)
     if not path.exists():
         raise FCNError(f"weights {path} do not exist: give a weights directory or a .pth file")
     params, metadata, _ = convert_torch_file(path, arch, n_class, None, preprocessing_name)

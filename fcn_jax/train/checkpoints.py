@@ -46,7 +46,7 @@ class TrainCheckpoints:
             [
                 pp.LatestN(n=keep),
                 pp.BestN(
-                    get_metric_fn=lambda m: m["mean_iou"],
+                    get_metric_fn=_mean_iou,
                     n=keep_best,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -55,7 +55,10 @@ class TrainCheckpoints:
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_names=ITEMS,
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
+            # best_fn makes orbax store each step's metrics, so "best" survives restarts.
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy, best_fn=_mean_iou, best_mode="max", create=True
+            ),
         )
 
     def latest_step(self) -> int | None:
@@ -122,6 +125,10 @@ class TrainCheckpoints:
     def close(self) -> None:
         """Finish pending saves and release the manager."""
         self.manager.close()
+
+
+def _mean_iou(metrics: dict[str, float]) -> float:
+    return metrics["mean_iou"]
 
 
 def _abstract(x: Any) -> Any:

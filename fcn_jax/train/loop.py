@@ -233,8 +233,8 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         state, data_state = checkpoints.restore(jax.eval_shape(lambda: state))
         iterator.set_state(data_state)
         print(f"resumed {workdir} at step {start}")
-    elif new_layers and config.init.get("from_"):
-        print(f"init from {config.init.from_}; new layers: {', '.join(new_layers)}")
+    elif config.init.get("from_"):
+        print(f"init from {config.init.from_}; new layers: {', '.join(new_layers) or 'none'}")
 
     train_step, accumulate, apply_accumulated, traces = make_steps(
         model, metadata, tx, config.optim.loss, config.batch_size, config.optim.accum_steps
