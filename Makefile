@@ -18,7 +18,7 @@ PYTEST_ARGS ?= -n 2
 # The TFDS adapter needs tensorflow (~2.4 GB): its own venv and target keep `make test` light.
 TFDS_VENV := .venv-tfds
 
-.PHONY: venv install install-test demo test test-tfds lint fmt clean
+.PHONY: venv install install-test demo demo-convert test test-tfds lint fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,16 +35,27 @@ install-test: $(PY)
 	$(PIP) install --quiet -e '.[torch,test]'
 	$(PIP) install --quiet --no-deps $(TORCHFCN)
 
-# Today's main job: a random-weight torchfcn FCN-8s checkpoint -> Flax, the parity report on the
-# bundled VOC sample, then a prediction. (Later: train -> eval -> predict on synthetic data.)
+# The main job end to end, no downloads: train the narrow FCN-8s on the built-in synthetic data
+# (a few minutes on 2 CPU cores), score it, and predict the bundled VOC sample.
 demo: install
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	$(PY) -m fcn_jax.torch_reference --arch fcn8s --width $(DEMO_WIDTH) --out $(DEMO_DIR)/random_fcn8s.pth
-	$(PY) convert_torch_weights.py --src $(DEMO_DIR)/random_fcn8s.pth --arch fcn8s \
-		--out $(DEMO_DIR)/fcn8s --check --image $(SAMPLE)
-	$(PY) predict.py --weights $(DEMO_DIR)/fcn8s --input $(SAMPLE) --out $(DEMO_DIR)/predictions \
-		--save-logits
-	@echo "demo outputs in $(DEMO_DIR)/"
+	$(PY) train.py --config configs/synthetic_fcn8s.py --workdir $(DEMO_DIR)/run
+	$(PY) eval.py --config configs/synthetic_fcn8s.py --weights $(DEMO_DIR)/run --best \
+		--out $(DEMO_DIR)/metrics.json
+	$(PY) predict.py --weights $(DEMO_DIR)/run --best --input $(SAMPLE) --out $(DEMO_DIR)/predictions
+	@echo "demo outputs: $(DEMO_DIR)/run (checkpoints, metrics.jsonl, samples/*.png, tensorboard/)," \
+		"$(DEMO_DIR)/metrics.json, $(DEMO_DIR)/predictions/"
+
+# Conversion with proof: a random-weight torchfcn FCN-8s -> Flax, the parity report on the VOC
+# sample, then a prediction.
+demo-convert: install
+	rm -rf $(DEMO_DIR)/convert && mkdir -p $(DEMO_DIR)/convert
+	$(PY) -m fcn_jax.torch_reference --arch fcn8s --width $(DEMO_WIDTH) \
+		--out $(DEMO_DIR)/convert/random_fcn8s.pth
+	$(PY) convert_torch_weights.py --src $(DEMO_DIR)/convert/random_fcn8s.pth --arch fcn8s \
+		--out $(DEMO_DIR)/convert/fcn8s --check --image $(SAMPLE)
+	$(PY) predict.py --weights $(DEMO_DIR)/convert/fcn8s --input $(SAMPLE) \
+		--out $(DEMO_DIR)/convert/predictions --save-logits
 
 test: install-test
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)

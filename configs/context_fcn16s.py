@@ -13,4 +13,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn16s"
     c.model.n_class = 60
     c.learning_rate = 1e-12
+    c.init.from_ = "runs/context_fcn32s"  # staged
     return common.finish(c, arg)

@@ -13,4 +13,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn32s"
     c.model.n_class = 60
     c.learning_rate = 1e-10
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 (or a converted weights dir)
     return common.finish(c, arg)

@@ -13,4 +13,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn8s"
     c.model.n_class = 60
     c.learning_rate = 1e-14
+    c.init.from_ = "runs/context_fcn16s"  # staged
     return common.finish(c, arg)

@@ -22,4 +22,5 @@ def get_config(arg: str | None = None):
     c.learning_rate = 1e-4
     c.optim.loss = "mean"
     c.optim.momentum = 0.9
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 (or a converted weights dir)
     return common.finish(c, arg)

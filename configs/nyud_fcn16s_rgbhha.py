@@ -16,4 +16,5 @@ def get_config(arg: str | None = None):
     c.model.n_class = 40
     c.model.streams = ("color", "hha")
     c.learning_rate = 1e-10
+    c.init.from_ = "runs/nyud_fcn32s_rgbhha"  # staged: the two-stream FCN-32s workdir
     return common.finish(c, arg)

@@ -16,4 +16,5 @@ def get_config(arg: str | None = None):
     c.model.n_class = 40
     c.model.streams = ()
     c.learning_rate = 1e-10
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 (or a converted weights dir)
     return common.finish(c, arg)

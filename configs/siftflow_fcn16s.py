@@ -15,4 +15,5 @@ def get_config(arg: str | None = None):
     c.model.n_class = 33  # the semantic head; the geometric one is in model.heads
     c.model.heads = (("sem", 33), ("geo", 3))
     c.learning_rate = 1e-12
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 (or a converted weights dir)
     return common.finish(c, arg)

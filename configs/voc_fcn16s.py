@@ -9,4 +9,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn16s"
     c.learning_rate = 1e-12
     c.num_steps = 100_000
+    c.init.from_ = "runs/voc_fcn32s"  # staged: the FCN-32s workdir (new score layers zero)
     return common.finish(c, arg)

@@ -9,4 +9,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn32s"
     c.learning_rate = 1e-10
     c.num_steps = 100_000
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 state dict (or a converted dir)
     return common.finish(c, arg)

@@ -9,4 +9,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn8s"
     c.learning_rate = 1e-14
     c.num_steps = 100_000
+    c.init.from_ = "runs/voc_fcn16s"  # staged: the FCN-16s workdir
     return common.finish(c, arg)

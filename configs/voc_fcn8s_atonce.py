@@ -9,4 +9,5 @@ def get_config(arg: str | None = None):
     c.model.arch = "fcn8s-atonce"
     c.learning_rate = 1e-10
     c.num_steps = 300_000
+    c.init.from_ = "weights/vgg16.pth"  # trained at once from VGG16, no stages
     return common.finish(c, arg)

@@ -101,6 +101,11 @@ class WeightsMetadata:
             return {"": self.class_names}
         return dict(zip(self.heads, (self.class_names, *self.head_class_names), strict=True))
 
+    def mean_pixels(self) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """``(input key, RGB mean pixel)`` per input: the padding that normalises to zero."""
+        steps = (self.preprocessing, *self.input_preprocessing)
+        return tuple((k, p.mean_pixel()) for k, p in zip(self.inputs, steps, strict=True))
+
     def preprocess(self, batch: Mapping[str, Any]) -> Any:
         """Normalise the network's inputs from a batch of uint8 records.
 

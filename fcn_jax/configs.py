@@ -26,6 +26,7 @@ def base() -> ml_collections.ConfigDict:
     c.eval_every = 4_000
     c.checkpoint_every = 4_000
     c.parallel = "sharding"  # or "pmap"
+    c.keep_checkpoints = 2  # latest checkpoints kept (plus the best by validation mean IU)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "voc"  # a key of fcn_jax.data.DATASETS
@@ -65,6 +66,8 @@ def base() -> ml_collections.ConfigDict:
     # Weights directory, training workdir or .pth to start from (by layer name); None: random.
     # (``from_``: ``from`` is a Python keyword, which --config.init.from=... cannot parse.)
     c.init.from_ = config_dict.placeholder(str)
+    # (FCN-32s starts from VGG16: pass a torchvision VGG16 .pth, converted on the fly, or a
+    # weights directory converted from the release's Caffe VGG16.)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"
@@ -72,7 +75,9 @@ def base() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 5e-4
     c.optim.bias_lr_mult = 2.0
     c.optim.loss = "sum"  # summed over valid pixels, hence the tiny learning rates
-    c.optim.accum_steps = 1
+    c.optim.accum_steps = 1  # micro-batches per step (Caffe's iter_size)
+    c.optim.trainable = config_dict.placeholder(str)  # regex of layers that learn; None: all
+    c.optim.lr_halve_every_epochs = config_dict.placeholder(int)  # None: constant rate
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 1
@@ -94,6 +99,9 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.max_size = 40
     c.data.worker_count = 0
     c.model.width = 0.0625
+    c.init.from_ = None  # smoke runs start from scratch
+    c.batch_size = 1
+    c.optim.accum_steps = 1
     return c
 
 

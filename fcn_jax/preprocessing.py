@@ -70,6 +70,14 @@ class Preprocessing:
         std = jnp.asarray(self.std, jnp.float32)
         return (x - mean) / std
 
+    def mean_pixel(self) -> tuple[int, int, int]:
+        """The uint8 RGB pixel closest to the mean: what normalises to (about) zero."""
+        mean = np.asarray(self.mean, np.float64) * (255.0 / self.scale)
+        if self.channel_order == "BGR":
+            mean = mean[::-1]
+        r, g, b = (int(v) for v in np.clip(np.round(mean), 0, 255))
+        return r, g, b
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (numbers, not names)."""
         d = dataclasses.asdict(self)

@@ -4,6 +4,7 @@ import importlib.util
 import math
 
 import jax
+import numpy as np
 import pytest
 
 from fcn_jax.cli import config_keys
@@ -80,7 +81,11 @@ def test_paper_tables_configs():
 
 
 def test_voc_recipes():
-    lrs = {n: load(n).learning_rate for n in CONFIGS if n.startswith("voc_")}
+    lrs = {
+        n: load(n).learning_rate
+        for n in CONFIGS
+        if n.startswith("voc_fcn") and "_fixed" not in n and "_cvpr" not in n
+    }
     assert lrs == {
         "voc_fcn32s": 1e-10,
         "voc_fcn16s": 1e-12,
@@ -119,3 +124,45 @@ def test_unknown_variant_and_dataset():
         r"'siftflow', 'synthetic', 'tfds', 'voc'",
     ):
         make_dataset(c, "train")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_builds_its_train_state(name):
+    from fcn_jax.train.optim import make_optimizer
+    from fcn_jax.train.step import create_train_state
+
+    c = load(name)
+    params = abstract_params(model_from_config(c))
+    tx = make_optimizer(c, params, steps_per_epoch=100)
+    state = jax.eval_shape(lambda p: create_train_state(p, tx, c.seed), params)
+    assert jax.tree.structure(state.params) == jax.tree.structure(params)
+    assert int(np.prod(state.step.shape)) == 1
+    assert c.init.from_ or name.startswith("synthetic")  # paper configs start from weights
+
+
+def test_training_recipes():
+    fixed, cvpr = load("voc_fcn32s_fixed"), load("voc_fcn32s_cvpr")
+    assert fixed.optim.trainable == "score_fr"
+    assert (cvpr.optim.loss, cvpr.optim.momentum, cvpr.learning_rate, cvpr.optim.accum_steps) == (
+        "mean",
+        0.9,
+        1e-4,
+        20,
+    )
+    adam = load("camvid_fcn8s_adam")
+    assert (adam.optim.name, adam.learning_rate, adam.optim.lr_halve_every_epochs) == (
+        "adam",
+        1e-4,
+        50,
+    )
+    assert load("voc_fcn16s").init.from_ == "runs/voc_fcn32s"
+    assert load("voc_fcn8s").init.from_ == "runs/voc_fcn16s"
+    for name in ("voc_fcn32s", "voc_fcn16s", "voc_fcn8s", "voc_fcn8s_atonce"):
+        c = load(name)
+        assert (c.optim.loss, c.optim.momentum, c.optim.weight_decay, c.batch_size) == (
+            "sum",
+            0.99,
+            5e-4,
+            1,
+        )
+        assert (c.eval_every, c.checkpoint_every) == (4000, 4000)

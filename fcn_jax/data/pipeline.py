@@ -40,6 +40,8 @@ class PipelineOptions:
         prefetch: batches each worker keeps ready.
         shard_index: this host's shard (multi-host: jax.process_index()).
         shard_count: number of shards (jax.process_count()).
+        fill: ``(image key, RGB)`` pairs: the pixel bucket padding uses (0 if not given); the
+            weights' mean pixel makes the padding zero after normalisation.
     """
 
     batch_size: int = 1
@@ -54,6 +56,7 @@ class PipelineOptions:
     prefetch: int = 2
     shard_index: int = 0
     shard_count: int = 1
+    fill: tuple[tuple[str, tuple[int, int, int]], ...] = ()
 
 
 def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> grain.IterDataset:
@@ -87,6 +90,7 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
         collate,
         buckets=buckets,
         batch_size=options.batch_size if options.pad_last_batch else None,
+        fill=dict(options.fill),
     )
     # An endless stream has no last batch to keep; dropping it also keeps grain's length of a
     # repeated dataset (sys.maxsize) from overflowing when ceil-divided by batch 1.

@@ -9,7 +9,7 @@ instead of one per image size). Padded pixels carry label 255, so losses and met
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -56,18 +56,37 @@ def random_crop_flip(
     return {**record, "image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
 
 
-def pad_record(record: Record, height: int, width: int) -> Record:
-    """Pad image (zeros) and label (void) at the bottom/right to ``height`` x ``width``.
+def pad_record(
+    record: Record, height: int, width: int, fill: Mapping[str, Sequence[int]] | None = None
+) -> Record:
+    """Pad images and labels (void) at the bottom/right to ``height`` x ``width``.
 
-    Extra per-pixel keys (any [H, W, ...] array) are padded like the image.
+    Args:
+        record: the record.
+        height: padded height.
+        width: padded width.
+        fill: per image key, the RGB value to pad with (0 by default). The mean pixel makes the
+            padding the network's zero after normalisation, like conv1_1's own 100-px pad, so
+            a padded image is scored almost as if it stood alone.
+
+    Returns:
+        The padded record; any other [H, W, ...] array is padded like the images.
     """
+    fill = fill or {}
     out = dict(record)
     h, w = record["label"].shape
     for key, value in record.items():
         if isinstance(value, np.ndarray) and value.shape[:2] == (h, w):
-            fill = IGNORE_LABEL if key.startswith("label") else 0
             pad = ((0, height - h), (0, width - w)) + ((0, 0),) * (value.ndim - 2)
-            out[key] = np.pad(value, pad, constant_values=fill)
+            if key.startswith("label"):
+                out[key] = np.pad(value, pad, constant_values=IGNORE_LABEL)
+            elif key in fill:
+                padded = np.empty((height, width, *value.shape[2:]), value.dtype)
+                padded[...] = np.asarray(fill[key], value.dtype)
+                padded[:h, :w] = value
+                out[key] = padded
+            else:
+                out[key] = np.pad(value, pad)
     return out
 
 
@@ -82,7 +101,10 @@ def void_like(record: Record) -> Record:
 
 
 def collate(
-    records: Sequence[Record], buckets: Sequence[int] | None = None, batch_size: int | None = None
+    records: Sequence[Record],
+    buckets: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    fill: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Stack records into a batch.
 
@@ -93,6 +115,7 @@ def collate(
             same size (whole-image batch 1 always does).
         batch_size: pad the batch with void examples to this many (the last, partial batch of an
             evaluation spread over devices, so that every real pixel counts exactly once).
+        fill: per image key, the RGB value bucket padding uses (see :func:`pad_record`).
 
     Returns:
         ``image`` [B, H, W, 3] uint8, ``label`` [B, H, W] uint8, any further per-pixel keys,
@@ -105,7 +128,7 @@ def collate(
             bucket_for(max(s[0] for s in sizes), buckets, "a batch's largest height"),
             bucket_for(max(s[1] for s in sizes), buckets, "a batch's largest width"),
         )
-        records = [pad_record(r, *target) for r in records]
+        records = [pad_record(r, *target, fill) for r in records]
     elif len(set(sizes)) > 1:
         raise FCNError(
             f"images of different sizes {sorted(set(sizes))} in one batch: use batch_size 1 "

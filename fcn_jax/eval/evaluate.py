@@ -282,7 +282,11 @@ def evaluate(
         data_sharding = NamedSharding(mesh, P("data"))
         replicated = NamedSharding(mesh, P())
         options = PipelineOptions(
-            batch_size=batch_size, buckets=buckets, pad_last_batch=True, worker_count=worker_count
+            batch_size=batch_size,
+            buckets=buckets,
+            pad_last_batch=True,
+            worker_count=worker_count,
+            fill=metadata.mean_pixels(),
         )
     else:
         data_sharding = replicated = jax.sharding.SingleDeviceSharding(devices[0])

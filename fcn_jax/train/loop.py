@@ -129,7 +129,12 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
             f"init.from_ {path} does not exist: give a weights directory, a training "
             "workdir or a .pth file"
         )
-    src_params, src_meta = load_any_weights(path, config.model.arch, None)
+    src_params, src_meta = load_any_weights(path, config.model.arch, config.model.n_class)
+    if model.streams and "vgg16" in src_params:
+        # One trunk for every stream (the release initialises both from VGG16): vgg16/conv1_1
+        # -> vgg16color/conv1_1color, vgg16hha/conv1_1hha.
+        for s in model.streams:
+            src_params[f"vgg16{s}"] = {f"{k}{s}": v for k, v in src_params["vgg16"].items()}
     params, new_layers = copy_layers(params, src_params, str(path))
     return params, src_meta, new_layers
 
@@ -226,6 +231,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         crop_size=config.data.crop_size,
         flip=config.data.flip,
         worker_count=config.data.worker_count,
+        fill=metadata.mean_pixels(),
     )
     iterator = iter(make_pipeline(train_ds, options))
     start = checkpoints.latest_step()
