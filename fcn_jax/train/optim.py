@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jax
 import optax
 from flax import traverse_util
 
@@ -87,6 +88,11 @@ def make_optimizer(
     if o.weight_decay:
         weights = optax.chain(optax.add_decayed_weights(o.weight_decay), weights)
     labels = param_labels(params, config.model.learn_upsampling, o.get("trainable"))
+    if o.get("trainable") and "weight" not in jax.tree.leaves(labels):
+        raise FCNError(
+            f"optim.trainable={o.trainable!r} matches no layer (it must match whole names, "
+            "e.g. 'score_fr' or 'score_.*'): the whole network would be frozen"
+        )
     return optax.multi_transform(
         {"weight": weights, "bias": base(bias_lr), "frozen": optax.set_to_zero()}, labels
     )

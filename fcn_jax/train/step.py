@@ -136,7 +136,7 @@ def make_steps(
         metrics = {
             "loss": normalise(loss, count, loss_mode),
             "pixels": count,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
