@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from fcn_jax.checkpoint import load_weights
-from tests.utils import REPO
+from tests.utils import REPO, write_list, write_voc_tree
 
 SMOKE = str(REPO / "configs/synthetic_fcn8s.py:smoke")
 
@@ -161,6 +161,26 @@ def test_bad_input_exits_2_before_compute(tmp_path, fcn8s_workdir):
         ),
         ([], ["--workdir is required"]),
     ]
+    root = tmp_path / "pascal"
+    write_voc_tree(root, {"2007_000001": (20, 20)})
+    write_list(tmp_path / "empty.txt", [])
+    voc = [
+        "--config",
+        REPO / "configs/voc_fcn32s.py",
+        f"--config.data.root={root}",
+        "--config.init.from_=",
+        "--config.model.width=0.0625",
+    ]
+    r = run(
+        "train.py",
+        *voc,
+        "--workdir",
+        tmp_path / "d",
+        f"--config.data.split={tmp_path / 'empty.txt'}",
+    )
+    assert r.returncode == 2 and "lists no ids" in r.stderr and "Traceback" not in r.stderr, (
+        r.stderr
+    )
     for args, expected in cases:
         r = run("train.py", "--config", SMOKE, *args)
         assert r.returncode == 2, (args, r.stderr)

@@ -38,7 +38,7 @@ from fcn_jax.eval.evaluate import evaluate, head_targets
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.train.checkpoints import TrainCheckpoints
-from fcn_jax.train.optim import divergence_warning, make_optimizer
+from fcn_jax.train.optim import divergence_warning, learning_rate_schedule, make_optimizer
 from fcn_jax.train.step import create_train_state, make_steps
 from fcn_jax.types import PyTree
 from fcn_jax.visualize import colourise
@@ -306,7 +306,8 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
                 * config.optim.accum_steps
                 / (time.perf_counter() - t0)
             )
-            bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{rate:.1f}")
+            lr = float(learning_rate_schedule(config, steps_per_epoch)(step))
+            bar.set_postfix(loss=f"{host['loss']:.4g}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
             _log(log_path, writer, step, {f"train/{k}": v for k, v in host.items()})
         if step % config.eval_every == 0 or step == config.num_steps:
             result = evaluate(
