@@ -1,24 +1,12 @@
-"""FCN-8s on CamVid as the seed trained it: Adam, lr 1e-4 halved every 50 epochs.
-
-The faithful FCN-8s (pad 100, score-level skips) with the seed's optimiser; mean loss, whole
-images padded to 32-px buckets, batches of 4.
-"""
+"""FCN-8s on CamVid as the seed trained it: Adam, lr 1e-4 halved every 50 epochs."""
 
 from fcn_jax import configs as common
 
 
 def get_config(arg: str | None = None):
     """The experiment's config; ``arg="smoke"`` for a seconds-long CPU run."""
-    c = common.base()
-    c.data.name = "camvid"
-    c.data.split = "train"
-    c.data.eval_split = "val"
-    c.data.preprocessing = "torchvision"
-    c.data.max_size = 960
-    c.model.arch = "fcn8s"
-    c.model.n_class = 11
-    c.init.from_ = "weights/vgg16.pth"
-    c.batch_size = 4
+    c = common.camvid(common.base())
+    c.batch_size = 4  # whole images padded to 32-px buckets
     c.optim.name = "adam"
     c.optim.loss = "mean"
     c.optim.weight_decay = 0.0

@@ -1,20 +1,13 @@
-"""FCN-16s on NYUDv2, 40 classes, image + hha input (the paper's Table 4)."""
+"""FCN-16s on NYUDv2, two streams RGB + HHA, late fusion (Table 4)."""
 
 from fcn_jax import configs as common
 
 
 def get_config(arg: str | None = None):
     """The experiment's config; ``arg="smoke"`` for a seconds-long CPU run."""
-    c = common.base()
-    c.data.name = "nyud"
-    c.data.split = "trainval"  # 795 images (train + val)
-    c.data.eval_split = "test"  # 654 images
-    c.data.modalities = ("image", "hha")
-    c.data.preprocessing = "caffe-nyud"
-    c.data.max_size = 640
+    c = common.nyud(common.base())
     c.model.arch = "fcn16s"
-    c.model.n_class = 40
+    c.data.modalities = ("image", "hha")
     c.model.streams = ("color", "hha")
-    c.learning_rate = 1e-10
     c.init.from_ = "runs/nyud_fcn32s_rgbhha"  # staged: the two-stream FCN-32s workdir
     return common.finish(c, arg)

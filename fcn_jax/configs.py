@@ -85,6 +85,46 @@ def base() -> ml_collections.ConfigDict:
     return c
 
 
+def nyud(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """NYUDv2's data section (the paper's Table 4): 40 classes, trainval / test."""
+    c.data.name = "nyud"
+    c.data.split = "trainval"  # 795 images (train + val)
+    c.data.eval_split = "test"  # 654 images
+    c.data.preprocessing = "caffe-nyud"
+    c.data.max_size = 640
+    c.model.n_class = 40
+    c.init.from_ = "weights/vgg16.pth"  # torchvision VGG16 (or a converted weights dir)
+    return c
+
+
+def context(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """PASCAL-Context's data section (Table 6): 59 classes + background, VOC2010 train / val."""
+    c.data.name = "context"
+    c.data.split = "train"  # VOC2010 train (4,998 images)
+    c.data.eval_split = "val"  # VOC2010 val (5,105 images)
+    c.data.preprocessing = "caffe-context"
+    c.model.n_class = 60
+    c.init.from_ = "weights/vgg16.pth"
+    return c
+
+
+def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """CamVid as the seed's users have it: class_dict.csv, colour labels, ImageNet statistics.
+
+    The seed's csv holds 11 classes and Void; with Kaggle's 32-row csv pass
+    ``--config.model.n_class=31``.
+    """
+    c.data.name = "camvid"
+    c.data.split = "train"
+    c.data.eval_split = "val"
+    c.data.preprocessing = "torchvision"  # the seed normalises with ImageNet mean/std
+    c.data.max_size = 960
+    c.model.arch = "fcn8s"
+    c.model.n_class = 11
+    c.init.from_ = "weights/vgg16.pth"
+    return c
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrink any config to a seconds-long CPU run: tiny synthetic data, narrow network."""
     c.num_steps = 2
