@@ -23,9 +23,11 @@ from PIL import Image
 
 from fcn_jax.data.splits import shipped_split_dir
 from fcn_jax.torch_reference import random_state_dict
+from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
     NARROW,
     REPO,
+    SIFTFLOW_SEMANTIC,
     SIFTFLOW_SUBDIR,
     write_camvid_tree,
     write_context_tree,
@@ -34,17 +36,7 @@ from tests.utils import (
     write_siftflow_tree,
 )
 
-METRIC_KEYS = {
-    "pixel_acc",
-    "mean_acc",
-    "mean_iou",
-    "fw_iou",
-    "per_class_iou",
-    "per_class_dice",
-    "per_class_precision",
-    "per_class_recall",
-    "confusion_matrix",
-}
+METRIC_KEYS = METRIC_SET_KEYS
 SCALARS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 PER_CLASS = ("per_class_iou", "per_class_dice", "per_class_precision", "per_class_recall")
 
@@ -74,41 +66,6 @@ CAMVID11 = (
 )
 FOLDER_N_CLASS = 5
 
-SIFTFLOW_SEMANTIC = [
-    "awning",
-    "balcony",
-    "bird",
-    "boat",
-    "bridge",
-    "building",
-    "bus",
-    "car",
-    "cow",
-    "crosswalk",
-    "desert",
-    "door",
-    "fence",
-    "field",
-    "grass",
-    "moon",
-    "mountain",
-    "person",
-    "plant",
-    "pole",
-    "river",
-    "road",
-    "rock",
-    "sand",
-    "sea",
-    "sidewalk",
-    "sign",
-    "sky",
-    "staircase",
-    "streetlight",
-    "sun",
-    "tree",
-    "window",
-]
 GEOMETRIC = ["sky", "horizontal", "vertical"]
 
 

@@ -12,6 +12,18 @@ from fcn_jax.resources import voc_class_names, voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
 NARROW = 0.125  # width of the cheap networks used everywhere but the full-width parity module
+# The metric keys of eval.py's JSON (per metric set); the run adds n_images, seconds, ...
+METRIC_KEYS = frozenset({
+    "pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou", "per_class_dice",
+    "per_class_precision", "per_class_recall", "confusion_matrix",
+})  # fmt: skip
+# SIFT Flow's 33 semantic classes, written out independently of the shipped list.
+SIFTFLOW_SEMANTIC = [
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk",
+    "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole",
+    "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase",
+    "streetlight", "sun", "tree", "window",
+]  # fmt: skip
 
 
 def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -17,47 +17,13 @@ from fcn_jax.data.base import IGNORE_LABEL
 from fcn_jax.data.siftflow import SUBDIR, SIFTFlow
 from fcn_jax.data.splits import read_split_file, shipped_split_dir
 from fcn_jax.errors import FCNError
-from tests.utils import write_jpeg, write_list, write_mat
+from tests.utils import SIFTFLOW_SEMANTIC, write_jpeg, write_list, write_mat
 
 # id -> (height, width); 6x6 = 36 pixels hold every semantic file value 0..33.
 IDS = {"coast_arnat59": (6, 6), "forest_for121": (7, 6), "street_par151": (6, 8)}
 SPLITS = {"trainval": ["coast_arnat59", "forest_for121"], "test": ["street_par151"]}
 SHIPPED = shipped_split_dir("siftflow")
-SEMANTIC_NAMES = [
-    "awning",
-    "balcony",
-    "bird",
-    "boat",
-    "bridge",
-    "building",
-    "bus",
-    "car",
-    "cow",
-    "crosswalk",
-    "desert",
-    "door",
-    "fence",
-    "field",
-    "grass",
-    "moon",
-    "mountain",
-    "person",
-    "plant",
-    "pole",
-    "river",
-    "road",
-    "rock",
-    "sand",
-    "sea",
-    "sidewalk",
-    "sign",
-    "sky",
-    "staircase",
-    "streetlight",
-    "sun",
-    "tree",
-    "window",
-]
+SEMANTIC_NAMES = SIFTFLOW_SEMANTIC
 
 
 def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
