@@ -13,6 +13,7 @@ checked finite before they are written, so nothing after the last good step is s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -156,15 +157,26 @@ def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> None:
         )
 
 
+@functools.cache
+def _predict_fn(metadata: WeightsMetadata) -> Any:
+    """Jitted ``(params, inputs) -> class map`` of the first head (compiled once per run)."""
+    model = metadata.model()
+
+    @jax.jit
+    def predict(params: PyTree, inputs: dict) -> jax.Array:
+        logits = model.apply({"params": params}, metadata.preprocess(inputs))
+        logits = logits[metadata.heads[0]] if metadata.heads else logits
+        return jnp.argmax(logits, -1).astype(jnp.uint8)
+
+    return predict
+
+
 def _sample_picture(
     params: PyTree, metadata: WeightsMetadata, record: dict, palette: np.ndarray
 ) -> np.ndarray:
     """Image | label | prediction for one validation record."""
-    model = metadata.model()
-    x = metadata.preprocess({k: record[k][None] for k in metadata.inputs})
-    logits = model.apply({"params": params}, x)
-    logits = logits[metadata.heads[0]] if metadata.heads else logits
-    pred = np.asarray(jnp.argmax(logits[0], -1)).astype(np.uint8)
+    inputs = {k: record[k][None] for k in metadata.inputs}
+    pred = np.asarray(_predict_fn(metadata)(params, inputs)[0])
     image = record[metadata.inputs[0]]
     picture = np.concatenate(
         [image, colourise(record["label"], palette), colourise(pred, palette)], axis=1
