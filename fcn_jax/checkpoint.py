@@ -283,8 +283,10 @@ def load_weights(
 ) -> tuple[PyTree, WeightsMetadata]:
     """Read params and metadata from a weights directory.
 
-    The params are checked against the structure of the model the metadata describes, so a
-    mismatch is reported by layer and shape instead of failing deep inside a forward pass.
+    The stored shapes are checked against the model the metadata describes, so a mismatch is
+    reported by layer and shape instead of failing deep inside a forward pass; then the params
+    are restored against a single-device target, whatever devices wrote them (orbax refuses a
+    bare restore across topologies).
 
     Args:
         directory: the weights directory.
@@ -298,18 +300,33 @@ def load_weights(
     metadata = load_metadata(directory, step)
     with _manager(directory) as manager:
         step = _latest_step(manager, directory, step)
-        # No target: arrays come back as numpy, whatever structure was saved; checked below.
-        restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)  # reading an item's metadata directly warns about the step's
+        try:
+            with ocp.StandardCheckpointer() as reader:
+                item = directory.absolute() / str(step) / "params"
+                stored = reader.metadata(item).item_metadata
+        finally:
+            absl.setLevel(level)
+        stored = dict(stored.tree)
+        expected = traverse_util.flatten_dict(abstract_params(metadata.model()), sep=".")
+        check_keys_and_shapes(
+            f"params in {directory} (step {step})",
+            {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(stored, sep=".").items()},
+            {k: tuple(v.shape) for k, v in expected.items()},
+            f"a {metadata.arch} with n_class={metadata.n_class}, width={metadata.width:g} "
+            "(as its metadata says)",
+        )
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+        )
     params = restored.params
-    expected = traverse_util.flatten_dict(abstract_params(metadata.model()), sep=".")
-    check_keys_and_shapes(
-        f"params in {directory} (step {step})",
-        {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(params, sep=".").items()},
-        {k: tuple(v.shape) for k, v in expected.items()},
-        f"a {metadata.arch} with n_class={metadata.n_class}, width={metadata.width:g} "
-        "(as its metadata says)",
-    )
-    return (params if as_numpy else jax.device_put(params)), metadata
+    return (jax.device_get(params) if as_numpy else params), metadata
 
 
 # orbax logs every save/restore at INFO through absl; keep CLIs readable.

@@ -205,3 +205,32 @@ def test_staged_init_from_a_workdir(tmp_path, fcn8s_workdir):
     )
     assert r.returncode == 0, r.stderr
     assert f"init from {fcn8s_workdir}" in r.stdout
+
+
+def test_four_devices_train_like_one(tmp_path):
+    # Data parallel: the batch split over 4 (fake CPU) devices gives the 1-device update; a
+    # checkpoint written on 4 devices loads on 1.
+    args = [
+        "--config",
+        SMOKE,
+        "--config.batch_size=4",
+        "--config.num_steps=3",
+        "--config.eval_every=3",
+        "--config.checkpoint_every=3",
+    ]
+    for n in (1, 4):
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        r = run("train.py", *args, "--workdir", tmp_path / f"d{n}", env=env)
+        assert r.returncode == 0, r.stderr
+    a, b = final_params(tmp_path / "d1"), final_params(tmp_path / "d4")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg="/".join(key))
+    r = run(
+        "train.py",
+        *args,
+        "--config.batch_size=6",
+        "--workdir",
+        tmp_path / "d6",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    assert r.returncode == 2 and "batch_size 6 (global) does not divide over 4 devices" in r.stderr

@@ -110,6 +110,6 @@ def write_torchfcn_checkpoint(path: str | Path, state: Mapping[str, np.ndarray],
     torch = import_torch()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}  # owned, writable
     torch.save({"model_state_dict": tensors, "arch": arch}, path)
     return path

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
@@ -208,6 +210,12 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             raise FCNError(f"{name} {ds.split!r} of {ds.name} holds no images")
     if config.batch_size < 1 or config.optim.accum_steps < 1:
         raise FCNError("batch_size and optim.accum_steps must be >= 1")
+    devices = jax.local_devices()
+    if config.batch_size % len(devices):
+        raise FCNError(
+            f"batch_size {config.batch_size} (global) does not divide over {len(devices)} "
+            f"devices: use a multiple of {len(devices)}, or fewer devices"
+        )
     model = model_from_config(config)
     warning = divergence_warning(config)
     if warning:
@@ -227,7 +235,12 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         )
     steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
     tx = make_optimizer(config, params, steps_per_epoch)
-    state = create_train_state(params, tx, config.seed)
+    # Data parallel over the host's devices: state replicated, batches split on "data". Auto
+    # axes let XLA turn the sums over the batch (loss, pixel count, gradients) into
+    # cross-device reductions, so the update equals the one the whole batch gives one device.
+    mesh = jax.make_mesh((len(devices),), ("data",), (jax.sharding.AxisType.Auto,), devices=devices)
+    replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state = jax.device_put(create_train_state(params, tx, config.seed), replicated)
 
     buckets = None
     if config.data.buckets or config.batch_size > 1:
@@ -249,6 +262,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     start = checkpoints.latest_step()
     if start is not None:
         state, data_state = checkpoints.restore(jax.eval_shape(lambda: state))
+        state = jax.device_put(state, replicated)
         iterator.set_state(data_state)
         print(f"resumed {workdir} at step {start}")
     elif config.init.get("from_"):
@@ -294,12 +308,12 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
 
     while step < config.num_steps:
         if config.optim.accum_steps == 1:
-            batch = {k: v for k, v in next(iterator).items() if k in keys}
+            batch = _shard(next(iterator), keys, data_sharding)
             state, metrics = train_step(state, batch)
         else:
             acc = None
             for micro in range(config.optim.accum_steps):
-                batch = {k: v for k, v in next(iterator).items() if k in keys}
+                batch = _shard(next(iterator), keys, data_sharding)
                 acc = accumulate(acc, state, batch, jnp.int32(micro))
             state, metrics = apply_accumulated(state, acc)
         step += 1
@@ -368,6 +382,11 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         "seconds_per_step": seconds / max(step - step0, 1),
         "workdir": str(workdir),
     }
+
+
+def _shard(batch: dict, keys: set[str], sharding: NamedSharding) -> dict:
+    """The arrays the step reads, split over the devices along the batch axis."""
+    return jax.device_put({k: v for k, v in batch.items() if k in keys}, sharding)
 
 
 def _log(path: Path, writer: Any, step: int, values: dict[str, float]) -> None:
