@@ -225,6 +225,15 @@ def test_four_devices_train_like_one(tmp_path):
     a, b = final_params(tmp_path / "d1"), final_params(tmp_path / "d4")
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg="/".join(key))
+    # Resuming elsewhere: the 4-device run continues on 1 device and the 1-device run on 4.
+    more = [*args, "--config.num_steps=5", "--config.checkpoint_every=5", "--config.eval_every=5"]
+    for n, work in ((1, "d4"), (4, "d1")):
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        r = run("train.py", *more, "--workdir", tmp_path / work, env=env)
+        assert r.returncode == 0 and "at step 3" in r.stdout, r.stderr
+    a, b = final_params(tmp_path / "d1"), final_params(tmp_path / "d4")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg="/".join(key))
     r = run(
         "train.py",
         *args,
