@@ -318,7 +318,7 @@ def load_weights(
             f"a {metadata.arch} with n_class={metadata.n_class}, width={metadata.width:g} "
             "(as its metadata says)",
         )
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored
         )

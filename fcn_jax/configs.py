@@ -1,7 +1,8 @@
 """The config schema every experiment shares, with the PASCAL VOC defaults of the paper.
 
 Top level: ``seed``, ``num_steps``, ``batch_size`` (global, over all devices and hosts),
-``learning_rate``, ``eval_every``, ``checkpoint_every``, ``parallel``; sections ``data``,
+``learning_rate``, ``eval_every``, ``checkpoint_every``, ``parallel``, ``num_devices``,
+``dtype``; sections ``data``,
 ``model``, ``init``, ``optim``, ``eval``. Experiments (``configs/*.py``) call :func:`base`,
 override fields and end with :func:`finish`.
 Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can set them.
@@ -9,10 +10,14 @@ Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
+from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN
 
 
@@ -25,7 +30,11 @@ def base() -> ml_collections.ConfigDict:
     c.learning_rate = 1e-10
     c.eval_every = 4_000
     c.checkpoint_every = 4_000
-    c.parallel = "sharding"  # or "pmap"
+    # Data parallel over every device (and host): "sharding" (jit over a device mesh) or "pmap".
+    c.parallel = "sharding"
+    c.num_devices = config_dict.placeholder(int)  # this host's devices to use; None: all
+    # Compute dtype: "bfloat16" computes in bf16 with float32 params, optimiser state and loss.
+    c.dtype = "float32"
     c.keep_checkpoints = 2  # latest checkpoints kept (plus the best by validation mean IU)
 
     c.data = ml_collections.ConfigDict()
@@ -57,7 +66,6 @@ def base() -> ml_collections.ConfigDict:
     c.model.arch = "fcn32s"
     c.model.n_class = 21
     c.model.width = 1.0
-    c.model.dtype = "float32"
     c.model.learn_upsampling = False
     c.model.streams = ()  # ("color", "hha"): one VGG16 per input, late fusion (NYUDv2)
     c.model.heads = ()  # (("sem", 33), ("geo", 3)): several outputs on one trunk (SIFT Flow)
@@ -154,6 +162,23 @@ def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
     raise ValueError(f"unknown config variant {arg!r}: use no argument or 'smoke'")
 
 
+def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of an experiment file (``configs/voc_fcn8s.py``), without absl flags.
+
+    Raises:
+        FCNError: the file does not exist or is not a Python file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FCNError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"fcn_jax_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise FCNError(f"config file {path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
 def model_from_config(config: ml_collections.ConfigDict) -> FCN:
     """The FCN a config's ``model`` section describes."""
     m = config.model
@@ -161,7 +186,7 @@ def model_from_config(config: ml_collections.ConfigDict) -> FCN:
         variant=m.arch,
         n_class=m.n_class,
         width=m.width,
-        dtype=jnp.dtype(m.dtype),
+        dtype=jnp.dtype(config.dtype),
         learn_upsampling=m.learn_upsampling,
         streams=tuple(m.streams),
         heads=tuple(tuple(h) for h in m.heads),

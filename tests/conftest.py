@@ -5,11 +5,17 @@ imports jax.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# train.py, eval.py and the data-parallel runs keep XLA's persistent compilation cache: one per
+# test session (the xdist workers share their controller's), never the user's ~/.cache.
+os.environ.setdefault(
+    "FCN_JAX_CACHE",
+    os.path.join(tempfile.gettempdir(), f"fcn_jax_test_xla_cache_{os.getppid()}"),
+)
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 ).strip()
 
 from pathlib import Path

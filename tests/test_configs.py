@@ -1,6 +1,5 @@
 """Every experiment config: the shared schema, its model (shapes only), its smoke variant."""
 
-import importlib.util
 import math
 
 import jax
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 
 from fcn_jax.cli import config_keys
-from fcn_jax.configs import model_from_config
+from fcn_jax.configs import load_config_file, model_from_config
 from fcn_jax.data import make_dataset
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, abstract_params
@@ -23,6 +22,8 @@ TOP = {
     "eval_every",
     "checkpoint_every",
     "parallel",
+    "num_devices",
+    "dtype",
 }
 SECTIONS = {"data", "model", "init", "optim", "eval"}
 PARAMS = {
@@ -34,10 +35,7 @@ PARAMS = {
 
 
 def load(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(REPO / "configs" / f"{name}.py", arg)
 
 
 def test_the_issue_configs_exist():
@@ -51,7 +49,8 @@ def test_schema(name):
     c = load(name)
     assert set(c.keys()) >= TOP | SECTIONS
     assert {"name", "root", "split", "eval_split"} <= set(c.data.keys())
-    assert {"arch", "n_class", "width", "dtype"} <= set(c.model.keys())
+    assert {"arch", "n_class", "width"} <= set(c.model.keys())
+    assert c.dtype == "float32" and c.parallel == "sharding"  # the faithful default
     assert c.model.arch in VARIANTS
     # One schema for all: every config has the same keys.
     assert config_keys(c) == config_keys(load("voc_fcn32s"))

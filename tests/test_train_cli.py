@@ -1,30 +1,21 @@
 """train.py end to end: learning, bitwise resume after SIGKILL, NaN, bad input."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from fcn_jax.checkpoint import load_weights
-from tests.utils import REPO, write_list, write_voc_tree
+from tests.utils import REPO, device_env, run_script, write_list, write_voc_tree
 
 SMOKE = str(REPO / "configs/synthetic_fcn8s.py:smoke")
+# The smoke data's largest bucket for every batch: one compilation a run, not one per bucket.
+ONE_BUCKET = "--config.data.buckets=(40,)"
 
 
-def run(script, *args, env=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+run = run_script
 
 
 def final_params(workdir):
@@ -62,6 +53,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     args = [
         "--config",
         SMOKE,
+        ONE_BUCKET,
         "--config.num_steps=6",
         "--config.checkpoint_every=2",
         "--config.eval_every=6",
@@ -94,6 +86,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
         "--config.learning_rate=1e8",
         "--config.checkpoint_every=10",
         "--config.eval_every=20",
+        ONE_BUCKET,
     )
     assert r.returncode == 2, r.stderr
     assert "WARNING" in r.stdout and "will likely diverge" in r.stdout
@@ -207,39 +200,49 @@ def test_staged_init_from_a_workdir(tmp_path, fcn8s_workdir):
     assert f"init from {fcn8s_workdir}" in r.stdout
 
 
-def test_four_devices_train_like_one(tmp_path):
-    # Data parallel: the batch split over 4 (fake CPU) devices gives the 1-device update; a
-    # checkpoint written on 4 devices loads on 1.
-    args = [
-        "--config",
-        SMOKE,
-        "--config.batch_size=4",
-        "--config.num_steps=3",
-        "--config.eval_every=3",
-        "--config.checkpoint_every=3",
-    ]
-    for n in (1, 4):
-        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-        r = run("train.py", *args, "--workdir", tmp_path / f"d{n}", env=env)
-        assert r.returncode == 0, r.stderr
-    a, b = final_params(tmp_path / "d1"), final_params(tmp_path / "d4")
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg="/".join(key))
-    # Resuming elsewhere: the 4-device run continues on 1 device and the 1-device run on 4.
-    more = [*args, "--config.num_steps=5", "--config.checkpoint_every=5", "--config.eval_every=5"]
-    for n, work in ((1, "d4"), (4, "d1")):
-        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-        r = run("train.py", *more, "--workdir", tmp_path / work, env=env)
-        assert r.returncode == 0 and "at step 3" in r.stdout, r.stderr
-    a, b = final_params(tmp_path / "d1"), final_params(tmp_path / "d4")
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg="/".join(key))
-    r = run(
-        "train.py",
-        *args,
-        "--config.batch_size=6",
-        "--workdir",
-        tmp_path / "d6",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-    )
+DEVICE_ARGS = [
+    "--config",
+    SMOKE,
+    "--config.batch_size=4",
+    "--config.num_steps=3",
+    "--config.eval_every=3",
+    "--config.checkpoint_every=3",
+]
+MORE_STEPS = ["--config.num_steps=5", "--config.checkpoint_every=5", "--config.eval_every=5"]
+
+
+@pytest.fixture(scope="module")
+def unmoved_run(tmp_path_factory):
+    """Five steps on one device, never interrupted: the reference of the resumed runs."""
+    work = tmp_path_factory.mktemp("unmoved")
+    r = run("train.py", *DEVICE_ARGS, *MORE_STEPS, "--workdir", work, env=device_env(1))
+    assert r.returncode == 0, r.stderr
+    return final_params(work)
+
+
+@pytest.mark.parametrize(("first", "then"), [(4, 1), (1, 4)])
+def test_resume_on_another_device_count(first, then, tmp_path, unmoved_run):
+    # Data parallel (the global batch split over fake CPU devices) gives the one-device update,
+    # and a checkpoint written on one device count resumes on another: orbax restores against
+    # the new run's shardings. Either way the result is the run that never moved.
+    r = run("train.py", *DEVICE_ARGS, "--workdir", tmp_path, env=device_env(first))
+    assert r.returncode == 0, r.stderr
+    r = run("train.py", *DEVICE_ARGS, *MORE_STEPS, "--workdir", tmp_path, env=device_env(then))
+    assert r.returncode == 0 and "at step 3" in r.stdout, r.stderr
+    moved = final_params(tmp_path)
+    for key, value in unmoved_run.items():
+        np.testing.assert_allclose(moved[key], value, rtol=1e-4, atol=1e-5, err_msg="/".join(key))
+
+
+def test_batch_that_does_not_divide_over_the_devices_exits_2(tmp_path):
+    args = [*DEVICE_ARGS, "--config.batch_size=6", "--workdir", tmp_path]
+    r = run("train.py", *args, env=device_env(4))
     assert r.returncode == 2 and "batch_size 6 (global) does not divide over 4 devices" in r.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "bench.py"])
+def test_help_prints_usage_and_flags(script):
+    r = run(script, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "python " + script in r.stdout
+    assert "--out" in r.stdout or "--workdir" in r.stdout  # the script's own flags

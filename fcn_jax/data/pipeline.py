@@ -39,7 +39,12 @@ class PipelineOptions:
         worker_count: worker processes decoding records (0: in the main process).
         prefetch: batches each worker keeps ready.
         shard_index: this host's shard (multi-host: jax.process_index()).
-        shard_count: number of shards (jax.process_count()).
+        shard_count: number of shards (jax.process_count()). Hosts read interleaved batches
+            of one stream: with ``batch_size`` per host, host ``h`` gets batches ``h, h + n,
+            ...``, so that together they read the global batches one host would have read,
+            in the same order and with the same augmentation. Buckets then pad to the largest
+            bucket: a host sees only its own images, and every host must give the devices
+            arrays of one shape.
         fill: ``(image key, RGB)`` pairs: the pixel bucket padding uses (0 if not given); the
             weights' mean pixel makes the padding zero after normalisation.
     """
@@ -74,9 +79,11 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
     if len(dataset) == 0:
         raise FCNError(f"{dataset!r} has no images")
     buckets = tuple(sorted(options.buckets)) if options.buckets else None
+    if not 0 <= options.shard_index < options.shard_count:
+        raise FCNError(f"shard_index {options.shard_index} not in [0, {options.shard_count})")
+    if options.shard_count > 1 and buckets:
+        buckets = buckets[-1:]
     ds = grain.MapDataset.source(dataset)
-    if options.shard_count > 1:
-        ds = ds.slice(slice(options.shard_index, None, options.shard_count))
     if options.shuffle:
         ds = ds.shuffle(seed=options.seed)
     if options.num_epochs != 1:
@@ -95,6 +102,8 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
     # An endless stream has no last batch to keep; dropping it also keeps grain's length of a
     # repeated dataset (sys.maxsize) from overflowing when ceil-divided by batch 1.
     ds = ds.batch(options.batch_size, drop_remainder=options.num_epochs is None, batch_fn=batch_fn)
+    if options.shard_count > 1:
+        ds = ds.slice(slice(options.shard_index, None, options.shard_count))
     # Threads read ahead inside each process; worker processes decode in parallel.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=options.prefetch))
     if options.worker_count > 0:

@@ -33,6 +33,12 @@ from fcn_jax.types import Array, PyTree
 FOLD_EVERY = 256  # batches between host folds of the int32 device confusion matrices
 # |mean IU (JAX) - mean IU (PyTorch)| allowed by --against-torch, as a fraction (0.1 points).
 TORCH_MIOU_TOLERANCE = 1e-3
+COMPUTE_DTYPES = ("float32", "bfloat16")
+# |mean IU (bfloat16) - mean IU (float32)| we promise for the same float32 weights, as a
+# fraction (0.5 points): bf16 keeps 8 bits of mantissa, so logits move by ~1% of their scale
+# and only pixels whose top two classes are that close flip (tests/eval: measured on converted
+# weights).
+BF16_MIOU_TOLERANCE = 5e-3
 # Head suffix -> (label key of the records, name of its metric set). The first head of any
 # network reads ``label``; SIFT Flow's are the semantic and geometric classes.
 HEAD_LABELS = {"sem": ("label", "semantic"), "geo": ("label_geo", "geometric")}
@@ -143,14 +149,14 @@ def _outputs(logits: Any) -> dict[str, Any]:
 
 
 @functools.cache
-def _eval_step(metadata: WeightsMetadata) -> tuple[Any, list[int]]:
+def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, list[int]]:
     """The jitted step ``(hists, params, inputs, labels) -> (hists, preds)`` and its traces.
 
     ``inputs`` maps record keys to uint8 images, ``labels`` head -> uint8 labels, ``hists``
-    head -> int32 confusion matrix; preprocessing runs on the device. Cached per network, so
-    the periodic validations of a training run compile each shape once.
+    head -> int32 confusion matrix; preprocessing runs on the device. Cached per network and
+    compute dtype, so the periodic validations of a training run compile each shape once.
     """
-    model = metadata.model()
+    model = metadata.model(dtype=jnp.dtype(dtype))
     classes = {head: len(names) for head, names in metadata.head_classes.items()}
     traces = [0]
 
@@ -228,6 +234,7 @@ def evaluate(
     against_torch: bool = False,
     worker_count: int = 0,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> EvalResult:
     """Score ``params`` on every image of ``dataset``.
 
@@ -244,10 +251,14 @@ def evaluate(
             images and report its metrics and the pixel agreement.
         worker_count: data-loading worker processes.
         progress: show a tqdm progress bar.
+        dtype: compute dtype of the JAX network (``bfloat16``: bf16 activations and matmuls,
+            float32 params and argmax); the PyTorch reference always runs in float32.
 
     Returns:
         The :class:`EvalResult`.
     """
+    if dtype not in COMPUTE_DTYPES:
+        raise FCNError(f"compute dtype {dtype!r} is not one of {COMPUTE_DTYPES}")
     targets = head_targets(metadata)
     label_classes = dataset.label_classes
     missing = [k for k in metadata.inputs if k not in dataset[0]]
@@ -292,7 +303,7 @@ def evaluate(
         data_sharding = replicated = jax.sharding.SingleDeviceSharding(devices[0])
         options = PipelineOptions(batch_size=1, worker_count=worker_count)
 
-    step, traces = _eval_step(metadata)
+    step, traces = _eval_step(metadata, dtype)
     traces_before = traces[0]
     params = jax.device_put(params, replicated)
     classes = {head: len(names) for head, names in metadata.head_classes.items()}

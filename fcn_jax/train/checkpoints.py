@@ -132,5 +132,5 @@ def _mean_iou(metrics: dict[str, float]) -> float:
 
 
 def _abstract(x: Any) -> Any:
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)

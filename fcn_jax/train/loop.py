@@ -9,6 +9,11 @@ position: the run continues exactly), else initialise (optionally copying layers
 No host round-trip inside the loop except the periodic read of the step's metrics for the
 progress bar and logs, which is also where a NaN/Inf loss stops training (checkpoints are
 checked finite before they are written, so nothing after the last good step is saved).
+
+Data parallel over every device of every host (:mod:`fcn_jax.train.parallel`). With several
+hosts each reads its share of every global batch, all write the checkpoint together (orbax
+coordinates them), each validates on its own devices (the same numbers everywhere), and only
+process 0 prints, logs and draws.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
@@ -37,11 +40,12 @@ from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
 from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
-from fcn_jax.eval.evaluate import evaluate, head_targets
+from fcn_jax.eval.evaluate import COMPUTE_DTYPES, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.train.checkpoints import TrainCheckpoints
 from fcn_jax.train.optim import divergence_warning, learning_rate_schedule, make_optimizer
+from fcn_jax.train.parallel import DataParallel, data_parallel
 from fcn_jax.train.step import create_train_state, make_steps
 from fcn_jax.types import PyTree
 from fcn_jax.visualize import colourise
@@ -210,15 +214,14 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             raise FCNError(f"{name} {ds.split!r} of {ds.name} holds no images")
     if config.batch_size < 1 or config.optim.accum_steps < 1:
         raise FCNError("batch_size and optim.accum_steps must be >= 1")
-    devices = jax.local_devices()
-    if config.batch_size % len(devices):
-        raise FCNError(
-            f"batch_size {config.batch_size} (global) does not divide over {len(devices)} "
-            f"devices: use a multiple of {len(devices)}, or fewer devices"
-        )
+    dp = data_parallel(config.parallel, config.get("num_devices"))
+    host_batch = dp.check_batch(config.batch_size)
+    if config.dtype not in COMPUTE_DTYPES:
+        raise FCNError(f"config.dtype {config.dtype!r} is not one of {COMPUTE_DTYPES}")
+    chief = jax.process_index() == 0  # prints, logs and draws
     model = model_from_config(config)
     warning = divergence_warning(config)
-    if warning:
+    if warning and chief:
         print(f"WARNING: {warning}")
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = TrainCheckpoints(workdir, config.get("keep_checkpoints", 2))
@@ -235,12 +238,8 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         )
     steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
     tx = make_optimizer(config, params, steps_per_epoch)
-    # Data parallel over the host's devices: state replicated, batches split on "data". Auto
-    # axes let XLA turn the sums over the batch (loss, pixel count, gradients) into
-    # cross-device reductions, so the update equals the one the whole batch gives one device.
-    mesh = jax.make_mesh((len(devices),), ("data",), (jax.sharding.AxisType.Auto,), devices=devices)
-    replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    state = jax.device_put(create_train_state(params, tx, config.seed), replicated)
+    # The state as one host holds it; dp.put_state replicates it over the devices.
+    host_state = create_train_state(params, tx, config.seed)
 
     buckets = None
     if config.data.buckets or config.batch_size > 1:
@@ -248,7 +247,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
         )
     options = PipelineOptions(
-        batch_size=config.batch_size,
+        batch_size=host_batch,
         shuffle=True,
         seed=config.seed,
         num_epochs=None,
@@ -257,19 +256,30 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         flip=config.data.flip,
         worker_count=config.data.worker_count,
         fill=metadata.mean_pixels(),
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
     )
     iterator = iter(make_pipeline(train_ds, options))
     start = checkpoints.latest_step()
     if start is not None:
-        state, data_state = checkpoints.restore(jax.eval_shape(lambda: state))
-        state = jax.device_put(state, replicated)
+        # Restored as one host's arrays, then laid out for this run's devices: a run saved on
+        # any number of devices resumes on any other.
+        host_state, data_state = checkpoints.restore(host_state)
         iterator.set_state(data_state)
-        print(f"resumed {workdir} at step {start}")
-    elif config.init.get("from_"):
+        if chief:
+            print(f"resumed {workdir} at step {start}")
+    elif config.init.get("from_") and chief:
         print(f"init from {config.init.from_}; new layers: {', '.join(new_layers) or 'none'}")
+    state = dp.put_state(host_state)
 
     train_step, accumulate, apply_accumulated, traces = make_steps(
-        model, metadata, tx, config.optim.loss, config.batch_size, config.optim.accum_steps
+        model,
+        metadata,
+        tx,
+        config.optim.loss,
+        config.batch_size,
+        config.optim.accum_steps,
+        parallel=dp.mode,
     )
     eval_buckets = tuple(
         config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
@@ -280,27 +290,31 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     log_path = workdir / "metrics.jsonl"
     from tensorboardX import SummaryWriter
 
-    writer = SummaryWriter(str(workdir / "tensorboard"))
+    writer = SummaryWriter(str(workdir / "tensorboard")) if chief else None
     config_json = json.loads(config.to_json_best_effort())
     kill_at = int(os.environ.get(KILL_HOOK, "-1"))
-    step = int(state.step)
+    step = int(dp.local(state.step))
     last_saved = start
     last_eval: dict[str, Any] = {}
     eval_compilations = 0
     bar = tqdm(
-        total=config.num_steps, initial=step, unit="step", desc="train", disable=not progress
+        total=config.num_steps,
+        initial=step,
+        unit="step",
+        desc="train",
+        disable=not (progress and chief),
     )
     t0, step0 = time.perf_counter(), step
     metrics = None
 
     def save(mean_iou: float | None = None) -> None:
         nonlocal last_saved
-        if not _all_finite(state.params):
+        if not _all_finite(dp.local(state.params)):
             raise FCNError(
                 f"params are not finite at step {step}; the last good checkpoint "
                 f"is step {last_saved}"
             )
-        checkpoints.save(state, metadata, iterator.get_state(), config_json, mean_iou)
+        checkpoints.save(dp.saveable(state), metadata, iterator.get_state(), config_json, mean_iou)
         last_saved = step
         if step == kill_at:
             checkpoints.wait()
@@ -308,18 +322,16 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
 
     while step < config.num_steps:
         if config.optim.accum_steps == 1:
-            batch = _shard(next(iterator), keys, data_sharding)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, _feed(dp, next(iterator), keys))
         else:
             acc = None
             for micro in range(config.optim.accum_steps):
-                batch = _shard(next(iterator), keys, data_sharding)
-                acc = accumulate(acc, state, batch, jnp.int32(micro))
+                acc = accumulate(acc, state, _feed(dp, next(iterator), keys), jnp.int32(micro))
             state, metrics = apply_accumulated(state, acc)
         step += 1
         bar.update(1)
         if step % LOG_EVERY == 0 or step == config.num_steps:
-            host = {k: float(v) for k, v in metrics.items()}
+            host = dp.metrics(metrics)
             if not np.isfinite(host["loss"]):
                 raise FCNError(
                     f"the loss became {host['loss']} at step {step}: stopping. The last good "
@@ -334,16 +346,19 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             )
             lr = float(learning_rate_schedule(config, steps_per_epoch)(step))
             bar.set_postfix(loss=f"{host['loss']:.4g}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
-            _log(log_path, writer, step, {f"train/{k}": v for k, v in host.items()})
+            if chief:
+                _log(log_path, writer, step, {f"train/{k}": v for k, v in host.items()})
         if step % config.eval_every == 0 or step == config.num_steps:
+            local_params = dp.local(state.params)
             result = evaluate(
-                state.params,
+                local_params,
                 metadata,
                 eval_ds,
                 bucket=config.eval.bucket,
                 batch_size=config.eval.batch_size,
                 buckets=eval_buckets,
                 progress=False,
+                dtype=config.dtype,
             )
             eval_compilations += result.compilations
             first = next(iter(result.metrics.values()))
@@ -353,17 +368,18 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
                 "mean_iou": first.mean_iou,
                 "fw_iou": first.fw_iou,
             }
-            _log(log_path, writer, step, {f"eval/{k}": v for k, v in last_eval.items()})
-            picture = _sample_picture(state.params, metadata, sample, palette)
-            samples = workdir / "samples"
-            samples.mkdir(exist_ok=True)
-            Image.fromarray(picture).save(samples / f"step_{step:07d}.png")
-            writer.add_image("eval/sample", picture, step, dataformats="HWC")
-            tqdm.write(
-                f"step {step}: pixel acc {100 * first.pixel_acc:.2f}  mean acc "
-                f"{100 * first.mean_acc:.2f}  mean IU {100 * first.mean_iou:.2f}  f.w. IU "
-                f"{100 * first.fw_iou:.2f}"
-            )
+            if chief:
+                _log(log_path, writer, step, {f"eval/{k}": v for k, v in last_eval.items()})
+                picture = _sample_picture(local_params, metadata, sample, palette)
+                samples = workdir / "samples"
+                samples.mkdir(exist_ok=True)
+                Image.fromarray(picture).save(samples / f"step_{step:07d}.png")
+                writer.add_image("eval/sample", picture, step, dataformats="HWC")
+                tqdm.write(
+                    f"step {step}: pixel acc {100 * first.pixel_acc:.2f}  mean acc "
+                    f"{100 * first.mean_acc:.2f}  mean IU {100 * first.mean_iou:.2f}  f.w. IU "
+                    f"{100 * first.fw_iou:.2f}"
+                )
             if step % config.checkpoint_every == 0 or step == config.num_steps:
                 save(first.mean_iou)
                 continue
@@ -372,7 +388,8 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     bar.close()
     checkpoints.wait()
     checkpoints.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     seconds = time.perf_counter() - t0
     return {
         "step": step,
@@ -381,12 +398,15 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         "eval_compilations": eval_compilations,
         "seconds_per_step": seconds / max(step - step0, 1),
         "workdir": str(workdir),
+        "devices": len(dp.devices),
+        "processes": jax.process_count(),
+        "parallel": dp.mode,
     }
 
 
-def _shard(batch: dict, keys: set[str], sharding: NamedSharding) -> dict:
-    """The arrays the step reads, split over the devices along the batch axis."""
-    return jax.device_put({k: v for k, v in batch.items() if k in keys}, sharding)
+def _feed(dp: DataParallel, batch: dict, keys: set[str]) -> dict:
+    """The arrays the step reads, on the devices (this host's rows of the global batch)."""
+    return dp.put_batch({k: v for k, v in batch.items() if k in keys})
 
 
 def _log(path: Path, writer: Any, step: int, values: dict[str, float]) -> None:

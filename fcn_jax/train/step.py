@@ -8,6 +8,18 @@ donated. Its loss is the gradient of the *summed* loss, normalised once per opti
 Dropout keys: each example's key is ``fold_in(fold_in(rng, step), index)`` with ``index`` its
 position in the global stream of examples (``(step * accum_steps + micro) * batch + i``), so a
 result does not depend on how a step's examples are split into micro-batches or devices.
+
+Data parallelism (``parallel``): the same per-batch gradient function is wrapped
+either by ``jax.jit`` over a device mesh (``"sharding"``: the batch is sharded on the ``data``
+axis, the state replicated, and XLA turns the sums over the batch into cross-device
+reductions) or by ``jax.pmap`` over the named axis ``data`` (``"pmap"``: each device sees its
+slice of the batch and the partial sums of gradient, loss and valid-pixel count are
+``psum``-med explicitly). Either way the sums are normalised once, after the reduction, so the
+update is the one the whole global batch gives one device, whatever the split of void or padded
+pixels over devices. (Under ``pmap`` each device's gradient is its own slice's; a gradient
+taken inside ``jax.shard_map`` of replicated params would come out summed over devices already,
+and a psum on top of it would multiply it by the device count: the tests compare both wrappers
+with one device.)
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.models import FCN
@@ -27,6 +40,7 @@ from fcn_jax.train.losses import cross_entropy_sum, normalise
 from fcn_jax.types import Array, PyTree
 
 Metrics = dict[str, Array]
+AXIS = "data"  # the data-parallel mesh / pmap axis
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -77,6 +91,7 @@ def make_steps(
     loss_mode: str,
     batch_size: int,
     accum_steps: int = 1,
+    parallel: str = "sharding",
 ) -> tuple[Callable, Callable, Callable, list[int]]:
     """Build the jitted steps of one training run.
 
@@ -85,15 +100,22 @@ def make_steps(
         metadata: its inputs (record keys and preprocessing) and heads (label keys, classes).
         tx: the optimiser.
         loss_mode: ``sum`` or ``mean`` (applied once per optimiser step).
-        batch_size: examples per micro-batch.
+        batch_size: examples per micro-batch (global: over all devices and hosts).
         accum_steps: micro-batches per optimiser step.
+        parallel: ``"sharding"`` (``jax.jit``; pass batches sharded over a mesh, or not at all
+            on one device) or ``"pmap"`` (``jax.pmap`` over axis ``data``; pass a replicated
+            state and batches with a leading device axis, see :mod:`fcn_jax.train.parallel`).
 
     Returns:
         ``train_step(state, batch) -> (state, metrics)`` (one micro-batch per step),
         ``accumulate(acc, state, batch, micro) -> acc``,
         ``apply_accumulated(state, acc) -> (state, metrics)``, and a one-element list counting
-        compilations (traces) of the gradient computation.
+        compilations (traces) of the gradient computation. Under ``pmap`` the metrics carry a
+        leading device axis (equal rows).
     """
+    if parallel not in ("sharding", "pmap"):
+        raise ValueError(f"parallel must be 'sharding' or 'pmap', got {parallel!r}")
+    pmapped = parallel == "pmap"
     from fcn_jax.eval.evaluate import head_targets
 
     targets = head_targets(metadata)
@@ -103,6 +125,8 @@ def make_steps(
     def summed_loss(params: PyTree, batch: dict, rng: Array, first_index: Array) -> tuple:
         inputs = metadata.preprocess({k: batch[k] for k in metadata.inputs})
         n = batch[metadata.inputs[0]].shape[0]
+        if pmapped:  # this device's slice starts at its index times the per-device batch
+            first_index = first_index + lax.axis_index(AXIS) * n
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, first_index + i))(jnp.arange(n))
 
         def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
@@ -125,6 +149,10 @@ def make_steps(
         )
         return grads, loss, count
 
+    def reduce(grads: PyTree, loss: Array, count: Array) -> tuple:
+        """Sum the per-device partial sums (pmap); under jit the sums are global already."""
+        return lax.psum((grads, loss, count), AXIS) if pmapped else (grads, loss, count)
+
     def step_rng(state: TrainState) -> Array:
         return jax.random.fold_in(state.rng, state.step)
 
@@ -140,14 +168,13 @@ def make_steps(
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
         first = state.step * accum_steps * batch_size
-        grads, loss, count = grads_of_sum(state.params, batch, step_rng(state), first)
-        return apply(state, grads, loss, count)
+        grads = grads_of_sum(state.params, batch, step_rng(state), first)
+        return apply(state, *reduce(*grads))
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def accumulate(acc: Accumulator | None, state: TrainState, batch: dict, micro: Array):
+        # Per-device partial sums under pmap: reduced once, in apply_accumulated.
         first = (state.step * accum_steps + micro) * batch_size
         grads, loss, count = grads_of_sum(state.params, batch, step_rng(state), first)
         if acc is None:
@@ -156,8 +183,18 @@ def make_steps(
             jax.tree.map(jnp.add, acc.grads, grads), acc.loss + loss, acc.count + count
         )
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def apply_accumulated(state: TrainState, acc: Accumulator) -> tuple[TrainState, Metrics]:
-        return apply(state, acc.grads, acc.loss, acc.count)
+        return apply(state, *reduce(acc.grads, acc.loss, acc.count))
 
-    return train_step, accumulate, apply_accumulated, traces
+    # The state (and the accumulator) is donated: updated in place, no second copy of params
+    # and optimiser state on the device.
+    if pmapped:
+        wrap = functools.partial(jax.pmap, axis_name=AXIS, donate_argnums=0)
+        return (
+            wrap(train_step),
+            jax.pmap(accumulate, axis_name=AXIS, donate_argnums=0, in_axes=(0, 0, 0, None)),
+            wrap(apply_accumulated),
+            traces,
+        )
+    wrap = functools.partial(jax.jit, donate_argnums=0)
+    return wrap(train_step), wrap(accumulate), wrap(apply_accumulated), traces

@@ -1,7 +1,6 @@
 """Scoring weights on a split: whole-image and bucketed, one and four devices, beside PyTorch."""
 
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -17,7 +16,7 @@ from fcn_jax.eval.evaluate import evaluate
 from fcn_jax.eval.metrics import compute_metrics
 from fcn_jax.models import abstract_params, make_forward
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION, reconcile
-from tests.utils import METRIC_KEYS, NARROW, REPO
+from tests.utils import METRIC_KEYS, NARROW, REPO, device_env
 
 N_CLASS = 4
 
@@ -140,7 +139,7 @@ def test_four_devices_equal_one_device(setup):
     single = evaluate(
         params, meta, dataset, bucket=True, batch_size=4, buckets=(32,), progress=False
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = device_env(4)
     run = subprocess.run(
         [sys.executable, "-c", MULTI_DEVICE],
         capture_output=True,

@@ -1,0 +1,47 @@
+"""bf16 evaluation of converted float32 weights: within the promised tolerance of float32."""
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from fcn_jax.configs import base
+from fcn_jax.convert import load_any_weights
+from fcn_jax.data import make_dataset
+from fcn_jax.eval.evaluate import BF16_MIOU_TOLERANCE, evaluate
+from fcn_jax.torch_reference import random_state_dict
+from tests.utils import NARROW, write_voc_tree
+
+SIZES = {
+    "2007_000033": (64, 48),
+    "2007_000042": (40, 56),
+    "2008_000001": (60, 60),
+    "2009_000002": (48, 64),
+}
+
+
+def test_bf16_eval_of_converted_weights_stays_within_tolerance(tmp_path):
+    write_voc_tree(tmp_path, SIZES, split="seg11valid")
+    pth = tmp_path / "fcn8s.pth"
+    torch.save(random_state_dict("fcn8s", 21, NARROW, seed=5), pth)
+    params, metadata = load_any_weights(pth, "fcn8s", 21)
+    config = base()
+    config.data.root = str(tmp_path)
+    dataset = make_dataset(config, "seg11valid")
+    f32 = evaluate(params, metadata, dataset, progress=False)
+    bf16 = evaluate(params, metadata, dataset, progress=False, dtype="bfloat16")
+    a, b = f32.metrics[""], bf16.metrics[""]
+    print(f"mean IU float32 {a.mean_iou:.5f} bfloat16 {b.mean_iou:.5f}")
+    assert abs(a.mean_iou - b.mean_iou) <= BF16_MIOU_TOLERANCE
+    assert abs(a.pixel_acc - b.pixel_acc) <= BF16_MIOU_TOLERANCE
+    # It did compute in bf16: the logits move, by about bf16's precision of their scale.
+    image = dataset[0]["image"][None]
+    x = metadata.preprocess({"image": image})
+    logits = {
+        dtype: np.asarray(
+            metadata.model(dtype=jnp.dtype(dtype)).apply({"params": params}, x), np.float32
+        )
+        for dtype in ("float32", "bfloat16")
+    }
+    diff = np.abs(logits["float32"] - logits["bfloat16"]).max() / np.abs(logits["float32"]).max()
+    print(f"bf16 logits: max |diff| / max |logit| = {diff:.2e}")
+    assert 1e-4 < diff < 3e-2

@@ -1,0 +1,89 @@
+"""Train the smoke config several ways in one process of 4 CPU devices; print the outcomes.
+
+Run by tests/train/test_parallel.py as ``python -m tests.train.parallel_runs CASE WORKDIR`` with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (it must be set before jax is imported,
+hence the subprocess). One process serves every layout: ``num_devices=1`` is the reference.
+Prints one JSON object: per run, the final params' max |difference| from the first run and the
+validation scores.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from flax import traverse_util
+
+from fcn_jax.checkpoint import load_weights
+from fcn_jax.cli import enable_compilation_cache
+from fcn_jax.configs import load_config_file, model_from_config
+from fcn_jax.train.loop import initial_params, train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+# (loss, optimiser overrides): plain SGD, because Adam would hide a gradient off by a constant
+# factor (a psum too many multiplies it by the device count).
+LOSSES = {
+    "mean": {"optim.loss": "mean", "learning_rate": 1e-3},
+    "sum": {"optim.loss": "sum", "learning_rate": 5e-7},
+}
+# name -> overrides; the first is the one-device reference.
+CASES = {
+    "sharding": [("one-device", {"num_devices": 1}), ("sharding-4", {})],
+    "pmap": [("one-device", {"num_devices": 1}), ("pmap-4", {"parallel": "pmap"})],
+    # Two micro-batches of 2 on 2 devices = one batch of 4 on one device (same examples, same
+    # dropout keys, one normalisation after the psum).
+    "accum": [
+        ("one-device", {"num_devices": 1}),
+        (
+            "pmap-2-accum-2",
+            {"parallel": "pmap", "num_devices": 2, "batch_size": 2, "optim.accum_steps": 2},
+        ),
+    ],
+    "sum": [("one-device", {"num_devices": 1}), ("pmap-4", {"parallel": "pmap"})],
+}
+
+
+def config(overrides: dict):
+    c = load_config_file(REPO / "configs/synthetic_fcn8s.py", "smoke")
+    c.optim.name = "sgd"
+    c.optim.momentum = 0.9
+    c.batch_size = 4
+    c.num_steps = c.eval_every = c.checkpoint_every = 3
+    c.data.num_images = 16
+    # One bucket: a micro-batch of 2 would otherwise pick its own, smaller, padding.
+    c.data.buckets = (40,)
+    for key, value in overrides.items():
+        *path, leaf = key.split(".")
+        node = c
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def main(case: str, workdir: str) -> None:
+    enable_compilation_cache()  # as train.py: the cases share their one-device reference's
+    loss = LOSSES["sum" if case == "sum" else "mean"]
+    out, reference, start = {}, None, None
+    for name, overrides in CASES[case]:
+        c = config({**loss, **overrides})
+        summary = train_and_evaluate(c, Path(workdir) / name, progress=False)
+        params = traverse_util.flatten_dict(load_weights(Path(workdir) / name, as_numpy=True)[0])
+        if reference is None:
+            reference = params
+            start = traverse_util.flatten_dict(initial_params(c, model_from_config(c))[0])
+        out[name] = {
+            "devices": summary["devices"],
+            "parallel": summary["parallel"],
+            "max_abs_diff": max(float(np.abs(params[k] - reference[k]).max()) for k in params),
+            # How far training moved the params: the scale the differences are read against.
+            "max_update": max(
+                float(np.abs(params[k] - np.asarray(start[k])).max()) for k in params
+            ),
+            "eval": summary["eval"],
+        }
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
