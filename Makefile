@@ -18,7 +18,7 @@ PYTEST_ARGS ?= -n 2
 # The TFDS adapter needs tensorflow (~2.4 GB): its own venv and target keep `make test` light.
 TFDS_VENV := .venv-tfds
 
-.PHONY: venv install install-test demo demo-convert test test-tfds lint fmt clean
+.PHONY: venv install install-test demo demo-convert bench test test-tfds lint fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ demo-convert: install
 		--out $(DEMO_DIR)/convert/fcn8s --check --image $(SAMPLE)
 	$(PY) predict.py --weights $(DEMO_DIR)/convert/fcn8s --input $(SAMPLE) \
 		--out $(DEMO_DIR)/convert/predictions --save-logits
+
+# JAX against PyTorch on this machine, same weights and inputs: the quick plan (< 3 minutes on
+# 2 CPU cores); `python bench.py --help` for the full one and --scaling.
+bench: install
+	$(PIP) install --quiet -e '.[torch,bench]'
+	$(PY) bench.py --quick --out outputs/bench
 
 test: install-test
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Score weights on a dataset split with the paper's metrics (optionally beside PyTorch).
+r"""Score weights on a dataset split with the paper's metrics (optionally beside PyTorch).
 
     python eval.py --config configs/voc_fcn8s.py --weights weights/fcn8s \
         --config.data.root=/data/pascal [--config.data.split=seg11valid] [--out metrics.json] \
-        [--against-torch] [--bucket]
+        [--against-torch] [--bucket] [--config.dtype=bfloat16]
 
 Evaluates ``config.data.eval_split`` (seg11valid for the VOC configs); ``--config.data.split``
 or ``--config.data.eval_split`` on this command line names another split or a list file.
@@ -33,12 +33,11 @@ flags.DEFINE_bool("best", False, "the training workdir's best checkpoint (valida
 def main() -> int:
     """Evaluate; returns the exit code."""
     from fcn_jax.checkpoint import best_step
-    from fcn_jax.convert import load_any_weights
+    from fcn_jax.convert import load_weights_for_config
     from fcn_jax.data import make_dataset
     from fcn_jax.data.transforms import default_buckets
     from fcn_jax.errors import FCNError
     from fcn_jax.eval.evaluate import evaluate
-    from fcn_jax.preprocessing import reconcile
 
     config = FLAGS.config
     if FLAGS.weights is None:
@@ -48,15 +47,8 @@ def main() -> int:
     split_given = any(a.startswith("--config.data.split") for a in sys.argv)
     split = config.data.split if split_given else config.data.eval_split
     enable_compilation_cache()
-    params, metadata = load_any_weights(
-        FLAGS.weights,
-        config.model.arch,
-        config.model.n_class,
-        preprocessing_name=config.data.get("preprocessing"),
-        inputs=config.data.get("modalities"),
-        step=best_step(FLAGS.weights) if FLAGS.best else FLAGS.step,
-    )
-    reconcile(config.data.get("preprocessing"), metadata.preprocessing)
+    step = best_step(FLAGS.weights) if FLAGS.best else FLAGS.step
+    params, metadata = load_weights_for_config(config, FLAGS.weights, step)
     dataset = make_dataset(config, split)
     print(f"evaluating {FLAGS.weights} ({metadata.arch}) on {dataset!r}")
     buckets = config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
@@ -69,6 +61,7 @@ def main() -> int:
         buckets=tuple(buckets),
         against_torch=FLAGS["against-torch"].value,
         worker_count=config.data.worker_count,
+        dtype=config.dtype,
     )
     print(result.format())
     if FLAGS.out:

@@ -44,18 +44,34 @@ def _load_config_file(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
         return None
     path, _, arg = spec.partition(":")
     try:
-        import importlib.util
+        from fcn_jax.configs import load_config_file
 
-        module_spec = importlib.util.spec_from_file_location("fcn_config", path)
-        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]  # checked by the exec below
-        module_spec.loader.exec_module(module)  # type: ignore[union-attr]  # idem
-        return module.get_config(arg or None)
-    except Exception:
+        return load_config_file(path, arg or None)
+    except Exception:  # the message is about the flags; a broken file only loses the hint
         return None
+
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
+
+
+def help_requested(argv: Sequence[str]) -> bool:
+    """Print the script's docstring and flags if ``argv`` asks for help; whether it did.
+
+    absl's parser, used without ``absl.app``, knows no ``--help``.
+    """
+    if not any(a in HELP_FLAGS for a in argv[1:]):
+        return False
+    main = sys.modules["__main__"]
+    print((main.__doc__ or "").strip() + "\n")
+    flags_help = FLAGS.get_help() if "--helpfull" in argv else FLAGS.main_module_help()
+    print("flags:\n" + flags_help)
+    return True
 
 
 def parse_flags(argv: Sequence[str]) -> None:
     """Parse absl flags; bad flags, config files or keys become :class:`FCNError`s."""
+    if help_requested(argv):
+        sys.exit(0)
     try:
         rest = FLAGS(list(argv))
         config = FLAGS.config

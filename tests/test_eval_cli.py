@@ -1,15 +1,13 @@
 """eval.py end to end on a generated VOC tree, and its errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from fcn_jax.torch_reference import random_state_dict
 from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
-from tests.utils import NARROW, REPO, write_sbd_tree, write_voc_tree
+from tests.utils import NARROW, REPO, run_script, write_sbd_tree, write_voc_tree
 
 SIZES = {
     "2007_000033": (40, 52),
@@ -35,13 +33,7 @@ def tree(tmp_path_factory):
 
 
 def run_eval(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "eval.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    return run_script("eval.py", *args)
 
 
 def test_against_torch_on_generated_voc(tree, tmp_path):

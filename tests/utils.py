@@ -1,5 +1,8 @@
 """Helpers shared by the test modules."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +328,28 @@ def write_context_tree(
         write_list(devkit / "ImageSets" / "Main" / f"{split}.txt", list(sizes))
     (root / "trainval").mkdir(parents=True, exist_ok=True)
     return written
+
+
+def device_env(n: int) -> dict[str, str]:
+    """The environment of a subprocess with ``n`` fake CPU devices, keeping the workers'
+    one-thread XLA flags (conftest) so that 4 devices do not oversubscribe 2 cores."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={n}"}
+
+
+def run_script(
+    script: str, *args: object, cwd: Path = REPO, env: dict | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    """``python REPO/SCRIPT ARGS...`` in ``cwd``, output captured as text (never raises on exit).
+
+    ``env`` entries are added to this process's environment.
+    """
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )

@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import ml_collections
+
 from fcn_jax.checkpoint import WeightsMetadata, load_weights, sha256_file
 from fcn_jax.convert.torch_files import (
     TORCHVISION_VGG16,
@@ -37,6 +39,7 @@ from fcn_jax.preprocessing import (
     PRESETS,
     SIFTFLOW,
     TORCHVISION,
+    reconcile,
 )
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
@@ -48,6 +51,7 @@ __all__ = [
     "convert_torch_file",
     "export_torchfcn",
     "load_any_weights",
+    "load_weights_for_config",
     "read_torch_weights",
 ]
 
@@ -154,6 +158,32 @@ def load_any_weights(
     params, metadata, _ = convert_torch_file(path, arch, n_class, None, preprocessing_name)
     if inputs is not None and not metadata.streams:
         metadata = dataclasses.replace(metadata, inputs=tuple(inputs))
+    return params, metadata
+
+
+def load_weights_for_config(
+    config: ml_collections.ConfigDict, path: str | Path, step: int | None = None
+) -> tuple[PyTree, WeightsMetadata]:
+    """:func:`load_any_weights` for an experiment config (eval.py, reproduce.py).
+
+    A ``.pth`` takes its architecture, classes, preprocessing and inputs from ``config``; a
+    weights directory's own metadata wins, with a loud warning where the config expected other
+    preprocessing.
+
+    Args:
+        config: the experiment's config (``model.arch``, ``model.n_class``, ``data``).
+        path: a weights directory or a ``.pth`` file.
+        step: the checkpoint step of a directory (latest by default).
+    """
+    params, metadata = load_any_weights(
+        path,
+        config.model.arch,
+        config.model.n_class,
+        preprocessing_name=config.data.get("preprocessing"),
+        inputs=config.data.get("modalities"),
+        step=step,
+    )
+    reconcile(config.data.get("preprocessing"), metadata.preprocessing)
     return params, metadata
 
 

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcn_jax.models.conv import conv_fn, on_cpu, upsample
 from fcn_jax.models.layers import CoordMap, bilinear_init, crop_like, crop_offset
 from fcn_jax.models.vgg import VGG16, trunk_coord_maps
 from fcn_jax.types import Array, PyTree
@@ -131,6 +132,8 @@ class Upsample(nn.Module):
         if not self.learnable:
             w = jax.lax.stop_gradient(w)
         x, w = nn.dtypes.promote_dtype(x, w, dtype=self.dtype)
+        if on_cpu() and self.kernel % self.stride == 0:
+            return upsample(x, w, self.stride)  # XLA:CPU's transposed convolution is slow
         return jax.lax.conv_transpose(
             x,
             w,
@@ -262,6 +265,7 @@ class FCN(nn.Module):
             (1, 1),
             dtype=self.dtype,
             kernel_init=nn.initializers.zeros,
+            conv_general_dilated=conv_fn(),
             name=name,
         )
 

@@ -19,6 +19,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fcn_jax.models.conv import conv_fn
 from fcn_jax.models.layers import CoordMap, max_pool_ceil
 from fcn_jax.types import Array
 
@@ -126,5 +127,6 @@ class VGG16(nn.Module):
             dtype=self.dtype,
             # He init for ReLU nets; only used when not starting from converted weights.
             kernel_init=nn.initializers.he_normal(),
+            conv_general_dilated=conv_fn(),  # XLA:CPU's weight gradient is slow
             name=f"{spec.name}{self.suffix}",
         )

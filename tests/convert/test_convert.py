@@ -1,8 +1,6 @@
 """Conversion at narrow width: round trips, metadata, parity over random sizes, every bad input."""
 
 import pickle
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -24,7 +22,7 @@ from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
 from fcn_jax.resources import voc_class_names
 from fcn_jax.torch_reference import random_state_dict, random_vgg16_state_dict
-from tests.utils import NARROW, REPO, random_image
+from tests.utils import NARROW, REPO, random_image, run_script
 
 ALL = sorted(VARIANTS)
 
@@ -255,13 +253,7 @@ def test_unknown_arch(tmp_path):
 
 
 def run_cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, str(REPO / "convert_torch_weights.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_script("convert_torch_weights.py", *args, cwd=cwd)
 
 
 def test_cli_bad_input_exits_2_without_traceback(tmp_path):

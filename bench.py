@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+r"""Time the FCNs in JAX against the project's PyTorch FCN, same device, weights and inputs.
+
+    python bench.py [--variants fcn32s,fcn16s,fcn8s] [--sizes 256,384,500,512] [--batch 1,8]
+        [--dtype float32,bfloat16] [--mode forward,train] [--width 1.0] [--quick] [--out DIR]
+    python bench.py --scaling [--sizes 128,256,384,512,768,1024] [--batch 1,4] [--devices 1,2,4]
+
+Writes DIR/bench.json (a list, one record per case: ms per image of both frameworks and their
+ratio jax_ms / torch_ms, compile times, GFLOP, TFLOP/s and fraction of peak, memory),
+DIR/bench.md (the table) and DIR/run.json (device, versions, threads, precision settings).
+--scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead. --quick is a
+small plan for a CPU (under 3 minutes on 2 cores). Exit codes: 0 ok; 2 bad input.
+
+Both frameworks compute float32 in full float32 (JAX: default_matmul_precision "highest";
+torch: TF32 off); bfloat16 is float32 params with bfloat16 convolutions in both.
+
+On an NVIDIA GPU (CUDA 12), JAX and torch share the GPU in one process (this script turns off
+JAX's preallocation of 75% of the GPU's memory):
+
+    python3 -m venv .venv-gpu && . .venv-gpu/bin/activate
+    pip install torch                     # the Linux x86-64 wheel on PyPI is a CUDA build
+    pip install -e '.[cuda12,bench]'
+    python -c "import jax, torch; print(jax.devices(), torch.cuda.is_available())"
+    python bench.py --sizes 256,384,500,512 --batch 1,8 --dtype float32,bfloat16 \
+        --out outputs/bench_gpu
+    python bench.py --scaling --dtype float32,bfloat16 --out outputs/scaling_gpu
+
+With several GPUs, --scaling's data-parallel run uses 1, 2, 4 of them. On a TPU VM
+(pip install -e '.[bench]' 'jax[tpu]') only JAX runs: torch has no TPU backend here, so the
+torch columns and the ratio are null.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+# JAX would otherwise reserve 75% of a GPU's memory when it starts, leaving torch the rest.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from absl import flags
+
+from fcn_jax.cli import help_requested
+from fcn_jax.errors import FCNError, run_cli
+
+flags.DEFINE_list("variants", None, "FCN variants (default fcn32s,fcn16s,fcn8s; --scaling: fcn8s)")
+flags.DEFINE_list("sizes", None, "input sizes, S or HxW (default 256,384,500,512)")
+flags.DEFINE_list("batch", None, "batch sizes (default 1; --scaling: 1,4)")
+flags.DEFINE_list("dtype", None, "float32 and/or bfloat16 (default float32)")
+flags.DEFINE_list("mode", None, "forward and/or train (default both)")
+flags.DEFINE_list("width", None, "channel width multipliers, multiples of 1/64 (default 1.0)")
+flags.DEFINE_integer("repeats", None, "timed calls per framework and case (default 10)")
+flags.DEFINE_integer("warmup", None, "untimed calls after compiling (default 2)")
+flags.DEFINE_bool("torch-compile", None, "also time torch.compile (default: on, off in --quick)")
+flags.DEFINE_bool("quick", False, "a small plan: narrow nets at 2 sizes, full width at 128 px")
+flags.DEFINE_bool("scaling", False, "time and memory against size, batch and device count")
+flags.DEFINE_list("devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run")
+flags.DEFINE_float("mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)")
+flags.DEFINE_bool("single-thread", False, "CPU: one thread for each framework (shared machines)")
+flags.DEFINE_integer("n-class", 21, "classes of the network")
+flags.DEFINE_integer("seed", 0, "seed of the weights and inputs")
+flags.DEFINE_string("out", "outputs/bench", "output directory")
+FLAGS = flags.FLAGS
+
+
+def given(name: str) -> object:
+    """A flag's value if it was on the command line, else None."""
+    return FLAGS[name].value if FLAGS[name].present else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, then benchmark; returns the exit code."""
+    argv = list(sys.argv if argv is None else argv)
+    if help_requested(argv):
+        return 0
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        raise FCNError(str(e)) from None
+    if len(rest) > 1:
+        raise FCNError(f"unexpected arguments {rest[1:]}")
+    from fcn_jax.bench.plan import make_plan, parse_ints, single_thread_environment
+
+    if FLAGS["single-thread"].value:
+        single_thread_environment()  # before JAX's backend and torch start
+
+    plan = make_plan(
+        variants=given("variants"),
+        sizes=given("sizes"),
+        batches=given("batch"),
+        dtypes=given("dtype"),
+        modes=given("mode"),
+        widths=given("width"),
+        repeats=given("repeats"),
+        warmup=given("warmup"),
+        torch_compile=given("torch-compile"),
+        quick=FLAGS.quick,
+        scaling=FLAGS.scaling,
+        n_class=FLAGS["n-class"].value,
+        seed=FLAGS.seed,
+        single_thread=FLAGS["single-thread"].value,
+    )
+    devices = parse_ints("devices", FLAGS.devices)
+    cap = FLAGS["mem-cap-gib"].value
+    if cap is not None and cap <= 0:
+        raise FCNError(f"--mem-cap-gib must be positive, got {cap}")
+    from fcn_jax.bench.harness import check_out_dir
+
+    check_out_dir(FLAGS.out)
+    if FLAGS.scaling:
+        from fcn_jax.bench.scaling import run_scaling
+
+        run_scaling(plan, FLAGS.out, devices, cap, argv)
+    else:
+        from fcn_jax.bench.harness import run_bench
+
+        run_bench(plan, FLAGS.out, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

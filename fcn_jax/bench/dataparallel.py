@@ -1,0 +1,138 @@
+"""Data-parallel scaling of the library's train step over 1, 2, 4, ... devices.
+
+Run as its own process (``python -m fcn_jax.bench.dataparallel``, started by
+:func:`fcn_jax.bench.scaling.device_scaling`): on a CPU the devices are XLA's fake host devices,
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which XLA reads once, when jax starts,
+so the parent sets it in this process's environment. On a machine with several GPUs or TPU
+cores the flag changes nothing and the real devices are used.
+
+Each device count gets its own mesh over the first ``n`` devices, one axis ``data``: the train
+state replicated (``P()``), the batch split along it (``P("data")``), ``per_device_batch``
+images per device (weak scaling), and the jitted train step of
+:func:`fcn_jax.train.step.make_steps` compiled for those shardings. The fake CPU devices share
+the host's cores, so there their images/s shows that the mechanics work, not a speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fcn_jax.bench.harness import (
+    interleave,
+    jax_precision,
+    make_inputs,
+    make_jax_train_step,
+    per_image_ms,
+)
+from fcn_jax.bench.plan import Case
+from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.types import PyTree
+
+
+def random_params(model: FCN, seed: int) -> PyTree:
+    """He-normal trunk and heads as ``FCN.init`` sets them, drawn in NumPy (no init compile).
+
+    Timing needs finite, realistic magnitudes, not the torch weights of the JAX / torch
+    comparison: this process never runs torch.
+    """
+    rng = np.random.default_rng(seed)
+    abstract = abstract_params(model)
+    params = initial_head_params(abstract)
+    for name, layers in abstract.items():
+        if not name.startswith("vgg16"):
+            continue
+        params[name] = {}
+        for layer, leaves in layers.items():
+            shape = leaves["kernel"].shape
+            std = np.sqrt(2.0 / np.prod(shape[:3]))
+            params[name][layer] = {
+                "kernel": rng.normal(0, std, shape).astype(np.float32),
+                "bias": np.zeros(leaves["bias"].shape, np.float32),
+            }
+    return jax.tree.map(jnp.asarray, params)
+
+
+def measure(
+    n: int,
+    case: Case,
+    n_class: int,
+    warmup: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Time the sharded train step on the first ``n`` devices (``case.batch`` per device)."""
+    record: dict[str, Any] = {"devices": n, "per_device_batch": case.batch}
+    if n > jax.device_count():
+        record["skipped"] = f"only {jax.device_count()} devices"
+        return record
+    mesh = jax.make_mesh((n,), ("data",), (jax.sharding.AxisType.Auto,), devices=jax.devices()[:n])
+    model = FCN(
+        variant=case.variant, n_class=n_class, width=case.width_mult, dtype=jnp.dtype(case.dtype)
+    )
+    params = random_params(model, seed)
+    global_case = Case(
+        case.variant, "train", case.height, case.width, case.batch * n, case.dtype, case.width_mult
+    )
+    train_step, state = make_jax_train_step(model, params, global_case, n_class, seed)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    images, labels = make_inputs(global_case, n_class, seed)
+    batch = jax.device_put({"image": images, "label": labels}, NamedSharding(mesh, P("data")))
+    with jax_precision(case.dtype):
+        start = time.perf_counter()
+        compiled = train_step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - start
+    holder = {"state": state}
+
+    def run() -> None:
+        holder["state"], metrics = compiled(holder["state"], batch)
+        jax.block_until_ready((holder["state"], metrics))
+
+    times = interleave({"jax": run}, warmup, repeats)["jax"]
+    step = per_image_ms(times, 1)  # per call: one optimiser step over the global batch
+    record |= {
+        "global_batch": global_case.batch,
+        "step_ms": step["ms"],
+        "step_ms_q1": step["q1"],
+        "step_ms_q3": step["q3"],
+        "images_per_s": global_case.batch * 1e3 / step["ms"],
+        "compile_s": compile_s,
+        "batch_sharding": str(batch["image"].sharding.spec),
+        # Where the step's outputs live: proof that the run spanned n devices.
+        "devices_used": len(holder["state"].params["score_fr"]["kernel"].sharding.device_set),
+    }
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Measure each device count; write the records as a JSON list to ``--out``."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--case", required=True, help="JSON of a Case (batch: per device)")
+    p.add_argument("--devices", required=True, help="comma list of device counts")
+    p.add_argument("--n-class", type=int, default=21)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    args = p.parse_args(argv)
+    case = Case(**json.loads(args.case))
+    counts = [int(n) for n in args.devices.split(",")]
+    records = [measure(n, case, args.n_class, args.warmup, args.repeats, args.seed) for n in counts]
+    device = jax.devices()[0]
+    for r in records:
+        r["platform"], r["device_kind"] = device.platform, device.device_kind
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""What a benchmark run measures: its cases and settings, checked before anything is computed.
+
+Kept free of jax and torch imports (beyond the variant table) so that a bad flag is reported in
+a second, naming the flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+from fcn_jax.errors import FCNError, format_list
+from fcn_jax.models.fcn import VARIANTS
+
+MODES = ("forward", "train")
+DTYPES = ("float32", "bfloat16")
+DEFAULT_VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
+DEFAULT_SIZES = ((256, 256), (384, 384), (500, 500), (512, 512))
+SCALING_SIZES = tuple((s, s) for s in (128, 256, 384, 512, 768, 1024))
+SCALING_BATCHES = (1, 4)
+QUICK_SCALING_SIZES = tuple((s, s) for s in (128, 256, 384, 512))
+QUICK_SCALING_BATCHES = (1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured configuration, run by both frameworks.
+
+    Attributes:
+        variant: FCN variant.
+        mode: ``forward`` (inference) or ``train`` (one optimiser step).
+        height: input height.
+        width: input width.
+        batch: images per call.
+        dtype: computation dtype, ``float32`` or ``bfloat16`` (parameters stay float32).
+        width_mult: hidden channel multiplier (1.0 is the paper's network).
+    """
+
+    variant: str
+    mode: str
+    height: int
+    width: int
+    batch: int
+    dtype: str
+    width_mult: float
+
+    def key(self) -> dict[str, object]:
+        """The case's fields, as the JSON records them."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A benchmark run.
+
+    Attributes:
+        cases: what to measure, in order.
+        repeats: timed calls per framework and case (after the warm-up).
+        warmup: untimed calls per framework and case, after compilation.
+        torch_compile: also time ``torch.compile`` of the PyTorch FCN.
+        n_class: classes of the network (21: PASCAL VOC).
+        seed: seed of the weights and inputs.
+        quick: the plan is ``--quick``'s (recorded in the run metadata).
+        single_thread: both frameworks on one CPU thread (see :func:`single_thread_environment`).
+    """
+
+    cases: tuple[Case, ...]
+    repeats: int = 10
+    warmup: int = 2
+    torch_compile: bool = True
+    n_class: int = 21
+    seed: int = 0
+    quick: bool = False
+    single_thread: bool = False
+
+
+def single_thread_environment() -> None:
+    """Ask XLA and torch for one CPU thread each; call before either starts its thread pool.
+
+    On a shared or loaded machine, multi-threaded runs measure contention as much as the
+    frameworks (torch's OpenMP threads wait for each other at every barrier when one of them is
+    descheduled); one thread each compares like with like.
+    """
+    # First: XLA stops reading its flags at a token that does not start with "--".
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen=false {flags}".strip()
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def parse_choices(flag: str, values: Sequence[str], choices: Sequence[str]) -> tuple[str, ...]:
+    """Check a comma list against its valid values; an unknown one names the flag."""
+    values = tuple(v.strip() for v in values if v.strip())
+    if not values:
+        raise FCNError(f"--{flag} is empty; choose from {format_list(sorted(choices))}")
+    for v in values:
+        if v not in choices:
+            raise FCNError(
+                f"--{flag}: unknown value {v!r}; choose from {format_list(sorted(choices))}"
+            )
+    return values
+
+
+def parse_ints(flag: str, values: Sequence[str], minimum: int = 1) -> tuple[int, ...]:
+    """Positive integers of a comma list; anything else names the flag."""
+    out = []
+    for v in values:
+        try:
+            n = int(v)
+        except ValueError:
+            raise FCNError(f"--{flag}: {v!r} is not an integer") from None
+        if n < minimum:
+            raise FCNError(f"--{flag}: {n} is below {minimum}")
+        out.append(n)
+    if not out:
+        raise FCNError(f"--{flag} is empty")
+    return tuple(out)
+
+
+def parse_sizes(values: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """``--sizes``: ``S`` (a square) or ``HxW`` per item."""
+    sizes = []
+    for v in values:
+        h, _, w = v.strip().lower().partition("x")
+        hw = parse_ints("sizes", [h, w or h])
+        sizes.append((hw[0], hw[1]))
+    if not sizes:
+        raise FCNError("--sizes is empty")
+    return tuple(sizes)
+
+
+def parse_widths(values: Sequence[str]) -> tuple[float, ...]:
+    """``--width``: channel multipliers in (0, 4], multiples of 1/64 (1.0: the paper's net)."""
+    widths = []
+    for v in values:
+        try:
+            w = float(v)
+        except ValueError:
+            raise FCNError(f"--width: {v!r} is not a number") from None
+        if not 0 < w <= 4:
+            raise FCNError(f"--width: {w:g} is outside (0, 4]")
+        # The converter infers the width from conv1_1's channels (64 x width): other widths
+        # would round differently in the torch and the Flax networks.
+        if (64 * w) % 1:
+            raise FCNError(f"--width: {w:g} is not a multiple of 1/64 (conv1_1 has 64 x width)")
+        widths.append(w)
+    if not widths:
+        raise FCNError("--width is empty")
+    return tuple(widths)
+
+
+def grid(
+    variants: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    batches: Sequence[int],
+    dtypes: Sequence[str],
+    modes: Sequence[str],
+    widths: Sequence[float],
+) -> tuple[Case, ...]:
+    """Every combination, grouped by network (variant, width) so that weights are built once."""
+    return tuple(
+        Case(v, m, h, w, b, d, wm)
+        for wm in widths
+        for v in variants
+        for d in dtypes
+        for (h, w) in sizes
+        for b in batches
+        for m in modes
+    )
+
+
+def quick_cases() -> tuple[Case, ...]:
+    """``--quick``: narrow networks at two sizes, and the paper's full width at one small size.
+
+    Sized to finish in under 3 minutes on a 2-core CPU, compilation of both frameworks included.
+    The full-width size is 192 px, the smallest round size whose fc6 output (pool5 - 6 = 7)
+    is not smaller than fc6's 7x7 kernel: below that, XLA:CPU computes fc6's input gradient
+    50-100x slower than at 192 px (~30 s a step at 128 px, against ~1 s), which alone would
+    take the whole budget. The narrow 128 px cases still show that effect, scaled down.
+    """
+    narrow = grid(("fcn32s", "fcn8s"), ((128, 128), (256, 256)), (1,), ("float32",), MODES, (0.25,))
+    full = grid(("fcn8s",), ((192, 192),), (1,), ("float32",), MODES, (1.0,))
+    return narrow + full
+
+
+def make_plan(
+    *,
+    variants: Sequence[str] | None,
+    sizes: Sequence[str] | None,
+    batches: Sequence[str] | None,
+    dtypes: Sequence[str] | None,
+    modes: Sequence[str] | None,
+    widths: Sequence[str] | None,
+    repeats: int | None,
+    warmup: int | None,
+    torch_compile: bool | None,
+    quick: bool = False,
+    scaling: bool = False,
+    n_class: int = 21,
+    seed: int = 0,
+    single_thread: bool = False,
+) -> Plan:
+    """Build and check the plan from the command line's values (None: not given).
+
+    ``--quick`` fixes its own cases (3 repeats, no warm-up beyond each framework's untimed
+    first call, no torch.compile unless asked):
+    combining it with a case flag is an error rather than a silent override. ``--scaling``
+    changes the defaults to sizes 128 ... 1024, batches 1 and 4, FCN-8s (with ``--quick``:
+    sizes 128 ... 512, batches 1 and 2, width 0.25).
+
+    Raises:
+        FCNError: a value that is not valid, naming its flag.
+    """
+    if n_class < 1:
+        raise FCNError(f"--n-class must be positive, got {n_class}")
+    if repeats is not None and repeats < 1:
+        raise FCNError(f"--repeats must be at least 1, got {repeats}")
+    if warmup is not None and warmup < 0:
+        raise FCNError(f"--warmup must be 0 or more, got {warmup}")
+    given = {
+        "variants": variants,
+        "sizes": sizes,
+        "batch": batches,
+        "dtype": dtypes,
+        "mode": modes,
+        "width": widths,
+    }
+    if quick and not scaling:
+        clash = [f"--{k}" for k, v in given.items() if v is not None]
+        if clash:
+            raise FCNError(f"--quick sets its own cases; drop {', '.join(clash)} or --quick")
+        return Plan(
+            quick_cases(),
+            repeats=repeats or 3,
+            warmup=0 if warmup is None else warmup,  # after each framework's first call
+            torch_compile=bool(torch_compile),
+            n_class=n_class,
+            seed=seed,
+            quick=True,
+            single_thread=single_thread,
+        )
+    if scaling:
+        default_sizes = QUICK_SCALING_SIZES if quick else SCALING_SIZES
+        default_batches = QUICK_SCALING_BATCHES if quick else SCALING_BATCHES
+    else:
+        default_sizes, default_batches = DEFAULT_SIZES, (1,)
+    cases = grid(
+        parse_choices("variants", variants, sorted(VARIANTS))
+        if variants is not None
+        else (("fcn8s",) if scaling else DEFAULT_VARIANTS),
+        parse_sizes(sizes) if sizes is not None else default_sizes,
+        parse_ints("batch", batches) if batches is not None else default_batches,
+        parse_choices("dtype", dtypes, DTYPES) if dtypes is not None else ("float32",),
+        parse_choices("mode", modes, MODES) if modes is not None else MODES,
+        parse_widths(widths) if widths is not None else ((0.25,) if quick else (1.0,)),
+    )
+    return Plan(
+        cases,
+        repeats=repeats or (3 if quick else 10),
+        warmup=(1 if quick else 2) if warmup is None else warmup,
+        torch_compile=(not quick) if torch_compile is None else torch_compile,
+        n_class=n_class,
+        seed=seed,
+        quick=quick,
+        single_thread=single_thread,
+    )

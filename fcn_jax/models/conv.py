@@ -1,0 +1,274 @@
+"""Convolutions as sums of matrix products, where XLA:CPU's own kernels are slow.
+
+XLA:CPU computes a convolution's weight gradient as a convolution of the input with the
+output gradient as its (huge) kernel, a shape its convolution kernels are not built for:
+measured on 2 cores, 3 to 30 times the forward's time (conv1_1 at a 256 px input: 742 ms
+against 34 ms forward; conv3_1 177 ms against 25 ms), where PyTorch's takes about as long as
+its forward. The same gradient is ``k*k`` matrix products, one per kernel tap:
+
+    dW[i, j] = sum over n, h, w of x_pad[n, h + i, w + j, :]^T dy[n, h, w, :]
+
+each a ``[C_in, N*H*W] @ [N*H*W, C_out]`` GEMM, computed band of rows by band of rows so that
+each band is read from cache by all ``k*k`` taps (:func:`_weight_grad`).
+:func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` (flax ``nn.Conv``
+takes it) with that backward; the forward and the input gradient stay XLA's. Only stride-1,
+undilated, ungrouped NHWC/HWIO convolutions (all of the FCN's) take the new path; any other
+call is passed through. fc6 (7x7, 512 -> 4096 channels on a small map) goes through im2col
+instead, forward and backward: one GEMM each way (XLA:CPU's convolution takes 650 ms at a 500 px
+input against 226 ms, and its input gradient tens of seconds when fc6's output is smaller than
+its kernel, inputs under ~190 px).
+
+:func:`upsample` is the transposed convolution (Caffe's Deconvolution) as one GEMM and an
+overlap-add: with ``kernel = m * stride`` every output pixel receives ``m*m`` input pixels, so
+``x @ W`` gives each input pixel's ``k*k`` patch and ``m*m`` shifted adds place them (FCN-32s's
+64/32 upsampling: 1.07 s in XLA:CPU's transposed convolution at 500 px, 78 ms in PyTorch).
+
+GPUs and TPUs keep XLA's own convolutions (:func:`on_cpu` decides, at trace time).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fcn_jax.types import Array
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _patches(x: Array, kernel: tuple[int, int], padding: Padding) -> Array:
+    """im2col: [N, H', W', k_h * k_w * C] (tap-major, channel-minor, as ``w.reshape``)."""
+    kh, kw = kernel
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    h, wd = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    return jnp.concatenate(
+        [xp[:, i : i + h, j : j + wd, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+
+
+def _large(w: Array) -> bool:
+    """fc6's 7x7: one im2col GEMM beats XLA:CPU's convolution (650 vs 226 ms at 500 px)."""
+    return max(w.shape[:2]) > 3
+
+
+def _conv(x: Array, w: Array, padding: Padding, precision: Any) -> Array:
+    if w.shape[:2] == (1, 1):  # fc7, score layers: a plain GEMM (fc7: 71 -> 45 ms at 500 px)
+        x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        return jnp.einsum("nhwc,co->nhwo", x, w[0, 0], precision=precision)
+    if _large(w):
+        p = _patches(x, w.shape[:2], padding)
+        return jnp.einsum("nhwk,ko->nhwo", p, w.reshape(-1, w.shape[-1]), precision=precision)
+    return lax.conv_general_dilated(
+        x, w, (1, 1), padding, dimension_numbers=NHWC, precision=precision
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_gemm_grad(x: Array, w: Array, padding: Padding, precision: Any = None) -> Array:
+    """``lax.conv_general_dilated`` (stride 1, NHWC/HWIO) with GEMM-based gradients.
+
+    Args:
+        x: [N, H, W, C_in] input.
+        w: [k_h, k_w, C_in, C_out] kernel.
+        padding: ((top, bottom), (left, right)) zero padding.
+        precision: passed to every convolution and matrix product.
+
+    Returns:
+        [N, H + top + bottom - k_h + 1, W + left + right - k_w + 1, C_out].
+    """
+    return _conv(x, w, padding, precision)
+
+
+def _forward(x: Array, w: Array, padding: Padding, precision: Any) -> tuple[Array, tuple]:
+    return _conv(x, w, padding, precision), (x, w)
+
+
+def _backward(padding: Padding, precision: Any, residuals: tuple, dy: Array) -> tuple:
+    x, w = residuals
+    kh, kw = w.shape[:2]
+    _, h, wd, c_out = dy.shape
+    f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
+    if _large(w):
+        # One GEMM each way through the patches; dx scatters the patch gradients back (col2im).
+        p = _patches(x, (kh, kw), padding)
+        dw = jnp.einsum("nhwk,nhwo->ko", p, dy, **f32).reshape(w.shape)
+        dp = jnp.einsum("nhwo,ko->nhwk", dy, w.reshape(-1, c_out), precision=precision)
+        hp, wp = x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1])
+        c = x.shape[-1]
+        dxp = None
+        for t, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+            part = jnp.pad(
+                dp[..., t * c : (t + 1) * c], ((0, 0), (i, hp - h - i), (j, wp - wd - j), (0, 0))
+            )
+            dxp = part if dxp is None else dxp + part
+        (top, _), (left, _) = padding
+        dx = dxp[:, top : top + x.shape[1], left : left + x.shape[2], :]
+        return dx.astype(x.dtype), dw.astype(w.dtype)
+    # 3x3 and 1x1: XLA's input gradient (the transpose of the convolution in x) is as fast as
+    # its forward; the weight gradient is matrix products over bands of rows.
+    (dx,) = jax.linear_transpose(lambda x_: _conv(x_, w, padding, precision), x)(dy)
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    return dx, _weight_grad(xp, dy, (kh, kw), precision).astype(w.dtype)
+
+
+# A band's rows of x and dy should stay in the 1-2 MiB per-core L2 cache while its k*k tap
+# products read them, and a band's products should be short enough (in pixels) to be cheap.
+# Measured on 2 cores (Zen 4), conv1_2 at a 500 px input (698 x 698 x 64 -> 64): one GEMM per tap
+# over the whole map 1,200-1,470 ms, XLA's own 800 ms, bands of 2 rows 285 ms (forward: 121).
+_BAND_BYTES = 2 << 20
+_BAND_PIXELS = 1400
+# Up to 64 input channels a band's taps go into one product as im2col patches (conv1_2 at 500 px:
+# 205-216 ms against 278 tap by tap; a quarter-width conv1_2, 16 channels: 35 against 62); from
+# 128 on, the nine products are as fast or faster (conv3_2: 141 tap by tap, 152 as patches).
+_IM2COL_MAX_CHANNELS = 64
+
+
+def _band_rows(dy: Array, c_in: int) -> int:
+    """Rows per band: the band's x and dy rows within ``_BAND_BYTES``, ``_BAND_PIXELS`` long."""
+    n, h, wd, c_out = dy.shape
+    row_bytes = n * wd * (c_in + c_out) * dy.dtype.itemsize
+    return max(1, min(h, _BAND_BYTES // row_bytes, _BAND_PIXELS // (n * wd)))
+
+
+def _weight_grad(xp: Array, dy: Array, kernel: tuple[int, int], precision: Any) -> Array:
+    """``dW[i, j] = sum over n, h, w of xp[n, h + i, w + j, :]^T dy[n, h, w, :]``, in float32.
+
+    One ``[C_in, P] @ [P, C_out]`` product per tap over all ``P = N*H*W`` pixels streams the
+    whole map through memory ``k*k`` times at a few flops per byte (XLA:CPU's dot then runs at
+    a tenth of its peak); a loop over bands of rows does the ``k*k`` products of each band while
+    its rows are in cache (for narrow layers, one product of the band's im2col patches).
+
+    Args:
+        xp: [N, H + k_h - 1, W + k_w - 1, C_in] padded input.
+        dy: [N, H, W, C_out] output gradient.
+        kernel: (k_h, k_w).
+        precision: passed to the products.
+
+    Returns:
+        [k_h, k_w, C_in, C_out] float32.
+    """
+    kh, kw = kernel
+    _, h, wd, c_out = dy.shape
+    c_in = xp.shape[-1]
+    f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
+
+    def band(xb: Array, db: Array) -> Array:  # [N, rows + kh - 1, Wp, C_in], [N, rows, W, C_out]
+        rows = db.shape[1]
+        taps = [xb[:, i : i + rows, j : j + wd, :] for i in range(kh) for j in range(kw)]
+        if c_in <= _IM2COL_MAX_CHANNELS:  # one [k*k*C_in, P] @ [P, C_out] product (im2col)
+            patches = jnp.concatenate(taps, axis=-1)
+            return jnp.einsum("nhwk,nhwo->ko", patches, db, **f32).reshape(kh * kw, c_in, c_out)
+        return jnp.stack([jnp.einsum("nhwc,nhwo->co", t, db, **f32) for t in taps])
+
+    # A 1x1 kernel reads the map once in one product; bands would only re-add the accumulator
+    # (fc7's is 4096 x 4096).
+    rows = h if kh * kw == 1 else _band_rows(dy, c_in)
+    n_bands, tail = divmod(h, rows)
+
+    def body(b: Array, acc: Array) -> Array:
+        xb = lax.dynamic_slice_in_dim(xp, b * rows, rows + kh - 1, axis=1)
+        return acc + band(xb, lax.dynamic_slice_in_dim(dy, b * rows, rows, axis=1))
+
+    acc = jnp.zeros((kh * kw, c_in, c_out), jnp.float32)
+    acc = body(0, acc) if n_bands == 1 else lax.fori_loop(0, n_bands, body, acc)
+    if tail:
+        acc = acc + band(xp[:, n_bands * rows :], dy[:, n_bands * rows :])
+    return acc.reshape(kh, kw, c_in, c_out)
+
+
+conv_gemm_grad.defvjp(_forward, _backward)
+
+
+def conv_general_dilated(
+    lhs: Array,
+    rhs: Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    **kwargs: Any,
+) -> Array:
+    """``lax.conv_general_dilated``, taking :func:`conv_gemm_grad` where it applies."""
+    simple = (
+        tuple(window_strides) == (1, 1)
+        and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
+        and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
+        and feature_group_count == 1
+        and not kwargs
+        and _is_nhwc(dimension_numbers, lhs.ndim)
+    )
+    if not simple:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    if isinstance(padding, str):  # "SAME" / "VALID" (flax's default for the 1x1 score layers)
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+    pads = tuple((int(a), int(b)) for a, b in padding)
+    return conv_gemm_grad(lhs, rhs, pads, precision)
+
+
+def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
+    if ndim != 4 or dimension_numbers is None:
+        return False
+    expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), NHWC)
+    return lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers) == expected
+
+
+def on_cpu() -> bool:
+    """Whether computations go to XLA:CPU (the default backend), where this module's forms win."""
+    return jax.default_backend() == "cpu"
+
+
+def conv_fn() -> Any:
+    """The convolution flax ``nn.Conv`` should use on the default backend (None: XLA's)."""
+    return conv_general_dilated if on_cpu() else None
+
+
+def upsample(x: Array, w: Array, stride: int) -> Array:
+    """``lax.conv_transpose(x, w, (s, s), "VALID", NHWC/HWIO)`` as a GEMM and an overlap-add.
+
+    Args:
+        x: [N, h, w, C_in].
+        w: [k, k, C_in, C_out], applied as ``conv_transpose`` applies it (a correlation over the
+            dilated input, so the scatter below uses it spatially flipped).
+        stride: upsampling factor; ``k`` must be a multiple of it (FCN: k = 2 * stride).
+
+    Returns:
+        [N, (h - 1) * s + k, (w - 1) * s + k, C_out].
+    """
+    k, s = w.shape[0], stride
+    m = k // s
+    n, h, wd, _ = x.shape
+    c_out = w.shape[-1]
+    # Each input pixel's k x k output patch: out[p*s + t] += x[p] @ w[k-1-t].
+    z = jnp.einsum("nhwc,ijco->nhwijo", x, w[::-1, ::-1])
+    z = z.reshape(n, h, wd, m, s, m, s, c_out)
+    out = None
+    for a in range(m):  # block offset of the patch row: lands in output block p + a
+        for b in range(m):
+            part = jnp.pad(
+                z[:, :, :, a, :, b, :, :],
+                ((0, 0), (a, m - 1 - a), (b, m - 1 - b), (0, 0), (0, 0), (0, 0)),
+            )
+            out = part if out is None else out + part
+    # [N, h+m-1, w+m-1, s, s, C] -> [N, (h+m-1)*s, (w+m-1)*s, C]
+    out = out.transpose(0, 1, 3, 2, 4, 5)
+    return out.reshape(n, (h + m - 1) * s, (wd + m - 1) * s, c_out)
