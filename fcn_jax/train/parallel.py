@@ -17,6 +17,7 @@ picture) or a checkpoint can take.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -24,10 +25,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fcn_jax.errors import FCNError
-from fcn_jax.train.step import AXIS
+from fcn_jax.train.step import AXIS, PARALLEL_MODES
 from fcn_jax.types import PyTree
-
-MODES = ("sharding", "pmap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +43,18 @@ class DataParallel:
     devices: tuple[jax.Device, ...]
     local_devices: tuple[jax.Device, ...]
 
-    @property
+    # Cached (a frozen dataclass still has an instance dict): put_batch runs every step.
+    @functools.cached_property
     def mesh(self) -> jax.sharding.Mesh:
         """The 1-D ``data`` mesh (``sharding`` mode). Auto axes: XLA places the reductions."""
         return jax.make_mesh(
             (len(self.devices),), (AXIS,), (jax.sharding.AxisType.Auto,), devices=self.devices
         )
+
+    @functools.cached_property
+    def batch_sharding(self) -> NamedSharding:
+        """Batches split on their first axis over the mesh (``sharding`` mode)."""
+        return NamedSharding(self.mesh, P(AXIS))
 
     def check_batch(self, batch_size: int) -> int:
         """The examples each host reads per micro-batch, after checking ``batch_size`` splits.
@@ -84,7 +89,7 @@ class DataParallel:
         if self.mode == "pmap":
             n = len(self.local_devices)  # pmap splits the leading axis over the devices
             return jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
-        sharding = NamedSharding(self.mesh, P(AXIS))
+        sharding = self.batch_sharding
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
     def metrics(self, metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -123,8 +128,8 @@ def data_parallel(mode: str, num_devices: int | None = None) -> DataParallel:
     Raises:
         FCNError: an unknown mode, or more devices than the host has.
     """
-    if mode not in MODES:
-        raise FCNError(f"config.parallel {mode!r} is not one of {MODES}")
+    if mode not in PARALLEL_MODES:
+        raise FCNError(f"config.parallel {mode!r} is not one of {PARALLEL_MODES}")
     local = jax.local_devices()
     if num_devices is not None:
         if jax.process_count() > 1:

@@ -41,6 +41,7 @@ from fcn_jax.types import Array, PyTree
 
 Metrics = dict[str, Array]
 AXIS = "data"  # the data-parallel mesh / pmap axis
+PARALLEL_MODES = ("sharding", "pmap")  # the wrappers of the step (config.parallel)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -113,8 +114,8 @@ def make_steps(
         compilations (traces) of the gradient computation. Under ``pmap`` the metrics carry a
         leading device axis (equal rows).
     """
-    if parallel not in ("sharding", "pmap"):
-        raise ValueError(f"parallel must be 'sharding' or 'pmap', got {parallel!r}")
+    if parallel not in PARALLEL_MODES:
+        raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
     pmapped = parallel == "pmap"
     from fcn_jax.eval.evaluate import head_targets
 
