@@ -13,7 +13,7 @@ from fcn_jax.bench.flops import gflop, layer_costs
 from fcn_jax.bench.harness import format_table, interleave, per_image_ms
 from fcn_jax.bench.peaks import known_peak
 from fcn_jax.bench.plan import Case, make_plan, quick_cases
-from fcn_jax.bench.scaling import estimate_bytes
+from fcn_jax.bench.scaling import device_scaling, estimate_bytes
 from fcn_jax.errors import FCNError
 from fcn_jax.models import conv
 from tests.utils import NARROW, run_script
@@ -242,3 +242,10 @@ def test_table_shows_skipped_cases():
     table = format_table([record]).splitlines()
     assert "skipped: estimated 90.0 GiB" in table[2]
     assert table[2].count("|") == table[0].count("|")
+
+
+def test_a_hung_data_parallel_child_is_reported_not_raised():
+    # The child cannot even import jax in 0.01 s: every device count comes back skipped.
+    case = Case("fcn8s", "train", 40, 40, 1, "float32", NARROW)
+    records = device_scaling(case, (1, 2), plan(scaling=True), timeout_s=0.01)
+    assert records == [{"devices": n, "skipped": "child timed out after 0.01 s"} for n in (1, 2)]

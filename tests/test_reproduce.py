@@ -157,6 +157,8 @@ def test_docs_name_every_rows_config_and_weights():
         (lambda t: t["rows"][0].update(na="why"), "either config and weights, or na"),
         (lambda t: t["rows"][0].pop("config"), "either config and weights, or na"),
         (lambda t: t.update(columns=["mean_iou", "miou"]), "unknown columns ['miou']"),
+        # The timing column belongs to no metric set.
+        (lambda t: t.update(columns=["x.forward_ms"]), "unknown columns ['x.forward_ms']"),
         (lambda t: t["rows"][0].update(paper={"mean_iou": "56"}), "is not a number"),
         (lambda t: t.pop("split"), "lacks ['split']"),
         (lambda t: t["rows"].append(dict(t["rows"][0])), "row names must be unique"),

@@ -152,7 +152,11 @@ def device_scaling(
             "--out",
             str(out),
         ]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            why = f"child timed out after {timeout_s:g} s"
+            return [{"devices": n, "skipped": why} for n in devices]
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             return [{"devices": n, "skipped": "child failed: " + " | ".join(tail)} for n in devices]

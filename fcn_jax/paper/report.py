@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from fcn_jax.paper.tables import FORWARD_MS, Row, Table, column_label, split_column
+from fcn_jax.paper.tables import FORWARD_MS, Row, Table, column_label
 
 EVALUATED = "evaluated"
 NA = "n/a"
@@ -119,7 +119,7 @@ class Report:
         """The report: heading, source, the table, then how ours was produced and the notes."""
         table = self.table
         header = self._header()
-        timed = FORWARD_MS in {split_column(c)[1] for c in table.columns}
+        timed = FORWARD_MS in table.columns
         lines = [
             f"## {self.heading}",
             "",
@@ -195,7 +195,7 @@ def _paper_number(value: float | None, column: str) -> str:
     """A published figure as printed there: 56.0, 62.84, 210 (ms)."""
     if value is None:
         return ""
-    if split_column(column)[1] == FORWARD_MS and value.is_integer():
+    if column == FORWARD_MS and value.is_integer():
         return str(int(value))
     return repr(value)
 
@@ -209,7 +209,7 @@ def _ours_number(value: float | None, column: str, signed: bool = False) -> str:
     """Our figure: two decimals in percent (torchfcn's precision), one in ms; ``-`` if none."""
     if value is None or math.isnan(value):
         return "-"
-    decimals = 1 if split_column(column)[1] == FORWARD_MS else 2
+    decimals = 1 if column == FORWARD_MS else 2
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 

@@ -27,6 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from fcn_jax.bench.harness import jax_precision
 from fcn_jax.checkpoint import WeightsMetadata, best_step, load_metadata
 from fcn_jax.configs import load_config_file, model_from_config
 from fcn_jax.convert import load_weights_for_config
@@ -174,13 +175,15 @@ def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIAL
     forward = make_forward(model)
     image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
     inputs = (image,) * len(model.streams) if model.streams else image
-    for _ in range(2):  # compile, then one warm run (allocator, autotuning)
-        jax.block_until_ready(forward(params, inputs))
     times = []
-    for _ in range(trials):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(params, inputs))
-        times.append(time.perf_counter() - start)
+    # Full float32 matmuls, as bench.py's float32 figures (a GPU would otherwise use TF32).
+    with jax_precision("float32"):
+        for _ in range(2):  # compile, then one warm run (allocator, autotuning)
+            jax.block_until_ready(forward(params, inputs))
+        for _ in range(trials):
+            start = time.perf_counter()
+            jax.block_until_ready(forward(params, inputs))
+            times.append(time.perf_counter() - start)
     return 1000.0 * float(np.median(times))
 
 
@@ -278,7 +281,12 @@ def _evaluate(plan: _Plan, columns: Sequence[str], progress: bool) -> RowResult:
     params, metadata = load_weights_for_config(config, plan.weights, plan.step)
     check_fits(row, config, metadata, plan.weights)
     result = evaluate(
-        params, metadata, plan.dataset, progress=progress, worker_count=config.data.worker_count
+        params,
+        metadata,
+        plan.dataset,
+        progress=progress,
+        worker_count=config.data.worker_count,
+        dtype=config.dtype,
     )
     notes = [n for n in (plan.step_note,) if n]
     if metadata.width != 1.0:  # not the paper's network: say so beside its numbers

@@ -182,9 +182,12 @@ def parse_tables(data: Mapping[str, Any], where: str = "paper tables") -> dict[s
         if missing:
             raise FCNError(f"{at} lacks {missing}")
         columns = tuple(raw["columns"])
-        bad = [c for c in columns if split_column(c)[1] not in METRIC_LABELS]
+        bad = [c for c in columns if c != FORWARD_MS and split_column(c)[1] not in METRICS]
         if bad:
-            raise FCNError(f"{at}: unknown columns {bad}; metrics are {sorted(METRIC_LABELS)}")
+            raise FCNError(
+                f"{at}: unknown columns {bad}; use {FORWARD_MS} or [set.]metric, metrics "
+                f"{list(METRICS)}"
+            )
         rows = tuple(_parse_row(r, columns, at) for r in raw["rows"])
         names = [row.name for row in rows]
         if len(set(names)) != len(names):
