@@ -6,18 +6,19 @@ Run as its own process (``python -m fcn_jax.bench.dataparallel``, started by
 so the parent sets it in this process's environment. On a machine with several GPUs or TPU
 cores the flag changes nothing and the real devices are used.
 
-Each device count gets its own mesh over the first ``n`` devices, one axis ``data``: the train
-state replicated (``P()``), the batch split along it (``P("data")``), ``per_device_batch``
-images per device (weak scaling), and the jitted train step of
-:func:`fcn_jax.train.step.make_steps` compiled for those shardings. The fake CPU devices share
-the host's cores, so there their images/s shows that the mechanics work, not a speed-up.
+Each device count gets the training loop's layout over the first ``n`` devices
+(:func:`fcn_jax.train.parallel.data_parallel`: a mesh with one axis ``data``, the train state
+replicated, the batch split along it), ``per_device_batch`` images per device (weak scaling),
+and the jitted train step of :func:`fcn_jax.train.step.make_steps` compiled for those
+shardings. The fake CPU devices share the host's cores, so there their images/s shows that the
+mechanics work, not a speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from fcn_jax.bench.harness import (
+    compile_train,
     interleave,
-    jax_precision,
     make_inputs,
     make_jax_train_step,
     per_image_ms,
+    train_config,
 )
 from fcn_jax.bench.plan import Case
+from fcn_jax.configs import model_from_config
 from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.train.parallel import data_parallel
 from fcn_jax.types import PyTree
 
 
@@ -66,6 +68,7 @@ def random_params(model: FCN, seed: int) -> PyTree:
 def measure(
     n: int,
     case: Case,
+    params: PyTree,
     n_class: int,
     warmup: int,
     repeats: int,
@@ -76,29 +79,13 @@ def measure(
     if n > jax.device_count():
         record["skipped"] = f"only {jax.device_count()} devices"
         return record
-    mesh = jax.make_mesh((n,), ("data",), (jax.sharding.AxisType.Auto,), devices=jax.devices()[:n])
-    model = FCN(
-        variant=case.variant, n_class=n_class, width=case.width_mult, dtype=jnp.dtype(case.dtype)
-    )
-    params = random_params(model, seed)
-    global_case = Case(
-        case.variant, "train", case.height, case.width, case.batch * n, case.dtype, case.width_mult
-    )
-    train_step, state = make_jax_train_step(model, params, global_case, n_class, seed)
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    dp = data_parallel("sharding", n)  # the training loop's layout over the first n devices
+    global_case = dataclasses.replace(case, mode="train", batch=case.batch * n)
+    train_step, state = make_jax_train_step(params, global_case, n_class, seed)
     images, labels = make_inputs(global_case, n_class, seed)
-    batch = jax.device_put({"image": images, "label": labels}, NamedSharding(mesh, P("data")))
-    with jax_precision(case.dtype):
-        start = time.perf_counter()
-        compiled = train_step.lower(state, batch).compile()
-        compile_s = time.perf_counter() - start
-    holder = {"state": state}
-
-    def run() -> None:
-        holder["state"], metrics = compiled(holder["state"], batch)
-        jax.block_until_ready((holder["state"], metrics))
-
-    times = interleave({"jax": run}, warmup, repeats)["jax"]
+    batch = dp.put_batch({"image": images, "label": labels})
+    compiled = compile_train(train_step, dp.put_state(state), batch, case.dtype)
+    times = interleave({"jax": compiled.run}, warmup, repeats)["jax"]
     step = per_image_ms(times, 1)  # per call: one optimiser step over the global batch
     record |= {
         "global_batch": global_case.batch,
@@ -106,10 +93,12 @@ def measure(
         "step_ms_q1": step["q1"],
         "step_ms_q3": step["q3"],
         "images_per_s": global_case.batch * 1e3 / step["ms"],
-        "compile_s": compile_s,
+        "compile_s": compiled.compile_s,
         "batch_sharding": str(batch["image"].sharding.spec),
         # Where the step's outputs live: proof that the run spanned n devices.
-        "devices_used": len(holder["state"].params["score_fr"]["kernel"].sharding.device_set),
+        "devices_used": len(
+            compiled.last["state"].params["score_fr"]["kernel"].sharding.device_set
+        ),
     }
     return record
 
@@ -127,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     case = Case(**json.loads(args.case))
     counts = [int(n) for n in args.devices.split(",")]
-    records = [measure(n, case, args.n_class, args.warmup, args.repeats, args.seed) for n in counts]
+    model = model_from_config(train_config(case, args.n_class))
+    params = random_params(model, args.seed)  # the same for every device count
+    records = [
+        measure(n, case, params, args.n_class, args.warmup, args.repeats, args.seed) for n in counts
+    ]
     device = jax.devices()[0]
     for r in records:
         r["platform"], r["device_kind"] = device.platform, device.device_kind

@@ -50,9 +50,9 @@ from fcn_jax.bench.flops import format_breakdown, gflop, layer_costs
 from fcn_jax.bench.peaks import PEAK_SOURCE, known_peak, measure_matmul_tflops
 from fcn_jax.bench.plan import Case, Plan
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import base
+from fcn_jax.configs import base, model_from_config
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, make_forward
+from fcn_jax.models import make_forward
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
@@ -204,7 +204,8 @@ class Compiled:
             XLA:CPU the train step's weight gradients, looped over bands of rows
             (:mod:`fcn_jax.models.conv`), are counted for one band each. ``gflop`` (the
             analytic model) is the figure the rates use.
-        last: the last call's output (forward: logits, for the parity check).
+        last: the last call's output (forward: logits, for the parity check; train: the
+            state).
     """
 
     run: Runner
@@ -237,12 +238,7 @@ def _xla_bytes(compiled: Any) -> int | None:
 
 def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
     """The jitted inference function on preprocessed images, compiled for this case."""
-    model = FCN(
-        variant=net.variant,
-        n_class=net.n_class,
-        width=net.width_mult,
-        dtype=jnp.dtype(case.dtype),
-    )
+    model = model_from_config(train_config(case, net.n_class))
     x = jax.device_put(CAFFE_VOC.apply(images))
     with jax_precision(case.dtype):
         start = time.perf_counter()
@@ -268,7 +264,7 @@ def train_config(case: Case, n_class: int) -> Any:
     return c
 
 
-def make_jax_train_step(model: FCN, params: PyTree, case: Case, n_class: int, seed: int) -> tuple:
+def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> tuple:
     """The library's jitted train step and a fresh state (own buffers: the step donates them).
 
     Returns:
@@ -278,6 +274,7 @@ def make_jax_train_step(model: FCN, params: PyTree, case: Case, n_class: int, se
     from fcn_jax.train.step import create_train_state, make_steps
 
     config = train_config(case, n_class)
+    model = model_from_config(config)
     tx = make_optimizer(config, params)
     metadata = WeightsMetadata(
         case.variant, n_class, default_class_names(n_class), case.width_mult, CAFFE_VOC
@@ -287,29 +284,31 @@ def make_jax_train_step(model: FCN, params: PyTree, case: Case, n_class: int, se
     return train_step, state
 
 
-def jax_train(net: Network, case: Case, images: np.ndarray, labels: np.ndarray, seed: int):
-    """One optimiser step of the library's train step, compiled for this case."""
-    model = FCN(
-        variant=net.variant,
-        n_class=net.n_class,
-        width=net.width_mult,
-        dtype=jnp.dtype(case.dtype),
-    )
-    train_step, state = make_jax_train_step(model, net.params, case, net.n_class, seed)
-    batch = jax.device_put({"image": images, "label": labels})
-    with jax_precision(case.dtype):
+def compile_train(train_step: Any, state: PyTree, batch: PyTree, dtype: str) -> Compiled:
+    """``train_step`` compiled for ``state`` and ``batch`` as placed; each run one update.
+
+    The state is donated, so each run continues from the last one's state.
+    """
+    with jax_precision(dtype):
         start = time.perf_counter()
         compiled = train_step.lower(state, batch).compile()
         compile_s = time.perf_counter() - start
-    holder = {"state": state}
     result = Compiled(lambda: None, compile_s, _xla_bytes(compiled), _xla_flop(compiled))
+    result.last["state"] = state
 
     def run() -> None:
-        holder["state"], metrics = compiled(holder["state"], batch)
-        jax.block_until_ready((holder["state"], metrics))
+        result.last["state"], metrics = compiled(result.last["state"], batch)
+        jax.block_until_ready((result.last["state"], metrics))
 
     result.run = run
     return result
+
+
+def jax_train(net: Network, case: Case, images: np.ndarray, labels: np.ndarray, seed: int):
+    """One optimiser step of the library's train step, compiled for this case."""
+    train_step, state = make_jax_train_step(net.params, case, net.n_class, seed)
+    batch = jax.device_put({"image": images, "label": labels})
+    return compile_train(train_step, state, batch, case.dtype)
 
 
 # --- PyTorch ---------------------------------------------------------------------------------
