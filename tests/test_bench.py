@@ -104,7 +104,7 @@ def counted_rows(layer):
 
 def check_memory_estimate(records):
     for r in records:
-        case = Case(**{f.name: r[f.name] for f in dataclasses.fields(Case)})
+        case = Case.from_record(r)
         assert 0.7 < estimate_bytes(case, frameworks=1) / r["jax_xla_bytes"] < 3
 
 

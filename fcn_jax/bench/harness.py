@@ -629,12 +629,12 @@ def measure_all(
     """
     records = []
     for (variant, width_mult), cases in networks(plan):
-        runnable = [c for c in cases if not (skip and skip(c))]
+        reasons = {c: skip(c) if skip else None for c in cases}
         net = None
-        if runnable:
+        if not all(reasons.values()):  # some case of this network runs
             net = build_network(variant, width_mult, plan.n_class, plan.seed, env.torch_device)
         for case in cases:
-            reason = skip(case) if skip else None
+            reason = reasons[case]
             if reason or net is None:
                 records.append({**case.key(), "skipped": reason})
                 print(f"{describe(case)}: skipped ({reason})", flush=True)

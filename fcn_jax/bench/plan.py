@@ -49,6 +49,11 @@ class Case:
         """The case's fields, as the JSON records them."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> Case:
+        """The case a bench record (``{**case.key(), ...}``) was measured for."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:

@@ -271,18 +271,19 @@ def run_scaling(
         flush=True,
     )
 
+    need = {
+        c: estimate_bytes(c, plan.n_class, frameworks=2 + plan.torch_compile) for c in plan.cases
+    }
+
     def skip(case: Case) -> str | None:
-        need = estimate_bytes(case, plan.n_class, frameworks=2 + plan.torch_compile)
-        if need > cap:
-            return f"estimated {need / GIB:.1f} GiB > cap {cap / GIB:.1f} GiB"
+        if need[case] > cap:
+            return f"estimated {need[case] / GIB:.1f} GiB > cap {cap / GIB:.1f} GiB"
         return None
 
     partial = out / "scaling.partial.json"  # the cases so far; replaced by scaling.json at the end
     records = measure_all(plan, env, skip, on_record=lambda rs: write_json(partial, rs))
     for r in records:
-        r["estimated_bytes"] = estimate_bytes(
-            Case(**_case_fields(r)), plan.n_class, frameworks=2 + plan.torch_compile
-        )
+        r["estimated_bytes"] = need[Case.from_record(r)]
     first = plan.cases[0]
     smallest = min(plan.cases, key=lambda c: (c.height * c.width, c.batch))
     dp_case = Case(
@@ -315,7 +316,3 @@ def run_scaling(
     print("\n" + tables)
     print(f"wrote {out / 'scaling.json'}, {out / 'scaling.md'}, {out / 'scaling.png'}")
     return result
-
-
-def _case_fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: record[f.name] for f in dataclasses.fields(Case)}
