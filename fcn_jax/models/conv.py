@@ -91,30 +91,17 @@ def _forward(x: Array, w: Array, padding: Padding, precision: Any) -> tuple[Arra
 
 def _backward(padding: Padding, precision: Any, residuals: tuple, dy: Array) -> tuple:
     x, w = residuals
-    kh, kw = w.shape[:2]
-    _, h, wd, c_out = dy.shape
-    f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
-    if _large(w):
-        # One GEMM each way through the patches; dx scatters the patch gradients back (col2im).
-        p = _patches(x, (kh, kw), padding)
-        dw = jnp.einsum("nhwk,nhwo->ko", p, dy, **f32).reshape(w.shape)
-        dp = jnp.einsum("nhwo,ko->nhwk", dy, w.reshape(-1, c_out), precision=precision)
-        hp, wp = x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1])
-        c = x.shape[-1]
-        dxp = None
-        for t, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
-            part = jnp.pad(
-                dp[..., t * c : (t + 1) * c], ((0, 0), (i, hp - h - i), (j, wp - wd - j), (0, 0))
-            )
-            dxp = part if dxp is None else dxp + part
-        (top, _), (left, _) = padding
-        dx = dxp[:, top : top + x.shape[1], left : left + x.shape[2], :]
-        return dx.astype(x.dtype), dw.astype(w.dtype)
-    # 3x3 and 1x1: XLA's input gradient (the transpose of the convolution in x) is as fast as
-    # its forward; the weight gradient is matrix products over bands of rows.
+    # The input gradient is the transpose of the forward in x: XLA's own for 3x3 (as fast as its
+    # forward), one GEMM and the patches' col2im for the large (fc6) kernel.
     (dx,) = jax.linear_transpose(lambda x_: _conv(x_, w, padding, precision), x)(dy)
-    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    return dx, _weight_grad(xp, dy, (kh, kw), precision).astype(w.dtype)
+    if _large(w):  # one GEMM through the im2col patches
+        p = _patches(x, w.shape[:2], padding)
+        f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
+        dw = jnp.einsum("nhwk,nhwo->ko", p, dy, **f32).reshape(w.shape)
+    else:  # matrix products over bands of rows
+        xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        dw = _weight_grad(xp, dy, w.shape[:2], precision)
+    return dx, dw.astype(w.dtype)
 
 
 # A band's rows of x and dy should stay in the 1-2 MiB per-core L2 cache while its k*k tap
