@@ -370,11 +370,13 @@ def reproduce_table(
         dataset = _dataset_for(config, table, row, datasets)
         plans.append(_Plan(row, config, path, step, step_note, dataset))
 
-    timed = [p for p in plans if FORWARD_MS in table.columns and FORWARD_MS in p.row.paper]
+    timed = [p for p in plans if FORWARD_MS in p.row.paper]  # a row's figures are columns
     # bench.py's figures are read before the evaluations, so that a bad file stops the run early.
-    bench = {}
+    forward_ms = {}
     if timing_json is not None:
-        bench = {p.row.name: forward_ms_from_bench(timing_json, p.config.model.arch) for p in timed}
+        forward_ms = {
+            p.row.name: forward_ms_from_bench(timing_json, p.config.model.arch) for p in timed
+        }
 
     for i, plan in enumerate(plans, 1):
         log(f"[{i}/{len(plans)}] {plan.row.name}: {plan.weights} on {plan.dataset!r}")
@@ -382,7 +384,6 @@ def reproduce_table(
 
     timing = None
     if timed:
-        timing = "not measured"
         if timing_json is not None:
             device = bench_device(timing_json) or "device not recorded"
             timing = (
@@ -395,16 +396,18 @@ def reproduce_table(
                 f"{TIMING_SIZE}x{TIMING_SIZE}, batch 1, float32 (the paper: mean of 20 trials "
                 "on a K40c)"
             )
-        for plan in timed:
-            ms = bench.get(plan.row.name, math.nan)
-            if timing_json is None and measure_timing:
+            for plan in timed:
                 log(
                     f"timing {plan.row.name}: {timing_trials} trials at {TIMING_SIZE}x{TIMING_SIZE}"
                 )
                 # The paper's network, whatever the width of the weights evaluated.
                 model = model_from_config(plan.config).clone(width=1.0)
-                ms = time_forward(model, TIMING_SIZE, timing_trials)
+                forward_ms[plan.row.name] = time_forward(model, TIMING_SIZE, timing_trials)
+        else:
+            timing = "not measured"
+        for plan in timed:
             result = results[plan.row.name]
+            ms = forward_ms.get(plan.row.name, math.nan)
             results[plan.row.name] = dataclasses.replace(
                 result, ours={**result.ours, FORWARD_MS: ms}
             )
