@@ -42,14 +42,17 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
+def _taps(xp: Array, kernel: tuple[int, int], out_hw: tuple[int, int]) -> list[Array]:
+    """The k_h * k_w shifted [N, H', W', C] windows of a padded input, tap-major (row by row)."""
+    (kh, kw), (h, wd) = kernel, out_hw
+    return [xp[:, i : i + h, j : j + wd, :] for i in range(kh) for j in range(kw)]
+
+
 def _patches(x: Array, kernel: tuple[int, int], padding: Padding) -> Array:
     """im2col: [N, H', W', k_h * k_w * C] (tap-major, channel-minor, as ``w.reshape``)."""
-    kh, kw = kernel
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    h, wd = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    return jnp.concatenate(
-        [xp[:, i : i + h, j : j + wd, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
+    out_hw = (xp.shape[1] - kernel[0] + 1, xp.shape[2] - kernel[1] + 1)
+    return jnp.concatenate(_taps(xp, kernel, out_hw), axis=-1)
 
 
 def _large(w: Array) -> bool:
@@ -141,13 +144,12 @@ def _weight_grad(xp: Array, dy: Array, kernel: tuple[int, int], precision: Any) 
         [k_h, k_w, C_in, C_out] float32.
     """
     kh, kw = kernel
-    _, h, wd, c_out = dy.shape
+    h, c_out = dy.shape[1], dy.shape[3]
     c_in = xp.shape[-1]
     f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
 
     def band(xb: Array, db: Array) -> Array:  # [N, rows + kh - 1, Wp, C_in], [N, rows, W, C_out]
-        rows = db.shape[1]
-        taps = [xb[:, i : i + rows, j : j + wd, :] for i in range(kh) for j in range(kw)]
+        taps = _taps(xb, kernel, db.shape[1:3])
         if c_in <= _IM2COL_MAX_CHANNELS:  # one [k*k*C_in, P] @ [P, C_out] product (im2col)
             patches = jnp.concatenate(taps, axis=-1)
             return jnp.einsum("nhwk,nhwo->ko", patches, db, **f32).reshape(kh * kw, c_in, c_out)
