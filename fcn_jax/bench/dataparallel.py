@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from fcn_jax.bench.harness import (
     compile_train,
@@ -37,32 +35,9 @@ from fcn_jax.bench.harness import (
 )
 from fcn_jax.bench.plan import Case
 from fcn_jax.configs import model_from_config
-from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.models import random_params
 from fcn_jax.train.parallel import data_parallel
 from fcn_jax.types import PyTree
-
-
-def random_params(model: FCN, seed: int) -> PyTree:
-    """He-normal trunk and heads as ``FCN.init`` sets them, drawn in NumPy (no init compile).
-
-    Timing needs finite, realistic magnitudes, not the torch weights of the JAX / torch
-    comparison: this process never runs torch.
-    """
-    rng = np.random.default_rng(seed)
-    abstract = abstract_params(model)
-    params = initial_head_params(abstract)
-    for name, layers in abstract.items():
-        if not name.startswith("vgg16"):
-            continue
-        params[name] = {}
-        for layer, leaves in layers.items():
-            shape = leaves["kernel"].shape
-            std = np.sqrt(2.0 / np.prod(shape[:3]))
-            params[name][layer] = {
-                "kernel": rng.normal(0, std, shape).astype(np.float32),
-                "bias": np.zeros(leaves["bias"].shape, np.float32),
-            }
-    return jax.tree.map(jnp.asarray, params)
 
 
 def measure(

@@ -11,6 +11,7 @@ from fcn_jax.models.fcn import (
     init_params,
     initial_head_params,
     make_forward,
+    random_params,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "init_params",
     "initial_head_params",
     "make_forward",
+    "random_params",
 ]

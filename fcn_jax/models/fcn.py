@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fcn_jax.models.conv import conv_fn, on_cpu, upsample
 from fcn_jax.models.layers import CoordMap, bilinear_init, crop_like, crop_offset
@@ -322,6 +323,29 @@ def initial_head_params(abstract: PyTree) -> PyTree:
         else:
             head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
     return head
+
+
+def random_params(model: FCN, seed: int = 0) -> PyTree:
+    """He-normal trunk, zero biases and the initial head, drawn in NumPy (no ``init`` compile).
+
+    For timing, where the values only need realistic magnitudes and a full-width ``init``
+    would cost more than the measurement on a CPU (bench.py, reproduce.py's timing column).
+    """
+    rng = np.random.default_rng(seed)
+    abstract = abstract_params(model)
+    params = initial_head_params(abstract)
+    for name, layers in abstract.items():
+        if not name.startswith("vgg16"):
+            continue
+        params[name] = {}
+        for layer, leaves in layers.items():
+            shape = leaves["kernel"].shape
+            std = np.sqrt(2.0 / np.prod(shape[:3]))
+            params[name][layer] = {
+                "kernel": rng.normal(0, std, shape).astype(np.float32),
+                "bias": np.zeros(leaves["bias"].shape, np.float32),
+            }
+    return jax.tree.map(jnp.asarray, params)
 
 
 def make_forward(model: FCN) -> Callable[[PyTree, Array], Array]:

@@ -35,7 +35,7 @@ from fcn_jax.data import SegmentationDataset, make_dataset
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import evaluate
 from fcn_jax.eval.metrics import Metrics
-from fcn_jax.models import FCN, abstract_params, make_forward
+from fcn_jax.models import FCN, make_forward, random_params
 from fcn_jax.paper.report import EVALUATED, MISSING, NA, Report, RowResult
 from fcn_jax.paper.tables import FORWARD_MS, Row, Table, split_column
 
@@ -165,13 +165,8 @@ def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIAL
     """
     if trials < 1:
         raise FCNError(f"timing needs at least one trial, got {trials}")
-    # Random values straight from the shapes: running (and compiling) the network's init would
-    # cost more than the timing itself on a CPU, and time does not depend on the values.
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(
-        lambda leaf: jax.device_put(0.01 * rng.standard_normal(leaf.shape, np.float32)),
-        abstract_params(model),
-    )
+    # Time does not depend on the values; the network's init would cost more than the timing.
+    params = random_params(model)
     forward = make_forward(model)
     image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
     inputs = (image,) * len(model.streams) if model.streams else image

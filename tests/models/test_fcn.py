@@ -18,6 +18,7 @@ from fcn_jax.models import (
     init_params,
     initial_head_params,
     make_forward,
+    random_params,
 )
 from fcn_jax.models.layers import bilinear_kernel
 from fcn_jax.torch_reference import TorchFCN
@@ -124,6 +125,17 @@ def test_init_zero_scores_and_bilinear_upsampling(narrow_fcn8s):
     # The conversion path builds the same head without running init.
     head = initial_head_params(abstract_params(model))
     jax.tree.map(np.testing.assert_array_equal, head, {k: params[k] for k in head})
+    # Timing's params: the init's shapes, the same head, a He-normal trunk (no init run).
+    timed = random_params(model, seed=1)
+    assert jax.tree.structure(timed) == jax.tree.structure(params)
+    jax.tree.map(assert_same_shape_dtype, timed, params)
+    jax.tree.map(np.testing.assert_array_equal, head, {k: timed[k] for k in head})
+    conv1 = np.asarray(timed["vgg16"]["conv1_1"]["kernel"])
+    assert 0.5 < conv1.std() / np.sqrt(2 / 27) < 1.5 and not np.any(timed["vgg16"]["fc7"]["bias"])
+
+
+def assert_same_shape_dtype(a, b):
+    assert (a.shape, a.dtype) == (b.shape, b.dtype)
 
 
 def _random_like(params, seed=0):
