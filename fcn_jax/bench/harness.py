@@ -84,16 +84,15 @@ class BenchEnv:
 
 def prepare(plan: Plan) -> BenchEnv:
     """Fix both frameworks' precision settings, pick torch's device, find the device's peaks."""
-    import torch
+    from fcn_jax.convert.torch_files import import_torch_float32
+
+    # Full float32 in torch, as in JAX's "highest": TF32 would be ~8x faster on Ampere+ and
+    # make the comparison unfair to JAX's float32.
+    torch = import_torch_float32()
 
     if plan.single_thread:  # XLA's half is in the environment (plan.single_thread_environment)
         torch.set_num_threads(1)
 
-    # Full float32 in torch, as in JAX's "highest": TF32 would be ~8x faster on Ampere+ and
-    # make the comparison unfair to JAX's float32.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
     # XLA autotunes its convolution algorithms while compiling; cuDNN's benchmark mode does the
     # same on the first call of each shape (absorbed by the warm-up).
     torch.backends.cudnn.benchmark = True

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch
+from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch_float32
 from fcn_jax.types import PyTree
 
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
@@ -136,11 +136,9 @@ def check_parity(
     Returns:
         The report; ``report.passed`` says whether it is within tolerance.
     """
-    torch = import_torch()
+    torch = import_torch_float32()
     from fcn_jax.torch_reference import TorchFCN, vgg16_fc7
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     # Every input of a multi-stream net gets the same image: this checks numerics, not data.
     x = metadata.preprocess({key: image[None] for key in metadata.inputs})
     xs = tuple(np.asarray(xi) for xi in (x if metadata.streams else (x,)))

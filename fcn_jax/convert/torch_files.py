@@ -27,6 +27,19 @@ def import_torch() -> Any:
     return torch
 
 
+def import_torch_float32() -> Any:
+    """:func:`import_torch`, with float32 matmuls and convolutions in full float32 (TF32 off).
+
+    JAX's float32 side computes at ``highest`` precision; on an Ampere or newer GPU torch would
+    otherwise round to TF32 and a parity check or a timing would compare unequal arithmetic.
+    """
+    torch = import_torch()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return torch
+
+
 @dataclasses.dataclass(frozen=True)
 class TorchWeights:
     """A state dict read from a PyTorch file.

@@ -177,13 +177,11 @@ class _TorchReference:
     """The project's PyTorch FCN holding the same weights, scoring the same batches."""
 
     def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
-        import torch
-
+        from fcn_jax.convert.torch_files import import_torch_float32
         from fcn_jax.convert.torchfcn import flax_to_torchfcn
         from fcn_jax.torch_reference import TorchFCN
 
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch = import_torch_float32()
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model = metadata.model()
