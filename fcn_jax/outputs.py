@@ -122,7 +122,7 @@ def output_dir(
             )
         if p.is_dir() and p == resolved and files:
             raise FCNError(
-                f"{flag} {shown} is the {what} folder: outputs would mix with (and could "
+                f"{flag} {shown} is the {what} {p}: outputs would mix with (and could "
                 f"overwrite) its files; choose another {flag}"
             )
         for name in files:
