@@ -18,6 +18,7 @@ from pathlib import Path
 from fcn_jax.checkpoint import load_weights, save_weights
 from fcn_jax.errors import FCNError, run_cli
 from fcn_jax.models import VARIANTS
+from fcn_jax.outputs import output_dir, output_file
 from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
 
 
@@ -46,6 +47,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every input exists and ``--out`` can take the result, before anything is loaded.
+
+    Conversion reads and converts ~500 MB; a bad ``--out`` must fail before that, and no
+    ``--out`` (with or without ``--overwrite``) may replace the source or anything holding it.
+    """
+    if not Path(args.src).exists():
+        what = "weights directory" if args.to_torch else ".pth file"
+        raise FCNError(f"--src {args.src} does not exist: give the {what} to convert")
+    if not args.to_torch and args.arch is None:
+        raise FCNError("--arch is required: one of " + ", ".join(sorted(VARIANTS)))
+    if args.class_names is not None and not args.class_names.is_file():
+        raise FCNError(f"--class-names file {args.class_names} does not exist")
+    if args.check and not args.image.is_file():
+        raise FCNError(f"--image {args.image} does not exist: the --check input")
+    inputs = {"--src": args.src, "--class-names": args.class_names, "--image": args.image}
+    hint = "choose another --out or pass --overwrite"
+    if args.to_torch:
+        output_file(args.out, "--out", inputs=inputs, overwrite=args.overwrite, hint=hint)
+    else:
+        output_dir(
+            args.out,
+            "--out",
+            inputs=inputs,
+            replace=args.overwrite,
+            overwrite=args.overwrite,
+            hint=hint,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Convert (or export), optionally check; returns the exit code."""
     args = parse_args(argv)
@@ -54,18 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fcn_jax.convert.check import check_parity
     from fcn_jax.data.io import read_image
 
+    check_outputs(args)
     if args.to_torch:
-        if Path(args.out).exists() and not args.overwrite:
-            raise FCNError(f"{args.out} exists: choose another --out or pass --overwrite")
         out = export_torchfcn(args.src, args.out)
         print(f"wrote {out}")
         source = read_torch_weights(out)
         params, metadata = load_weights(args.src, as_numpy=True)
     else:
-        if args.arch is None:
-            raise FCNError("--arch is required: one of " + ", ".join(sorted(VARIANTS)))
-        if args.class_names is not None and not args.class_names.is_file():
-            raise FCNError(f"--class-names file {args.class_names} does not exist")
         names = read_class_names(args.class_names) if args.class_names else None
         params, metadata, source = convert_torch_file(
             args.src, args.arch, args.n_class, names, args.preprocessing

@@ -159,7 +159,7 @@ def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
         return c
     if arg == "smoke":
         return smoke(c)
-    raise ValueError(f"unknown config variant {arg!r}: use no argument or 'smoke'")
+    raise ValueError(f"unknown config variant {arg!r}: use none or ':smoke'")
 
 
 def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

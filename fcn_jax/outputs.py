@@ -62,9 +62,7 @@ def _probe_writable(folder: Path, flag: str, shown: Path) -> None:
     """Create ``folder`` (and parents) and write a probe file there, or say why not."""
     existing = _nearest_existing(folder)
     if existing.exists() and not existing.is_dir():
-        raise FCNError(
-            f"{flag} {shown}: {existing} is a file, not a folder; choose another {flag}"
-        )
+        raise FCNError(f"{flag} {shown}: {existing} is a file, not a folder; choose another {flag}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -89,6 +87,8 @@ def output_dir(
     inputs: Inputs | None = None,
     files: Iterable[str] = (),
     replace: bool = False,
+    overwrite: bool = True,
+    hint: str = "",
     create: bool = True,
 ) -> Path:
     """Check a folder the tool writes into, before any work; create it.
@@ -100,19 +100,25 @@ def output_dir(
         files: names (relative to ``path``) the tool will write there.
         replace: the tool deletes and rewrites the whole folder (``--overwrite``), so no input
             may lie inside it.
+        overwrite: whether an existing, non-empty folder may be written into (or replaced).
+        hint: what to do when it may not (e.g. "choose another --out or pass --overwrite").
         create: create the folder (otherwise only its nearest existing parent is probed).
 
     Returns:
         ``path`` as a :class:`Path`.
 
     Raises:
-        FCNError: ``path`` is a file, cannot be written, or the outputs would overwrite,
-            delete or mix with an input.
+        FCNError: ``path`` is a file, is not empty (without ``overwrite``), cannot be
+            written, or the outputs would overwrite, delete or mix with an input.
     """
     shown = Path(path)
     folder = shown.expanduser().absolute()
     if folder.is_file():
         raise FCNError(f"{flag} {shown} is a file, not a folder: choose a folder for {flag}")
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise FCNError(
+            f"{flag} {shown} already exists and is not empty{': ' + hint if hint else ''}"
+        )
     resolved = folder.resolve()
     for what, p in _input_paths(inputs or {}):
         if replace and _within(p, resolved):
@@ -173,7 +179,7 @@ def output_file(
                 f"{flag} {shown} is the {what} {p}: it would be overwritten; choose another {flag}"
             )
     if file.exists() and not overwrite:
-        raise FCNError(f"{flag} {shown} exists{': ' + hint if hint else ''}")
+        raise FCNError(f"{flag} {shown} already exists{': ' + hint if hint else ''}")
     _probe_writable(file.parent, flag, shown)
     if file.exists() and not os.access(file, os.W_OK):
         raise FCNError(f"{flag} {shown} exists and cannot be written; choose another {flag}")

@@ -1,6 +1,7 @@
 """Conversion at narrow width: round trips, metadata, parity over random sizes, every bad input."""
 
 import pickle
+import re
 
 import jax
 import numpy as np
@@ -322,3 +323,57 @@ def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
     )
     assert code == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def _load_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "convert_torch_weights.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_cli_checks_outputs_before_converting(tmp_path, monkeypatch):
+    # Issue 12: an existing --out was refused only after 13.7 s of loading and converting.
+    import fcn_jax.convert as convert
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted before checking --out")
+
+    monkeypatch.setattr(convert, "convert_torch_file", must_not_run)
+    monkeypatch.setattr(convert, "export_torchfcn", must_not_run)
+    save_fcn(tmp_path / "in.pth", "fcn32s", n_class=3)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "keep.txt").write_text("mine")
+    (tmp_path / "back.pth").write_bytes(b"previous")
+    (tmp_path / "file").write_text("a file")
+    cli = _load_cli()
+    src = str(tmp_path / "in.pth")
+    cases = [
+        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path / "w")], "already exists"),
+        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path / "file")], "is a file"),
+        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path / "file" / "w")], "is a file"),
+        (["--src", src, "--arch", "fcn32s", "--out", "/sys/fcn_jax_w"], "cannot be written"),
+        # --overwrite replaces the folder: never one that holds the source.
+        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path), "--overwrite"], "holds"),
+        (["--src", src, "--arch", "fcn32s", "--out", "x", "--check", "--image", "no.jpg"],
+         "--image no.jpg does not exist"),
+        (["--to-torch", "--src", str(tmp_path / "w"), "--out", str(tmp_path / "back.pth")],
+         "already exists"),
+        (["--to-torch", "--src", str(tmp_path / "w"), "--out", str(tmp_path / "w"),
+          "--overwrite"], "is a folder"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        with pytest.raises(FCNError, match=re.escape(expected)):
+            cli.main(args)
+    assert (tmp_path / "w" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "back.pth").read_bytes() == b"previous"
+
+
+def test_cli_to_torch_into_existing_folder_is_a_clean_error(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "w").mkdir()
+    r = run_cli("--to-torch", "--src", "w", "--out", "out", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "error: --out out is a folder" in r.stderr
