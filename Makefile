@@ -57,8 +57,8 @@ demo-convert: install
 	$(PY) predict.py --weights $(DEMO_DIR)/convert/fcn8s --input $(SAMPLE) \
 		--out $(DEMO_DIR)/convert/predictions --save-logits
 
-# JAX against PyTorch on this machine, same weights and inputs: the quick plan (< 3 minutes on
-# 2 CPU cores); `python bench.py --help` for the full one and --scaling.
+# JAX against PyTorch on this machine, same weights and inputs: the quick plan (~3 minutes on an idle
+# 2-core CPU); `python bench.py --help` lists its cases, the full plan and --scaling.
 bench: install
 	$(PIP) install --quiet -e '.[torch,bench]'
 	$(PY) bench.py --quick --out outputs/bench

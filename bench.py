@@ -9,7 +9,8 @@ Writes DIR/bench.json (a list, one record per case: ms per image of both framewo
 ratio jax_ms / torch_ms, compile times, GFLOP, TFLOP/s and fraction of peak, memory),
 DIR/bench.md (the table) and DIR/run.json (device, versions, threads, precision settings).
 --scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead. --quick is a
-small plan for a CPU (under 3 minutes on 2 cores). Exit codes: 0 ok; 2 bad input.
+small plan for a CPU (about 3 minutes on an idle 2-core machine, longer under load; --help
+lists its cases). Exit codes: 0 ok; 2 bad input.
 
 Both frameworks compute float32 in full float32 (JAX: default_matmul_precision "highest";
 torch: TF32 off); bfloat16 is float32 params with bfloat16 convolutions in both.
@@ -41,6 +42,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from absl import flags
 
+from fcn_jax.bench.plan import quick_summary
 from fcn_jax.cli import help_requested
 from fcn_jax.errors import FCNError, run_cli
 
@@ -53,7 +55,7 @@ flags.DEFINE_list("width", None, "channel width multipliers, multiples of 1/64 (
 flags.DEFINE_integer("repeats", None, "timed calls per framework and case (default 10)")
 flags.DEFINE_integer("warmup", None, "untimed calls after compiling (default 2)")
 flags.DEFINE_bool("torch-compile", None, "also time torch.compile (default: on, off in --quick)")
-flags.DEFINE_bool("quick", False, "a small plan: narrow nets at 2 sizes, full width at 128 px")
+flags.DEFINE_bool("quick", False, f"a small plan: {quick_summary()}")
 flags.DEFINE_bool("scaling", False, "time and memory against size, batch and device count")
 flags.DEFINE_list("devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run")
 flags.DEFINE_float("mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)")
@@ -105,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cap = FLAGS["mem-cap-gib"].value
     if cap is not None and cap <= 0:
         raise FCNError(f"--mem-cap-gib must be positive, got {cap}")
-    from fcn_jax.bench.harness import check_out_dir
+    from fcn_jax.outputs import output_dir
 
-    check_out_dir(FLAGS.out)
+    output_dir(FLAGS.out, "--out")  # a folder that can be written, before any timing
     if FLAGS.scaling:
         from fcn_jax.bench.scaling import run_scaling
 

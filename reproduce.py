@@ -49,7 +49,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FCNError(f"--timing-trials must be at least 1, got {args.timing_trials}")
 
     from fcn_jax.cli import enable_compilation_cache
+    from fcn_jax.outputs import output_dir
     from fcn_jax.paper.reproduce import reproduce_table
+
+    if args.out:  # checked before the evaluations, never on top of what the run reads
+        output_dir(
+            args.out,
+            "--out",
+            inputs={
+                "--timing-json": args.timing_json,
+                "--weights-dir": args.weights_dir,
+                "--data-root": args.data_root,
+            },
+            files=(f"table_{table.key}.md", f"table_{table.key}.json"),
+        )
 
     enable_compilation_cache()
     report = reproduce_table(
@@ -65,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report.to_markdown()
     print(text, end="")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"table_{table.key}.md").write_text(text)
         (args.out / f"table_{table.key}.json").write_text(
             json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"

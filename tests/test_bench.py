@@ -249,3 +249,28 @@ def test_a_hung_data_parallel_child_is_reported_not_raised():
     case = Case("fcn8s", "train", 40, 40, 1, "float32", NARROW)
     records = device_scaling(case, (1, 2), plan(scaling=True), timeout_s=0.01)
     assert records == [{"devices": n, "skipped": "child timed out after 0.01 s"} for n in (1, 2)]
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "/sys/fcn_jax_bench"])
+def test_bad_out_exits_2_before_timing(where, tmp_path):
+    (tmp_path / "file").write_text("mine")
+    out = {"file": tmp_path / "file", "under_file": tmp_path / "file" / "b"}.get(where, where)
+    proc = bench(*SMALL_CASE, "--mode", "forward", "--out", str(out), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: --out ") and "Traceback" not in proc.stderr
+    assert "JAX" not in proc.stdout  # refused before any case ran
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_quick_help_describes_the_quick_plan():
+    # The help once said "full width at 128 px" while --quick ran 192 px: it is now built from
+    # the plan itself.
+    from fcn_jax.bench.plan import quick_cases
+
+    proc = bench("--help", timeout=60)
+    text = " ".join(proc.stdout.split())
+    for case in quick_cases():
+        width = "full width" if case.width_mult == 1.0 else f"width {case.width_mult:g}"
+        assert width in text and f"{case.height}" in text and case.variant in text
+    full = [c for c in quick_cases() if c.width_mult == 1.0]
+    assert f"full width, {full[0].height} px" in text

@@ -415,3 +415,17 @@ def test_time_forward_and_bench_lookup(tmp_path):
     bench.write_text("{}")
     with pytest.raises(FCNError, match="expected a list"):
         forward_ms_from_bench(bench, "fcn32s")
+
+
+def test_out_never_overwrites_an_input(tmp_path):
+    # --out is checked before any evaluation: writing table_1.json there would replace the
+    # bench.py JSON the run reads its timing from.
+    timing = tmp_path / "table_1.json"
+    timing.write_text("[]")
+    r = run("--table", 1, "--timing-json", timing, "--out", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "would overwrite the --timing-json" in r.stderr and "Traceback" not in r.stderr
+    assert timing.read_text() == "[]"
+    (tmp_path / "file").write_text("x")
+    r = run("--table", 3, "--out", tmp_path / "file")
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr, r.stderr

@@ -51,7 +51,6 @@ from fcn_jax.bench.peaks import PEAK_SOURCE, known_peak, measure_matmul_tflops
 from fcn_jax.bench.plan import Case, Plan
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.configs import base, model_from_config
-from fcn_jax.errors import FCNError
 from fcn_jax.models import make_forward
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import default_class_names
@@ -868,10 +867,3 @@ def run_bench(plan: Plan, out_dir: str | Path, argv: list[str] | None = None) ->
     print("\n" + table)
     print(f"\nwrote bench.json, bench.md, run.json and flops.md to {out}")
     return records
-
-
-def check_out_dir(path: str) -> None:
-    """``--out`` must be a directory we can create."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise FCNError(f"--out {path} exists and is not a directory")

@@ -188,6 +188,24 @@ def quick_cases() -> tuple[Case, ...]:
     return narrow + full
 
 
+def quick_summary() -> str:
+    """``--quick``'s cases in words, built from :func:`quick_cases` so the help cannot drift."""
+    groups: dict[float, dict[str, set]] = {}
+    for c in quick_cases():
+        g = groups.setdefault(c.width_mult, {"variants": set(), "sizes": set(), "modes": set()})
+        g["variants"].add(c.variant)
+        g["sizes"].add(c.height if c.height == c.width else f"{c.height}x{c.width}")
+        g["modes"].add(c.mode)
+    parts = []
+    for width, g in sorted(groups.items()):
+        net = "full width" if width == 1.0 else f"width {width:g}"
+        variants = ", ".join(sorted(g["variants"]))
+        sizes = ", ".join(str(v) for v in sorted(g["sizes"], key=str))
+        parts.append(f"{variants} at {net}, {sizes} px")
+    modes = " and ".join(sorted(next(iter(groups.values()))["modes"]))
+    return "; ".join(parts) + f"; {modes}, batch 1, float32 (~3 min on an idle 2-core CPU)"
+
+
 def make_plan(
     *,
     variants: Sequence[str] | None,
