@@ -25,7 +25,7 @@ import numpy as np
 
 from fcn_jax.data.base import Record, SegmentationDataset, config_root, require_dir
 from fcn_jax.data.colour_labels import ClassDict, read_class_dict
-from fcn_jax.data.io import read_image
+from fcn_jax.data.io import orient_label, read_image_oriented
 from fcn_jax.errors import FCNError, format_list
 
 LAYOUT = """\
@@ -221,12 +221,10 @@ class CamVid(SegmentationDataset):
         Returns:
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 indices, ``id``.
         """
-        image, label = self.files(sample_id)
-        return {
-            "image": read_image(image),
-            "label": self.class_dict.read_label(label),
-            "id": sample_id,
-        }
+        image_path, label_path = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = orient_label(self.class_dict.read_label(label_path), orientation)
+        return {"image": image, "label": label, "id": sample_id}
 
 
 def check_n_class(dataset: SegmentationDataset, config: ml_collections.ConfigDict) -> None:

@@ -36,7 +36,7 @@ from fcn_jax.data.base import (
     require_dir,
     require_files,
 )
-from fcn_jax.data.io import check_label_values, read_image, read_mat_field
+from fcn_jax.data.io import check_label_values, orient_label, read_image_oriented, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 
@@ -210,12 +210,10 @@ class PascalContext(SegmentationDataset):
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 (0 = background, 1..59),
             ``id``.
         """
-        image, path = self.files(sample_id)
-        return {
-            "image": read_image(image),
-            "label": self._task_label(read_mat_field(path, "LabelMap"), path),
-            "id": sample_id,
-        }
+        image_path, path = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = self._task_label(read_mat_field(path, "LabelMap"), path)
+        return {"image": image, "label": orient_label(label, orientation), "id": sample_id}
 
     def _task_label(self, label_map: np.ndarray, path: Path) -> np.ndarray:
         """Map a ``LabelMap`` (indices into :attr:`labels_file`) to task labels."""

@@ -34,7 +34,7 @@ from fcn_jax.data.camvid import (
     pair_by_stem,
 )
 from fcn_jax.data.colour_labels import ClassDict, read_class_dict
-from fcn_jax.data.io import read_image, read_index_png
+from fcn_jax.data.io import orient_label, read_image_oriented, read_index_png
 from fcn_jax.errors import FCNError, format_list
 
 LAYOUT = """\
@@ -208,8 +208,10 @@ class FolderDataset(SegmentationDataset):
         Returns:
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 indices, ``id``.
         """
-        image, label = self.files(sample_id)
-        return {"image": read_image(image), "label": self._read_label(label), "id": sample_id}
+        image_path, label_path = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = orient_label(self._read_label(label_path), orientation)
+        return {"image": image, "label": label, "id": sample_id}
 
     def _read_label(self, path: Path) -> np.ndarray:
         """[H, W] uint8 indices from a colour label (class_dict.csv) or an index mask."""

@@ -34,7 +34,13 @@ from fcn_jax.data.base import (
     require_dir,
     require_files,
 )
-from fcn_jax.data.io import check_label_values, read_image, read_mat_field
+from fcn_jax.data.io import (
+    Orientation,
+    check_label_values,
+    orient_label,
+    read_image_oriented,
+    read_mat_field,
+)
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import read_class_names
@@ -135,12 +141,24 @@ class NYUDv2(SegmentationDataset):
             uint8 (0..39, 255 = void) and ``id``.
         """
         *inputs, label_path = self.files(sample_id)
+        paths = dict(zip(self.modalities, inputs, strict=True))
         record: Record = {}
-        for modality, path in zip(self.modalities, inputs, strict=True):
-            record[modality] = read_image(path) if modality == "image" else _read_hha(path)
-        record["label"] = _nyud_label(read_mat_field(label_path, "segmentation"), label_path)
+        # The RGB image is read first: its EXIF orientation, if any, turns the HHA and the label
+        # (which carry none) the same way (see orient_label).
+        orientation = None
+        if "image" in paths:
+            record["image"], orientation = read_image_oriented(paths["image"])
+        if "hha" in paths:
+            record["hha"] = _oriented(_read_hha(paths["hha"]), orientation)
+        label = _nyud_label(read_mat_field(label_path, "segmentation"), label_path)
+        record["label"] = _oriented(label, orientation)
         record["id"] = sample_id
         return record
+
+
+def _oriented(array: np.ndarray, orientation: Orientation | None) -> np.ndarray:
+    """``array`` turned like the RGB image (:func:`orient_label`); as is without one."""
+    return array if orientation is None else orient_label(array, orientation)
 
 
 def _read_hha(path: Path) -> np.ndarray:

@@ -38,7 +38,7 @@ from fcn_jax.data.base import (
     require_dir,
     require_files,
 )
-from fcn_jax.data.io import check_label_values, read_image, read_mat_field
+from fcn_jax.data.io import check_label_values, orient_label, read_image_oriented, read_mat_field
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 
@@ -143,11 +143,14 @@ class SIFTFlow(SegmentationDataset):
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 (0..32, 255 = void),
             ``label_geo`` [H, W] uint8 (0..2, 255 = void) and ``id``.
         """
-        image, semantic, geometric = self.files(sample_id)
+        image_path, semantic, geometric = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = _shift_label(read_mat_field(semantic, "S"), semantic, 0, N_SEMANTIC)
+        label_geo = _shift_label(read_mat_field(geometric, "S"), geometric, -1, N_GEOMETRIC)
         return {
-            "image": read_image(image),
-            "label": _shift_label(read_mat_field(semantic, "S"), semantic, 0, N_SEMANTIC),
-            "label_geo": _shift_label(read_mat_field(geometric, "S"), geometric, -1, N_GEOMETRIC),
+            "image": image,
+            "label": orient_label(label, orientation),
+            "label_geo": orient_label(label_geo, orientation),
             "id": sample_id,
         }
 

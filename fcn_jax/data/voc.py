@@ -34,7 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from fcn_jax.data.base import Record, SegmentationDataset, require_dir, require_files
-from fcn_jax.data.io import check_label_values, read_image, read_index_png, read_mat_field
+from fcn_jax.data.io import (
+    check_label_values,
+    orient_label,
+    read_image_oriented,
+    read_index_png,
+    read_mat_field,
+)
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_class_names
@@ -140,8 +146,10 @@ class VOCSegmentation(SegmentationDataset):
         Returns:
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 indices, ``id``.
         """
-        image, label = self.files(sample_id)
-        return {"image": read_image(image), "label": read_index_png(label), "id": sample_id}
+        image_path, label_path = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = orient_label(read_index_png(label_path), orientation)
+        return {"image": image, "label": label, "id": sample_id}
 
 
 class SBDSegmentation(SegmentationDataset):
@@ -197,19 +205,17 @@ class SBDSegmentation(SegmentationDataset):
         Returns:
             ``image`` [H, W, 3] uint8 RGB, ``label`` [H, W] uint8 indices, ``id``.
         """
-        image, path = self.files(sample_id)
-        return {
-            "image": read_image(image),
-            "label": check_label_values(
-                read_mat_field(path, "GTcls", "Segmentation"),
-                path,
-                "GTcls.Segmentation",
-                0,
-                255,
-                "class indices 0..20, 255 = void",
-            ).astype(np.uint8),
-            "id": sample_id,
-        }
+        image_path, path = self.files(sample_id)
+        image, orientation = read_image_oriented(image_path)
+        label = check_label_values(
+            read_mat_field(path, "GTcls", "Segmentation"),
+            path,
+            "GTcls.Segmentation",
+            0,
+            255,
+            "class indices 0..20, 255 = void",
+        ).astype(np.uint8)
+        return {"image": image, "label": orient_label(label, orientation), "id": sample_id}
 
 
 def pascal(root: str | Path, split: str, year: int | None = None) -> SegmentationDataset:
