@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -12,10 +14,11 @@ from tqdm import tqdm
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights
 from fcn_jax.data.io import read_image
-from fcn_jax.errors import FCNError
+from fcn_jax.errors import FCNError, format_list
+from fcn_jax.outputs import output_dir
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
-from fcn_jax.visualize import overlay_picture
+from fcn_jax.visualize import check_overlay, overlay_picture
 
 
 def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> Path:
@@ -32,33 +35,91 @@ def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | N
     return path
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def list_images(path: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (sorted by name).
+@dataclass(frozen=True)
+class InputImages:
+    """What an ``--input`` path holds: the images to predict and what was left out.
+
+    Attributes:
+        images: image files (by suffix, :data:`IMAGE_SUFFIXES`), sorted by name.
+        subfolders: folders inside an input folder, not entered (no recursion), sorted.
+        hidden: hidden files (names starting with ``.``: macOS ``._x.jpg`` and ``.DS_Store``,
+            editors' temporaries), skipped without a word.
+    """
+
+    images: list[Path]
+    subfolders: list[Path] = field(default_factory=list)
+    hidden: list[Path] = field(default_factory=list)
+
+
+def output_names(stem: str, save_logits: bool) -> list[str]:
+    """The files :func:`predict_files` writes for an input of this stem."""
+    return [f"{stem}.png", f"{stem}_overlay.png"] + ([f"{stem}.npy"] if save_logits else [])
+
+
+def find_images(path: str | Path, save_logits: bool = False) -> InputImages:
+    """An image file, or the image files of a folder (not its subfolders, nor hidden files).
+
+    Args:
+        path: an image file or a folder.
+        save_logits: whether ``.npy`` outputs will be written too (for the name check).
 
     Raises:
-        FCNError: missing path, a folder without images, or two images with the same stem (their
-            outputs would overwrite each other).
+        FCNError: missing path, a folder without images, or two images whose outputs would
+            have the same name (``x.jpg`` and ``x.png``; ``x.jpg`` and ``x_overlay.png``).
     """
     path = Path(path)
     if path.is_file():
-        return [path]
+        return InputImages([path])
     if not path.is_dir():
         raise FCNError(f"input {path} does not exist")
-    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(path.iterdir())
+    hidden = [p for p in entries if p.name.startswith(".")]
+    visible = [p for p in entries if not p.name.startswith(".")]
+    subfolders = [p for p in visible if p.is_dir()]
+    images = [p for p in visible if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
-        raise FCNError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    stems: dict[str, Path] = {}
+        inside = (
+            f"; predict does not enter subfolders ({format_list([p.name for p in subfolders])}): "
+            "pass one of them as --input"
+            if subfolders
+            else ""
+        )
+        raise FCNError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}){inside}")
+    owners: dict[str, Path] = {}
     for p in images:
-        if p.stem in stems:
-            raise FCNError(
-                f"{stems[p.stem].name} and {p.name} in {path} share the stem {p.stem!r}: outputs "
-                "are named by stem, so rename one"
-            )
-        stems[p.stem] = p
-    return images
+        for name in output_names(p.stem, save_logits):
+            if name in owners:
+                other = owners[name]
+                clash = (
+                    f"share the stem {p.stem!r}"
+                    if other.stem == p.stem
+                    else f"would both write {name}"
+                )
+                raise FCNError(
+                    f"{other.name} and {p.name} in {path} {clash}: outputs are named by stem, "
+                    "so rename one"
+                )
+            owners[name] = p
+    return InputImages(images, subfolders, hidden)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict_files` did.
+
+    Attributes:
+        written: the class-map PNGs written, in input order.
+        failed: ``(image, why)`` for each input that could not be read; its outputs are not
+            written.
+        inputs: what the input path held (:class:`InputImages`: subfolders not entered...).
+    """
+
+    written: list[Path]
+    failed: list[tuple[Path, str]]
+    inputs: InputImages
 
 
 class Predictor:
@@ -111,33 +172,73 @@ def predict_files(
     save_logits: bool = False,
     progress: bool = True,
     step: int | None = None,
-) -> list[Path]:
+    overlay: str = "side",
+    alpha: float = 0.5,
+) -> PredictResult:
     """Predict an image or every image of a folder; outputs are named by each input's stem.
 
     Writes to ``out_dir``, for each input ``<stem>``:
 
-    - ``<stem>.png``: class indices as a palette PNG in the dataset's colours (VOC's for VOC);
-    - ``<stem>_overlay.png``: the image beside its coloured mask, with a legend of the classes
+    - ``<stem>.png``: class indices as a palette PNG in the dataset's colours (VOC's for VOC),
+      the image's height and width as displayed (EXIF orientation applied, see
+      :func:`~fcn_jax.data.io.read_image`);
+    - ``<stem>_overlay.png``: :func:`~fcn_jax.visualize.overlay_picture`, the image beside its
+      coloured mask (``side``) or blended with it (``blend``), with a legend of the classes
       present;
     - with ``save_logits``, ``<stem>.npy``: float32 logits [H, W, n_class].
 
+    Everything is checked before the model is loaded: the inputs, the overlay settings and
+    ``out_dir`` (:func:`~fcn_jax.outputs.output_dir`: a writable folder that is not the input
+    folder or the weights, and where no output would overwrite an input). Images that cannot
+    be read are skipped, reported as they are met (above the progress bar, when it is shown)
+    and returned in :attr:`PredictResult.failed`; every other image is predicted.
+
+    Args:
+        weights_dir: a weights directory (or a training workdir).
+        input_path: an image file or a folder of images (hidden files and subfolders skipped).
+        out_dir: the output folder (``--out``), created if missing.
+        save_logits: also write ``<stem>.npy``.
+        progress: show a progress bar (for two inputs or more).
+        step: checkpoint step (default: latest).
+        overlay: ``side`` or ``blend``.
+        alpha: the mask's weight in a ``blend`` overlay, 0..1.
+
     Returns:
-        The written class-map paths, in input order.
+        What was written, what failed and what the input held.
+
+    Raises:
+        FCNError: bad inputs, overlay settings, output folder or weights, found before any
+            output is written.
     """
-    inputs = list_images(input_path)
+    check_overlay(overlay, alpha)
+    found = find_images(input_path, save_logits)
+    out = output_dir(
+        out_dir,
+        "--out",
+        inputs={"input": input_path, "weights": weights_dir},
+        files=[name for p in found.images for name in output_names(p.stem, save_logits)],
+    )
     predictor = Predictor.from_dir(weights_dir, step)
     palette = predictor.metadata.palette_array()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in tqdm(inputs, unit="img", desc="predict", disable=not progress or len(inputs) < 2):
-        image = read_image(path)
+    written, failed = [], []
+    show = progress and len(found.images) > 1
+    for path in tqdm(found.images, unit="img", desc="predict", disable=not show):
+        try:
+            image = read_image(path)
+        except FCNError as e:
+            failed.append((path, str(e)))
+            if show:
+                # tqdm.write puts the line above the bar; print() would glue it to the bar's end.
+                tqdm.write(f"skipped: {e}", file=sys.stderr)
+            continue
         logits, labels = predictor(image)
         labels = np.asarray(labels)
         stem = path.stem
         written.append(save_index_png(labels, out / f"{stem}.png", palette))
-        picture = overlay_picture(image, labels, palette, predictor.metadata.class_names)
+        picture = overlay_picture(
+            image, labels, palette, predictor.metadata.class_names, overlay, alpha
+        )
         Image.fromarray(picture).save(out / f"{stem}_overlay.png")
         if save_logits:
             np.save(out / f"{stem}.npy", np.asarray(logits, np.float32))
-    return written
+    return PredictResult(written, failed, found)

@@ -15,8 +15,8 @@ from fcn_jax.inference import Predictor, predict_files, save_index_png
 from fcn_jax.models import abstract_params
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import VOC_SAMPLE_LABEL, default_class_names, voc_palette
-from fcn_jax.visualize import overlay_picture
-from tests.utils import NARROW, REPO
+from fcn_jax.visualize import display_scale, overlay_picture
+from tests.utils import NARROW, REPO, run_script
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,10 @@ def test_predict_folder_writes_maps_overlays_and_logits(weights_dir, tmp_path, r
     Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)).save(src / "b.jpg")
     Image.fromarray(rng.integers(0, 256, (17, 9), dtype=np.uint8)).save(src / "a_grey.png")
     (src / "notes.txt").write_text("not an image")
-    written = predict_files(weights_dir, src, tmp_path / "out", save_logits=True)
+    result = predict_files(weights_dir, src, tmp_path / "out", save_logits=True)
     # Named by stem, never by index; sorted by name.
-    assert [p.name for p in written] == ["a_grey.png", "b.png"]
+    assert [p.name for p in result.written] == ["a_grey.png", "b.png"]
+    assert result.failed == []
     for stem, shape in (("b", (23, 31)), ("a_grey", (17, 9))):
         with Image.open(tmp_path / "out" / f"{stem}.png") as im:
             labels = np.asarray(im)
@@ -67,8 +68,10 @@ def test_predict_folder_writes_maps_overlays_and_logits(weights_dir, tmp_path, r
         np.testing.assert_array_equal(labels, logits.argmax(-1))
         with Image.open(tmp_path / "out" / f"{stem}_overlay.png") as im:
             overlay = np.asarray(im)
-        assert overlay.shape[0] > shape[0] and overlay.shape[1] == 2 * shape[1]  # + legend
-        np.testing.assert_array_equal(overlay[: shape[0], shape[1] :], voc_palette()[labels])
+        k = display_scale(*shape)  # small images are enlarged, each pixel a k x k square
+        h, w = k * shape[0], k * shape[1]
+        assert overlay.shape[0] > h and overlay.shape[1] >= 2 * w  # + legend
+        np.testing.assert_array_equal(overlay[:h:k, w : 2 * w : k], voc_palette()[labels])
     assert len({*np.unique(labels)}) > 1  # random weights: not a constant map
 
 
@@ -85,9 +88,10 @@ def test_predict_uses_the_metadata_palette(tmp_path, rng):
     with Image.open(tmp_path / "out" / "x.png") as im:
         assert np.array(im.getpalette()[:9]).reshape(3, 3).tolist() == [list(c) for c in palette]
         labels = np.asarray(im)
+    k = display_scale(20, 24)
     with Image.open(tmp_path / "out" / "x_overlay.png") as im:
         np.testing.assert_array_equal(
-            np.asarray(im)[:20, 24:], np.asarray(palette, np.uint8)[labels]
+            np.asarray(im)[: 20 * k : k, 24 * k : 48 * k : k], np.asarray(palette, np.uint8)[labels]
         )
 
 
@@ -98,7 +102,7 @@ def test_overlay_legend_lists_classes_present():
     labels[0] = 255
     names = ["background", "cat", "a-very-distinctive-name"]
     picture = overlay_picture(image, labels, voc_palette(), names)
-    legend = picture[30:]
+    legend = picture[30 * display_scale(30, 40) :]
     assert legend.shape[0] >= 16
     colours = {tuple(c) for c in legend.reshape(-1, 3)}
     assert tuple(voc_palette()[2]) in colours and tuple(voc_palette()[1]) not in colours
@@ -116,6 +120,14 @@ def test_input_errors(weights_dir, tmp_path):
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(dup / name)
     with pytest.raises(FCNError, match=r"x\.jpg and x\.png .* share the stem 'x'"):
         predict_files(weights_dir, dup, tmp_path / "out")
+    # Different stems, same output name: x.jpg's overlay would be x_overlay.png's class map.
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name in ("x.jpg", "x_overlay.png"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(clash / name)
+    with pytest.raises(FCNError, match=r"x\.jpg and x_overlay\.png .* both write x_overlay\.png"):
+        predict_files(weights_dir, clash, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_predictor_matches_plain_forward(weights_dir, rng):
@@ -172,3 +184,147 @@ def test_predict_cli(weights_dir, tmp_path):
     )
     assert r.returncode == 2 and "nowhere does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# --- images as a viewer shows them, overlays --------------------------------------------------
+
+
+def test_predict_applies_exif_orientation(weights_dir, tmp_path, rng):
+    """A phone photo stored 60 wide, 40 high, shown turned (orientation 6): 40 wide, 60 high."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(path, exif=exif)
+    predict_files(weights_dir, path, tmp_path / "out", save_logits=True, progress=False)
+    upright = read_image(path)
+    assert upright.shape == (60, 40, 3)
+    with Image.open(tmp_path / "out" / "phone.png") as im:
+        labels = np.asarray(im)
+    assert labels.shape == (60, 40)
+    assert np.load(tmp_path / "out" / "phone.npy").shape == (60, 40, 21)
+    np.testing.assert_array_equal(labels, np.asarray(Predictor.from_dir(weights_dir)(upright)[1]))
+    k = display_scale(60, 40)
+    with Image.open(tmp_path / "out" / "phone_overlay.png") as im:
+        overlay = np.asarray(im)
+    np.testing.assert_array_equal(overlay[: 60 * k : k, : 40 * k : k], upright)  # drawn upright
+
+
+def test_predict_blend_overlay(weights_dir, tmp_path, rng):
+    image = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    predict_files(weights_dir, tmp_path / "x.png", tmp_path / "out", overlay="blend", alpha=0.25)
+    with Image.open(tmp_path / "out" / "x.png") as im:
+        labels = np.asarray(im)
+    with Image.open(tmp_path / "out" / "x_overlay.png") as im:
+        overlay = np.asarray(im)
+    k = display_scale(9, 14)
+    top = overlay[: 9 * k : k, : 14 * k : k].astype(float)
+    expected = 0.75 * image + 0.25 * voc_palette()[labels].astype(float)
+    assert np.abs(top - expected).max() <= 0.5
+    assert (overlay[: 9 * k, 14 * k :] == 255).all()  # one panel (white beyond: legend's width)
+
+
+def test_predict_checks_everything_before_loading(weights_dir, tmp_path, rng):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(rng.integers(0, 256, (5, 5), dtype=np.uint8)).save(src / "gray.png")
+    before = (src / "gray.png").read_bytes()
+    with pytest.raises(FCNError, match=r"alpha 2\.0 is not between 0"):
+        predict_files(tmp_path / "no-weights", src, tmp_path / "out", overlay="blend", alpha=2.0)
+    with pytest.raises(FCNError, match=r"--out .*in is the input .*choose another --out"):
+        predict_files(tmp_path / "no-weights", src, src)
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(FCNError, match=r"--out .*file is a file, not a folder"):
+        predict_files(tmp_path / "no-weights", src, tmp_path / "file")
+    with pytest.raises(FCNError, match=r"--out .*w.* is the weights"):
+        predict_files(weights_dir, src, weights_dir)
+    assert (src / "gray.png").read_bytes() == before and sorted(src.iterdir()) == [src / "gray.png"]
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_predict_folder_skips_unreadable_hidden_and_subfolders(weights_dir, tmp_path, rng):
+    src = tmp_path / "in"
+    (src / "more").mkdir(parents=True)
+    for name in ("a.jpg", "c.png", "more/d.png"):
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(src / name)
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (src / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    result = predict_files(weights_dir, src, tmp_path / "out", progress=False)
+    assert [p.name for p in result.written] == ["a.png", "c.png"]
+    assert [(p.name, "b.png is not an image" in why) for p, why in result.failed] == [
+        ("b.png", True)
+    ]
+    assert result.inputs.subfolders == [src / "more"]
+    assert result.inputs.hidden == [src / ".DS_Store", src / "._a.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.png", "a_overlay.png", "c.png", "c_overlay.png"
+    ]  # fmt: skip
+
+
+def test_folder_of_subfolders_says_so(weights_dir, tmp_path):
+    (tmp_path / "in" / "2024").mkdir(parents=True)
+    (tmp_path / "in" / ".DS_Store").write_bytes(b"\x00")
+    with pytest.raises(FCNError, match=r"holds no images .* subfolders \(2024\)"):
+        predict_files(weights_dir, tmp_path / "in", tmp_path / "out")
+
+
+# --- predict.py -----------------------------------------------------------------------------
+
+
+def test_predict_cli_never_writes_over_its_input(weights_dir, tmp_path, rng):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)).save(src / "gray.png")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for out in (src, tmp_path / "notes.txt"):
+        r = run_script("predict.py", "--weights", weights_dir, "--input", src, "--out", out)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("error: --out") and "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_predict_cli_folder_with_unreadable_files(weights_dir, tmp_path, rng):
+    src = tmp_path / "imgs"
+    (src / "holiday").mkdir(parents=True)
+    for name in ("a.jpg", "c.png", "e.png"):
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(src / name)
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (src / "d.jpg").write_text("not a jpeg")
+    (src / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    out = tmp_path / "out"
+    r = run_script("predict.py", "--weights", weights_dir, "--input", src, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "a.png", "a_overlay.png", "c.png", "c_overlay.png", "e.png", "e_overlay.png"
+    ]  # fmt: skip
+    assert "wrote 3 prediction(s)" in r.stdout
+    assert "error: 2 of 5 image(s) could not be read" in r.stderr
+    summary = r.stderr[r.stderr.index("error: ") :]
+    reported = [line for line in summary.split("\n")[1:] if line.startswith("  ")]
+    assert len(reported) == 2
+    assert "b.png is not an image PIL can read" in reported[0]
+    assert "d.jpg is not an image PIL can read" in reported[1]
+    assert "._a.jpg" not in r.stderr and ".DS_Store" not in r.stderr
+    assert "not read: holiday/" in r.stderr
+    # Reported as met, each on a line of its own: never glued to the progress bar.
+    segments = [s for line in r.stderr.split("\n") for s in line.split("\r")]
+    met = [s for s in segments if "b.png" in s and "error" not in s and not s.startswith("  ")]
+    assert met and all(s.startswith("skipped: ") for s in met), met
+
+
+def test_predict_cli_overlay_flags(weights_dir, tmp_path):
+    r = run_script("predict.py", "--help")
+    assert r.returncode == 0
+    assert all(flag in r.stdout for flag in ("--overlay {side,blend}", "--alpha", "Exit codes"))
+    for bad in ("1.5", "-0.1", "half"):
+        r = run_script(
+            "predict.py", "--weights", weights_dir, "--input", tmp_path, "--out", tmp_path / "o",
+            "--overlay", "blend", "--alpha", bad,
+        )  # fmt: skip
+        assert r.returncode == 2 and "--alpha" in r.stderr and "error:" in r.stderr
+    assert not (tmp_path / "o").exists()
