@@ -236,9 +236,34 @@ def save_weights(
     return directory
 
 
+def _step_folder(path: Path) -> Path | None:
+    """The step folder (``run/40``) that ``path`` is or lies in (``run/40/params``), if any.
+
+    A step folder is named by its step and holds the items of :data:`ITEMS`: what a user who
+    browses a training workdir finds and passes instead of the workdir itself.
+    """
+    for p in (path, path.parent):
+        if p.name.isdigit() and any((p / item).is_dir() for item in ITEMS):
+            return p
+    return None
+
+
+def _not_a_step_folder(directory: Path) -> None:
+    """Fail, saying how to name it, if ``directory`` is (in) one step of a weights directory."""
+    folder = _step_folder(directory)
+    if folder is not None:
+        step = int(folder.name)
+        raise FCNError(
+            f"{directory} is step {step} of the weights directory {folder.parent}, not a "
+            f"weights directory: give the directory and the step, --weights {folder.parent} "
+            f"--step {step}"
+        )
+
+
 def _latest_step(manager: ocp.CheckpointManager, directory: Path, step: int | None) -> int:
     steps = manager.all_steps()
     if not steps:
+        _not_a_step_folder(directory)
         raise FCNError(
             f"{directory} holds no checkpoint: give a weights directory written by "
             "convert_torch_weights.py or train.py"
@@ -264,6 +289,7 @@ def best_step(directory: str | Path) -> int:
     with ocp.CheckpointManager(directory.absolute(), options=options) as manager:
         step = manager.best_step()
     if step is None:
+        _not_a_step_folder(directory)
         raise FCNError(f"{directory} has no checkpoint with validation metrics: use --step")
     return step
 

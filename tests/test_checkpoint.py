@@ -1,8 +1,16 @@
+import re
+
 import jax
 import numpy as np
 import pytest
 
-from fcn_jax.checkpoint import WeightsMetadata, load_metadata, load_weights, save_weights
+from fcn_jax.checkpoint import (
+    WeightsMetadata,
+    best_step,
+    load_metadata,
+    load_weights,
+    save_weights,
+)
 from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, abstract_params
 from fcn_jax.preprocessing import CAFFE_VOC
@@ -87,3 +95,21 @@ def test_metadata_validation():
         WeightsMetadata.from_json({k: v for k, v in metadata().to_json().items() if k != "width"})
     assert WeightsMetadata.from_json(metadata().to_json()) == metadata()
     assert isinstance(metadata().model(), FCN)
+
+
+def test_a_step_folder_names_its_directory_and_step(tmp_path):
+    # What a user browsing a training workdir passes: run/40 (or run/40/params), not run.
+    meta = metadata()
+    save_weights(tmp_path / "run", random_params(meta), meta, step=40)
+    expected = f"is step 40 of the weights directory {tmp_path / 'run'}"
+    for path in (tmp_path / "run" / "40", tmp_path / "run" / "40" / "params"):
+        with pytest.raises(FCNError, match=re.escape(expected)) as e:
+            load_weights(path)
+        assert f"--weights {tmp_path / 'run'} --step 40" in str(e.value)
+        assert "holds no checkpoint" not in str(e.value)
+    with pytest.raises(FCNError, match=re.escape(expected)):
+        best_step(tmp_path / "run" / "40")
+    # A folder merely named by a number is not a step folder.
+    (tmp_path / "7").mkdir()
+    with pytest.raises(FCNError, match="holds no checkpoint"):
+        load_weights(tmp_path / "7")
