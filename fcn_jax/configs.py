@@ -6,19 +6,25 @@ Top level: ``seed``, ``num_steps``, ``batch_size`` (global, over all devices and
 ``model``, ``init``, ``optim``, ``eval``. Experiments (``configs/*.py``) call :func:`base`,
 override fields and end with :func:`finish`.
 Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can set them.
+``model.n_class`` is one for data that names its own classes (CamVid's ``class_dict.csv``, a
+folder's ``classes.txt``): :func:`resolve_n_class` takes it from the dataset.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
-from fcn_jax.errors import FCNError
+from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import FCN
+
+if TYPE_CHECKING:  # the data package imports configs' users; annotations only
+    from fcn_jax.data.base import SegmentationDataset
 
 
 def base() -> ml_collections.ConfigDict:
@@ -119,8 +125,8 @@ def context(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """CamVid as the seed's users have it: class_dict.csv, colour labels, ImageNet statistics.
 
-    The seed's csv holds 11 classes and Void; with Kaggle's 32-row csv pass
-    ``--config.model.n_class=31``.
+    The class count comes from the csv (the seed's holds 11 classes and Void, Kaggle's 31 and
+    Void); ``--config.model.n_class=N`` is checked against it.
     """
     c.data.name = "camvid"
     c.data.split = "train"
@@ -128,7 +134,8 @@ def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.preprocessing = "torchvision"  # the seed normalises with ImageNet mean/std
     c.data.max_size = 960
     c.model.arch = "fcn8s"
-    c.model.n_class = 11
+    # From class_dict.csv (resolve_n_class): the seed's and Kaggle's csv differ (11 or 31).
+    c.model.n_class = config_dict.placeholder(int)
     c.init.from_ = "weights/vgg16.pth"
     return c
 
@@ -147,6 +154,8 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.max_size = 40
     c.data.worker_count = 0
     c.model.width = 0.0625
+    if c.model.n_class is None:  # taken from the data, but synthetic data needs a count
+        c.model.n_class = 5
     c.init.from_ = None  # smoke runs start from scratch
     c.batch_size = 1
     c.optim.accum_steps = 1
@@ -179,9 +188,50 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     return module.get_config(arg)
 
 
+def resolve_n_class(
+    config: ml_collections.ConfigDict, dataset: SegmentationDataset
+) -> ml_collections.ConfigDict:
+    """``config`` with ``model.n_class`` taken from ``dataset`` where the config leaves it None.
+
+    Configs for data that names its own classes (CamVid's ``class_dict.csv``, a folder's
+    ``classes.txt``) leave the count unset, so the data and the config cannot disagree; train
+    and eval call this once the dataset is made, before anything reads ``model.n_class``.
+
+    Args:
+        config: the experiment config (not modified).
+        dataset: the split the run reads (its ``n_class`` counts the ``label`` classes, the
+            first head's for a multi-head network, as ``model.n_class`` does).
+
+    Returns:
+        A copy of ``config`` whose ``model.n_class`` is the dataset's.
+
+    Raises:
+        FCNError: the config sets ``model.n_class`` and the dataset has another count.
+    """
+    n_class = config.model.get("n_class")
+    if n_class is not None and n_class != dataset.n_class:
+        raise FCNError(
+            f"config.model.n_class is {n_class} but {dataset!r} has {dataset.n_class} classes "
+            f"({format_list(dataset.class_names, 8)}): pass --config.model.n_class="
+            f"{dataset.n_class}, or leave it unset in the config to take the data's"
+        )
+    config = config.copy_and_resolve_references()
+    config.model.n_class = dataset.n_class
+    return config
+
+
 def model_from_config(config: ml_collections.ConfigDict) -> FCN:
-    """The FCN a config's ``model`` section describes."""
+    """The FCN a config's ``model`` section describes.
+
+    Raises:
+        FCNError: ``model.n_class`` is unset (call :func:`resolve_n_class` first).
+    """
     m = config.model
+    if m.get("n_class") is None:
+        raise FCNError(
+            "config.model.n_class is not set: it comes from the dataset (resolve_n_class) or "
+            "--config.model.n_class=N"
+        )
     return FCN(
         variant=m.arch,
         n_class=m.n_class,

@@ -1,19 +1,26 @@
 """Every experiment config: the shared schema, its model (shapes only), its smoke variant."""
 
+import json
 import math
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
+from fcn_jax.checkpoint import WeightsMetadata, load_metadata, save_weights
 from fcn_jax.cli import config_keys
-from fcn_jax.configs import load_config_file, model_from_config
+from fcn_jax.configs import load_config_file, model_from_config, resolve_n_class
 from fcn_jax.data import make_dataset
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, abstract_params
-from tests.utils import REPO
+from fcn_jax.preprocessing import TORCHVISION
+from tests.utils import REPO, run_script, write_camvid_tree, write_mask_tree
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+# Configs whose data names its classes (class_dict.csv, classes.txt): model.n_class unset.
+FROM_DATA = {"camvid_fcn8s", "camvid_fcn8s_adam", "folder_fcn8s"}
 TOP = {
     "seed",
     "num_steps",
@@ -38,6 +45,14 @@ def load(name, arg=None):
     return load_config_file(REPO / "configs" / f"{name}.py", arg)
 
 
+def load_resolved(name):
+    """The config with a class count, as train and eval have it once the dataset is made."""
+    c = load(name)
+    if c.model.n_class is None:
+        c.model.n_class = 11  # what resolve_n_class takes from e.g. the seed's class_dict.csv
+    return c
+
+
 def test_the_issue_configs_exist():
     assert {"voc_fcn32s", "voc_fcn16s", "voc_fcn8s", "voc_fcn8s_atonce", "synthetic_fcn8s"} <= set(
         CONFIGS
@@ -58,7 +73,7 @@ def test_schema(name):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_builds_its_model(name):
-    c = load(name)
+    c = load_resolved(name)
     params = abstract_params(model_from_config(c))  # shapes only, no full-width init
     count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     if name.startswith("voc_"):
@@ -130,7 +145,7 @@ def test_builds_its_train_state(name):
     from fcn_jax.train.optim import make_optimizer
     from fcn_jax.train.step import create_train_state
 
-    c = load(name)
+    c = load_resolved(name)
     params = abstract_params(model_from_config(c))
     tx = make_optimizer(c, params, steps_per_epoch=100)
     state = jax.eval_shape(lambda p: create_train_state(p, tx, c.seed), params)
@@ -165,3 +180,95 @@ def test_training_recipes():
             1,
         )
         assert (c.eval_every, c.checkpoint_every) == (4000, 4000)
+
+
+# --- the class count from the data ----------------------------------------------------------------
+
+FOLDER_SPLITS = {"train": {"a": (24, 24)}, "val": {"b": (24, 24)}}
+CAMVID_ROWS = (("Road", (128, 64, 128)), ("Car", (64, 0, 128)), ("Sky", (128, 128, 128)))
+CAMVID_ROWS += (("Void", (0, 0, 0)),)
+
+
+def test_class_count_comes_from_the_data(tmp_path):
+    assert {n for n in CONFIGS if load(n).model.n_class is None} == FROM_DATA
+    write_mask_tree(tmp_path / "f", FOLDER_SPLITS, 5, classes=list("abcde"))
+    write_camvid_tree(tmp_path / "c", FOLDER_SPLITS, rows=CAMVID_ROWS)
+    for name, root, n_class in (("folder_fcn8s", "f", 5), ("camvid_fcn8s", "c", 3)):
+        c = load(name)
+        c.data.root = str(tmp_path / root)
+        with pytest.raises(FCNError, match=r"config\.model\.n_class is not set"):
+            model_from_config(c)
+        dataset = make_dataset(c, "train")
+        resolved = resolve_n_class(c, dataset)
+        assert resolved.model.n_class == n_class and c.model.n_class is None  # a copy
+        assert model_from_config(resolved).n_class == n_class
+        c.model.n_class = n_class  # set and right: kept
+        assert resolve_n_class(c, dataset).model.n_class == n_class
+    # Set and wrong: the data says how many, the error which key to fix.
+    c = load("synthetic_fcn8s")  # n_class=5
+    dataset = make_dataset(load("synthetic_fcn8s", "smoke"), "val")
+    c.model.n_class = 7
+    with pytest.raises(FCNError, match=r"config\.model\.n_class is 7 but .* has 5 classes"):
+        resolve_n_class(c, dataset)
+
+
+def test_smoke_of_a_from_data_config_has_a_class_count():
+    # The smoke variant reads synthetic data, which has no class file: it needs a count.
+    for name in FROM_DATA:
+        c = load(name, "smoke")
+        assert c.model.n_class == make_dataset(c, "train").n_class == 5
+
+
+def data_args(name, root):
+    """Command-line arguments of a tool reading ``name``'s data at ``root``, n_class unset."""
+    return [
+        "--config", REPO / "configs" / f"{name}.py", f"--config.data.root={root}",
+        "--config.model.width=0.0625", "--config.model.arch=fcn32s",  # the quickest to compile
+    ]  # fmt: skip
+
+
+def run_stats(name, root):
+    return subprocess.run(
+        [sys.executable, "-m", "fcn_jax.data.stats", *map(str, data_args(name, root)[:3])],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_folder_config_trains_evaluates_stats_without_n_class(tmp_path):
+    root = tmp_path / "data"
+    write_mask_tree(root, FOLDER_SPLITS, 5, classes=list("abcde"))
+    args = data_args("folder_fcn8s", root)
+    r = run_script(
+        "train.py", *args, "--workdir", tmp_path / "run", "--config.init.from_=None",
+        "--config.num_steps=1", "--config.eval_every=1", "--config.checkpoint_every=1",
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "fcn32s, 5 classes" in r.stderr  # the run's summary: the count from classes.txt
+    assert load_metadata(tmp_path / "run").class_names == tuple("abcde")
+    out = tmp_path / "m.json"
+    r = run_script("eval.py", *args, "--weights", tmp_path / "run", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert list(json.loads(out.read_text())["per_class_iou"]) == list("abcde")
+    r = run_stats("folder_fcn8s", root)
+    assert r.returncode == 0, r.stderr
+    assert "RGB 0-255" in r.stdout
+
+
+def test_camvid_config_evaluates_stats_without_n_class(tmp_path):
+    # (Training reads the config through the same resolve_n_class: see the folder test.)
+    root = tmp_path / "data"
+    write_camvid_tree(root, FOLDER_SPLITS, rows=CAMVID_ROWS)
+    names = ("Road", "Car", "Sky")
+    meta = WeightsMetadata("fcn32s", 3, names, 0.0625, TORCHVISION)
+    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    params = jax.tree.unflatten(tree, [np.zeros(x.shape, np.float32) for x in leaves])
+    save_weights(tmp_path / "w", params, meta)
+    out = tmp_path / "m.json"
+    args = data_args("camvid_fcn8s", root)
+    r = run_script("eval.py", *args, "--weights", tmp_path / "w", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert list(json.loads(out.read_text())["per_class_iou"]) == list(names)
+    r = run_stats("camvid_fcn8s", root)
+    assert r.returncode == 0, r.stderr
+    assert "CamVid(split='train', 1 images, 3 classes)" in r.stdout

@@ -121,11 +121,18 @@ class FolderDataset(SegmentationDataset):
         root: the dataset root.
         layout: :data:`COLOUR_LAYOUT` or :data:`MASK_LAYOUT`, as detected.
         class_dict: the parsed ``class_dict.csv`` when labels are colour-coded, else ``None``.
+        images_only: the caller reads only the images, so no class count is needed.
     """
 
     name = "folder"
 
-    def __init__(self, root: str | Path, split: str = "train", n_class: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        n_class: int | None = None,
+        images_only: bool = False,
+    ) -> None:
         """Detect the layout, find the classes and pair the split's images and labels.
 
         Args:
@@ -133,6 +140,9 @@ class FolderDataset(SegmentationDataset):
             split: a split folder name (``train``, ``val``...).
             n_class: number of classes; required for index masks without ``classes.txt`` (names
                 become ``class_<i>``), otherwise checked against the names found.
+            images_only: the caller reads only the images (``python -m fcn_jax.data.stats``):
+                ``n_class`` is ignored, index masks need no class names, and labels are not
+                checked against a class count.
 
         Raises:
             FCNError: missing root (printing both layouts), an undetectable or ambiguous layout,
@@ -142,6 +152,9 @@ class FolderDataset(SegmentationDataset):
         self.root = Path(root)
         self.layout = detect_layout(self.root)
         self.class_dict: ClassDict | None = None
+        self.images_only = images_only
+        if images_only:
+            n_class = None  # nothing to check it against: no label is used
         if self.layout == COLOUR_LAYOUT:
             self.class_dict, self._pairs = colour_split_pairs(
                 self.root, split, LAYOUT, "dataset folder"
@@ -170,6 +183,8 @@ class FolderDataset(SegmentationDataset):
             names = read_classes_txt(txt)
             _check_n_class(names, n_class, txt)
             return names
+        if n_class is None and self.images_only:
+            return ()
         if n_class is None:
             raise FCNError(
                 f"{self.root} has no {CLASSES_TXT}: list the class names there, one per line, "
@@ -192,6 +207,11 @@ class FolderDataset(SegmentationDataset):
                 f"{self.root}: {format_list(splits) or 'none'}. Expected layout:\n{LAYOUT}"
             )
         return pair_by_stem(image_dir, mask_dir, (".png",), lambda stem: [stem])
+
+    @property
+    def label_classes(self) -> dict[str, tuple[str, ...]]:
+        """Class names per label key; none when :attr:`images_only` (labels go unchecked)."""
+        return {} if self.images_only else super().label_classes
 
     @property
     def palette(self) -> np.ndarray:

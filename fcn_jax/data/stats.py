@@ -6,6 +6,7 @@
 Reads the split (``config.data.split`` unless ``--split``) through the config's dataset and
 prints the mean and std over all pixels in the three conventions a preprocessing may want:
 RGB in 0-255, BGR in 0-255 (Caffe-style VGG input) and RGB in [0, 1] (torchvision-style).
+Only the images are used, so no class count is needed (a ``folder`` dataset's is not checked).
 Exit codes: 0 ok; 2 bad input (flags, config keys, dataset files).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 
 from fcn_jax.data.base import SegmentationDataset
@@ -121,14 +123,29 @@ def _define_flags() -> None:
     flags.DEFINE_integer("max-images", None, "use at most N images, evenly spaced", lower_bound=1)
 
 
+def images_dataset(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
+    """The config's dataset for ``split``, as far as its images go.
+
+    A ``folder`` dataset is opened images-only: index masks without ``classes.txt`` need a
+    class count for training, not for statistics. The others are made as for training (CamVid
+    counts its classes in class_dict.csv; synthetic data draws ``model.n_class`` of them).
+    """
+    from fcn_jax.data import make_dataset
+    from fcn_jax.data.base import config_root
+    from fcn_jax.data.folder import FolderDataset
+
+    if config.data.name == "folder":
+        return FolderDataset(config_root(config), split, images_only=True)
+    return make_dataset(config, split)
+
+
 def main() -> int:
     """Compute and print the statistics of the configured split; returns the exit code."""
     from fcn_jax.cli import FLAGS
-    from fcn_jax.data import make_dataset
 
     config = FLAGS.config
     split = FLAGS.split or config.data.split
-    dataset = make_dataset(config, split)
+    dataset = images_dataset(config, split)
     n_used = len(_subset(len(dataset), FLAGS["max-images"].value))
     print(f"channel statistics of {dataset!r}: {n_used} of {len(dataset)} images")
     mean, std = channel_stats(dataset, FLAGS["max-images"].value, progress=True)

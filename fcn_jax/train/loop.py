@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import model_from_config
+from fcn_jax.configs import model_from_config, resolve_n_class
 from fcn_jax.data import make_dataset
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
@@ -208,6 +208,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     workdir = Path(workdir)
     # ---- everything checked before any compute
     train_ds = make_dataset(config, config.data.split)
+    config = resolve_n_class(config, train_ds)  # model.n_class None: the data's
     eval_ds = make_dataset(config, config.data.eval_split)
     for name, ds in (("data.split", train_ds), ("data.eval_split", eval_ds)):
         if len(ds) == 0:

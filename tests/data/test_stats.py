@@ -199,3 +199,33 @@ def test_cli_dataset_error_exits_2() -> None:
     assert r.returncode == 2
     assert "error: config.data.root is not set" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cli_needs_no_class_count(tmp_path: Path) -> None:
+    # Index masks without classes.txt, and configs/folder_fcn8s.py without model.n_class: the
+    # statistics read images only, so nothing asks for a class count.
+    written = write_mask_tree(tmp_path, {"train": SIZES}, n_class=7, image_ext=".png")
+    r = run_stats("--config", "configs/folder_fcn8s.py", f"--config.data.root={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    mean, _ = numpy_stats([written[s][0] for s in sorted(SIZES)])
+    rgb = next(line for line in r.stdout.splitlines() if line.startswith("RGB 0-255"))
+    np.testing.assert_allclose(parse_triple(rgb, "mean"), mean, atol=6e-4)
+    # A class count that disagrees with classes.txt does not matter either.
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    r = run_stats(
+        "--config", "configs/folder_fcn8s.py", f"--config.data.root={tmp_path}",
+        "--config.model.n_class=5",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_images_only_folder(tmp_path: Path) -> None:
+    written = write_mask_tree(tmp_path, {"train": SIZES}, n_class=7, image_ext=".png")
+    with pytest.raises(FCNError, match=r"has no classes\.txt"):
+        FolderDataset(tmp_path, "train")  # training needs the classes
+    ds = FolderDataset(tmp_path, "train", n_class=2, images_only=True)  # 2 ignored: labels to 6
+    assert ds.label_classes == {}
+    mean, std = channel_stats(ds)
+    expected_mean, expected_std = numpy_stats([written[s][0] for s in ds.ids])
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-13)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-12)
