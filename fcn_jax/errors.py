@@ -24,6 +24,16 @@ def format_list(items: Sequence[str], limit: int = 20) -> str:
     return shown
 
 
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr, one clean line.
+
+    For what the user should know but that does not stop the run (the config and the weights
+    disagree, a setting that cannot apply). Unlike :mod:`warnings`, no source file and line,
+    and never filtered or shown only once.
+    """
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None]) -> None:
     """Run a CLI ``main(argv)``; an :class:`FCNError` becomes ``error: ...`` on stderr, exit 2."""
     try:

@@ -9,14 +9,13 @@ metadata holds the numbers below, and every tool reads them from there.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from fcn_jax.errors import FCNError
+from fcn_jax.errors import FCNError, warn
 from fcn_jax.types import Array
 
 
@@ -102,6 +101,10 @@ class Preprocessing:
 def reconcile(configured: str | Mapping[str, Any] | None, weights: Preprocessing) -> Preprocessing:
     """The weights' preprocessing, with a loud warning if the config expected another one.
 
+    The warning is one ``warning: ...`` line on stderr (:func:`fcn_jax.errors.warn`), not a
+    Python ``UserWarning``: it is meant for the person running a tool, and the warnings module
+    would print this file's source line with it.
+
     Args:
         configured: what the config says (a name such as ``caffe``, a dict of numbers, or None).
         weights: what the weights' metadata says; it always wins.
@@ -112,11 +115,11 @@ def reconcile(configured: str | Mapping[str, Any] | None, weights: Preprocessing
     name = expected.name if expected is not None else str(configured)
     differs = (expected != weights) if expected is not None else (name != weights.name)
     if differs:
-        warnings.warn(
-            f"the config expects {name!r} preprocessing but the weights were made for "
-            f"{weights.name!r} ({weights.channel_order}, scale {weights.scale:g}, mean "
-            f"{list(weights.mean)}, std {list(weights.std)}): using the weights' preprocessing",
-            stacklevel=2,
+        warn(
+            f"the config expects {name!r} preprocessing (config.data.preprocessing) but the "
+            f"weights were made for {weights.name!r} ({weights.channel_order}, scale "
+            f"{weights.scale:g}, mean {list(weights.mean)}, std {list(weights.std)}): using the "
+            "weights' preprocessing"
         )
     return weights
 

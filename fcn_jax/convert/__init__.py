@@ -11,7 +11,7 @@ torch is imported lazily, only by the functions that read or write torch files.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import ml_collections
@@ -28,9 +28,10 @@ from fcn_jax.convert.torchfcn import (
     infer_width,
     read_structure,
     torchfcn_to_flax,
+    variant_from_arch_entry,
 )
 from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
-from fcn_jax.errors import FCNError
+from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.preprocessing import (
     CAFFE_VOC,
@@ -45,6 +46,11 @@ from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
 GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
+# Where the user sets what a .pth cannot say (its architecture, its class count): the flags of
+# convert_torch_weights.py, or the experiment config (eval.py, reproduce.py, train.py's
+# init.from_). Errors name the one the user can change, and how.
+FLAG_OPTIONS = {"arch": "--arch", "n_class": "--n-class"}
+CONFIG_OPTIONS = {"arch": "config.model.arch", "n_class": "config.model.n_class"}
 
 __all__ = [
     "TorchWeights",
@@ -53,7 +59,38 @@ __all__ = [
     "load_any_weights",
     "load_weights_for_config",
     "read_torch_weights",
+    "warn_network_differs",
 ]
+
+
+def _setting(option: str, value: object) -> str:
+    """How to set ``option`` on a command line: ``--arch fcn8s``, ``--config.model.arch=fcn8s``."""
+    return f"{option} {value}" if option.startswith("--") else f"--{option}={value}"
+
+
+def _check_torchfcn(
+    weights: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]
+) -> None:
+    """Fail where a torchfcn checkpoint contradicts the caller's arch or class count.
+
+    :func:`~fcn_jax.convert.torchfcn.torchfcn_to_flax` checks the same, but names
+    convert_torch_weights.py's flags whoever calls it; this names ``options``.
+    """
+    named = variant_from_arch_entry(weights.arch) if weights.arch is not None else None
+    if named is not None and named != arch:
+        raise FCNError(
+            f"{weights.path} says arch={weights.arch!r} ({named}) but {options['arch']} is "
+            f"{arch}: pass {_setting(options['arch'], named)}"
+        )
+    structure = read_structure(weights)
+    if n_class is not None and n_class != structure.n_class:
+        shape = tuple(weights.state[structure.score_key].shape)
+        raise FCNError(
+            f"{weights.path} has {structure.n_class} classes ({structure.score_key} is {shape}) "
+            f"but {options['n_class']} is {n_class}: use weights with {n_class} classes, or "
+            f"pass {_setting(options['n_class'], structure.n_class)} (for data with "
+            f"{structure.n_class} classes)"
+        )
 
 
 def convert_torch_file(
@@ -62,6 +99,7 @@ def convert_torch_file(
     n_class: int | None = None,
     class_names: Sequence[str] | None = None,
     preprocessing_name: str | None = None,
+    options: Mapping[str, str] = FLAG_OPTIONS,
 ) -> tuple[PyTree, WeightsMetadata, TorchWeights]:
     """Convert a PyTorch weights file, recognised by its keys.
 
@@ -75,6 +113,8 @@ def convert_torch_file(
         preprocessing_name: a preset of :data:`fcn_jax.preprocessing.PRESETS` overriding the
             source's default (Caffe VOC for torchfcn FCNs, NYUDv2 / SIFT Flow means for the
             two-stream / two-head nets, torchvision for VGG16).
+        options: how the user sets ``arch`` and ``n_class`` (:data:`FLAG_OPTIONS` or
+            :data:`CONFIG_OPTIONS`), named in errors.
 
     Returns:
         (params as numpy arrays, metadata, the source weights).
@@ -88,6 +128,7 @@ def convert_torch_file(
         params = vgg16_to_fcn(weights, arch, n_class)
         preprocessing, width = TORCHVISION, infer_width(weights, "features.0.weight")
     else:
+        _check_torchfcn(weights, arch, n_class, options)
         params = torchfcn_to_flax(weights, arch, n_class)
         structure = read_structure(weights)
         n_class, width, preprocessing = structure.n_class, structure.width, CAFFE_VOC
@@ -136,6 +177,7 @@ def load_any_weights(
     preprocessing_name: str | None = None,
     inputs: Sequence[str] | None = None,
     step: int | None = None,
+    options: Mapping[str, str] = CONFIG_OPTIONS,
 ) -> tuple[PyTree, WeightsMetadata]:
     """Params and metadata from a weights directory, or from a PyTorch file converted on the fly.
 
@@ -149,13 +191,17 @@ def load_any_weights(
         preprocessing_name: the preset a ``.pth`` expects (the config's).
         inputs: the record keys a single-stream ``.pth`` reads (the config's modalities).
         step: the checkpoint step of a directory (latest by default).
+        options: how the user sets ``arch`` and ``n_class``, named in errors (the config's
+            keys by default).
     """
     path = Path(path)
     if path.is_dir():
         return load_weights(path, step)
     if not path.exists():
         raise FCNError(f"weights {path} do not exist: give a weights directory or a .pth file")
-    params, metadata, _ = convert_torch_file(path, arch, n_class, None, preprocessing_name)
+    params, metadata, _ = convert_torch_file(
+        path, arch, n_class, None, preprocessing_name, options=options
+    )
     if inputs is not None and not metadata.streams:
         metadata = dataclasses.replace(metadata, inputs=tuple(inputs))
     return params, metadata
@@ -167,13 +213,19 @@ def load_weights_for_config(
     """:func:`load_any_weights` for an experiment config (eval.py, reproduce.py).
 
     A ``.pth`` takes its architecture, classes, preprocessing and inputs from ``config``; a
-    weights directory's own metadata wins, with a loud warning where the config expected other
-    preprocessing.
+    weights directory's own metadata wins. Either way the weights decide, with a one-line
+    ``warning:`` on stderr where the config expected another preprocessing, architecture or
+    width (or, where the config sets it, class count).
 
     Args:
-        config: the experiment's config (``model.arch``, ``model.n_class``, ``data``).
+        config: the experiment's config (``model.arch``, ``model.n_class``, ``model.width``,
+            ``data``); ``model.n_class`` may be None (the weights' count is taken).
         path: a weights directory or a ``.pth`` file.
         step: the checkpoint step of a directory (latest by default).
+
+    Raises:
+        FCNError: missing or unreadable weights, or a ``.pth`` whose architecture or class count
+            contradicts the config (naming ``config.model.arch`` / ``config.model.n_class``).
     """
     params, metadata = load_any_weights(
         path,
@@ -184,7 +236,29 @@ def load_weights_for_config(
         step=step,
     )
     reconcile(config.data.get("preprocessing"), metadata.preprocessing)
+    warn_network_differs(config, metadata, path)
     return params, metadata
+
+
+def warn_network_differs(
+    config: ml_collections.ConfigDict, metadata: WeightsMetadata, path: str | Path
+) -> None:
+    """Warn where ``config.model`` describes another network than the weights (they decide).
+
+    Compares the architecture and width, and the class count where the config sets one (None
+    means "from the data or the weights"). Silent when they agree.
+    """
+    model = config.model
+    said = {"arch": model.arch, "width": model.width, "n_class": model.get("n_class")}
+    have = {"arch": metadata.arch, "width": metadata.width, "n_class": metadata.n_class}
+    differ = [k for k, v in said.items() if v is not None and v != have[k]]
+    if differ:
+        warn(
+            ", ".join(f"config.model.{k}={said[k]!r}" for k in differ)
+            + f" but the weights {path} have "
+            + ", ".join(f"{k}={have[k]!r}" for k in differ)
+            + ": the weights decide (their network is used)"
+        )
 
 
 def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:

@@ -7,6 +7,10 @@ distinct image shape; bucketed evaluation pads batches to a few sizes with void 
 spreads them over all local devices, the last partial batch padded with void examples so every
 real pixel counts exactly once. A multi-head network (SIFT Flow) is scored once per head, each
 against its own label key.
+
+:class:`EvalOptions` reads how to evaluate from an experiment config (``eval.bucket``,
+``eval.batch_size``, ``dtype``, ``num_devices``, ``data.buckets`` / ``max_size`` /
+``bucket_step``, ``data.worker_count``), checked before any work.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -26,6 +31,7 @@ from tqdm import tqdm
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
+from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.metrics import Metrics, compute_metrics, confusion_matrix
 from fcn_jax.types import Array, PyTree
@@ -56,6 +62,88 @@ def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate: the keyword arguments of :func:`evaluate` a config decides.
+
+    Attributes:
+        bucket: pad batches to ``buckets`` over the devices, instead of whole images one by one.
+        batch_size: global batch size of bucketed evaluation (whole images go one at a time).
+        buckets: bucket sizes (bucketed evaluation).
+        worker_count: data-loading worker processes.
+        dtype: compute dtype of the network.
+        num_devices: local devices to spread buckets over; None for all.
+    """
+
+    bucket: bool = False
+    batch_size: int = 1
+    buckets: tuple[int, ...] = ()
+    worker_count: int = 0
+    dtype: str = "float32"
+    num_devices: int | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: ml_collections.ConfigDict, bucket: bool | None = None
+    ) -> EvalOptions:
+        """The options ``config`` holds, checked now rather than after loading weights and data.
+
+        Args:
+            config: the experiment config: ``eval.bucket``, ``eval.batch_size``, ``dtype``,
+                ``num_devices``, ``data.buckets`` (else multiples of ``data.bucket_step`` up to
+                ``data.max_size``) and ``data.worker_count``.
+            bucket: a command line's explicit choice, overriding ``config.eval.bucket``; None
+                leaves it to the config.
+
+        Raises:
+            FCNError: an unknown dtype, a batch size below 1 or (bucketed) not a multiple of the
+                device count, a device count this host does not have; each names its key.
+        """
+        d = config.data
+        options = cls(
+            bucket=bool(config.eval.bucket if bucket is None else bucket),
+            batch_size=config.eval.batch_size,
+            buckets=tuple(d.get("buckets") or default_buckets(d.max_size, d.bucket_step)),
+            worker_count=d.get("worker_count") or 0,
+            dtype=config.dtype,
+            num_devices=config.get("num_devices"),
+        )
+        options.check()
+        return options
+
+    def check(self) -> list[jax.Device]:
+        """Fail on options that cannot work on this host; returns the devices to use.
+
+        Raises:
+            FCNError: see :meth:`from_config`.
+        """
+        if self.dtype not in COMPUTE_DTYPES:
+            raise FCNError(f"config.dtype {self.dtype!r} is not one of {COMPUTE_DTYPES}")
+        if self.batch_size < 1:
+            raise FCNError(f"config.eval.batch_size must be at least 1, got {self.batch_size}")
+        devices = jax.local_devices()
+        if self.num_devices is not None:
+            if not 1 <= self.num_devices <= len(devices):
+                raise FCNError(
+                    f"config.num_devices={self.num_devices} but this host has {len(devices)} "
+                    "devices"
+                )
+            devices = devices[: self.num_devices]
+        if self.bucket:
+            if not self.buckets:
+                raise FCNError(
+                    "bucketed evaluation needs bucket sizes (config.data.buckets or "
+                    "config.data.max_size)"
+                )
+            if self.batch_size % len(devices):
+                raise FCNError(
+                    f"eval batch size {self.batch_size} does not divide over {len(devices)} "
+                    f"devices (config.eval.batch_size): use a multiple of {len(devices)}, or "
+                    "fewer devices (config.num_devices)"
+                )
+        return devices
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalResult:
     """Scores of one evaluation.
 
@@ -65,6 +153,7 @@ class EvalResult:
         n_images: images scored.
         seconds: wall time of the loop (compilation included).
         compilations: XLA compilations of the evaluation step (one per distinct batch shape).
+        batches: steps run (one per image scored whole; bucketed, padded batches).
         torch: the PyTorch reference's metrics on the same images (same keys), if asked for.
         pixel_agreement: fraction of image pixels where both frameworks predict the same class.
     """
@@ -73,6 +162,7 @@ class EvalResult:
     n_images: int
     seconds: float
     compilations: int
+    batches: int = 0
     torch: dict[str, Metrics] | None = None
     pixel_agreement: float | None = None
 
@@ -93,11 +183,13 @@ class EvalResult:
         """The metrics JSON.
 
         Metric keys (flat, or under ``semantic`` / ``geometric``), ``n_images``, ``seconds``,
-        ``compilations`` and, compared with PyTorch, ``torch`` (same keys + ``pixel_agreement``).
+        ``compilations``, ``batches`` and, compared with PyTorch, ``torch`` (same keys +
+        ``pixel_agreement``).
         """
         out = _metrics_json(self.metrics)
         out |= {"n_images": self.n_images, "seconds": self.seconds}
         out["compilations"] = self.compilations
+        out["batches"] = self.batches
         if self.torch is not None:
             out["torch"] = {**_metrics_json(self.torch), "pixel_agreement": self.pixel_agreement}
         return out
@@ -132,7 +224,8 @@ class EvalResult:
                 f"{TORCH_MIOU_TOLERANCE:.0e}"
             )
         lines.append(
-            f"{self.n_images} images in {self.seconds:.1f} s, {self.compilations} compilation(s)"
+            f"{self.n_images} images in {self.batches} batch(es), {self.seconds:.1f} s, "
+            f"{self.compilations} compilation(s)"
         )
         return "\n".join(lines)
 
@@ -233,15 +326,19 @@ def evaluate(
     worker_count: int = 0,
     progress: bool = True,
     dtype: str = "float32",
+    num_devices: int | None = None,
 ) -> EvalResult:
     """Score ``params`` on every image of ``dataset``.
+
+    The keyword arguments a config decides are :class:`EvalOptions`' fields:
+    ``evaluate(params, metadata, dataset, **dataclasses.asdict(options))``.
 
     Args:
         params: Flax params (device or numpy arrays).
         metadata: their metadata (model, inputs, classes, preprocessing).
         dataset: the split to score; its records must hold the network's inputs and a label
             key per head.
-        bucket: pad batches to ``buckets`` and spread them over all local devices, instead of
+        bucket: pad batches to ``buckets`` and spread them over the local devices, instead of
             the exact whole-image, batch-1 evaluation.
         batch_size: global batch size in bucket mode (a multiple of the device count).
         buckets: bucket sizes (bucket mode).
@@ -251,12 +348,24 @@ def evaluate(
         progress: show a tqdm progress bar.
         dtype: compute dtype of the JAX network (``bfloat16``: bf16 activations and matmuls,
             float32 params and argmax); the PyTorch reference always runs in float32.
+        num_devices: the first ``num_devices`` local devices take the buckets; None: all.
 
     Returns:
         The :class:`EvalResult`.
+
+    Raises:
+        FCNError: options that cannot work here (:meth:`EvalOptions.check`), weights that read
+            inputs or predict classes the dataset lacks, or a bad record (the progress bar is
+            closed first, so the message starts on its own line).
     """
-    if dtype not in COMPUTE_DTYPES:
-        raise FCNError(f"compute dtype {dtype!r} is not one of {COMPUTE_DTYPES}")
+    devices = EvalOptions(
+        bucket=bucket,
+        batch_size=batch_size,
+        buckets=tuple(buckets or ()),
+        worker_count=worker_count,
+        dtype=dtype,
+        num_devices=num_devices,
+    ).check()
     targets = head_targets(metadata)
     label_classes = dataset.label_classes
     missing = [k for k in metadata.inputs if k not in dataset[0]]
@@ -274,15 +383,7 @@ def evaluate(
                 f"{dataset!r} has {have} for {key!r}: evaluate them on a dataset with the "
                 "same classes"
             )
-    devices = jax.local_devices()
     if bucket:
-        if not buckets:
-            raise FCNError("bucketed evaluation needs bucket sizes (data.buckets / max_size)")
-        if batch_size % len(devices):
-            raise FCNError(
-                f"eval batch size {batch_size} does not divide over {len(devices)} devices: "
-                f"use a multiple of {len(devices)}"
-            )
         # Auto axes: XLA propagates the batch sharding through the network (the confusion
         # matrix sum over the batch becomes a cross-device reduction), no mesh context needed.
         mesh = jax.make_mesh(
@@ -317,25 +418,30 @@ def evaluate(
     precision = "highest" if against_torch else None  # like for like with torch, TF32 off
 
     start = time.perf_counter()
-    n_images = 0
+    n_images = batches = 0
     bar = tqdm(total=len(dataset), unit="img", desc="eval", disable=not progress)
-    with jax.default_matmul_precision(precision):
-        for i, batch in enumerate(make_pipeline(dataset, options)):
-            inputs = {k: jax.device_put(batch[k], data_sharding) for k in metadata.inputs}
-            labels = {h: batch[key] for h, (key, _) in targets.items()}
-            hists, preds = step(hists, params, inputs, jax.device_put(labels, data_sharding))
-            if reference is not None:
-                reference.update(batch, labels, preds)
-            if (i + 1) % FOLD_EVERY == 0:
-                for h in totals:
-                    totals[h] += np.asarray(hists[h])
-                hists = zeros()
-            real = int(batch["valid"].sum())
-            n_images += real
-            bar.update(real)
+    # try/finally: a bad record raises mid-loop; closing the bar ends its line, so the CLI's
+    # "error: ..." is not glued onto the progress bar.
+    try:
+        with jax.default_matmul_precision(precision):
+            for batch in make_pipeline(dataset, options):
+                inputs = {k: jax.device_put(batch[k], data_sharding) for k in metadata.inputs}
+                labels = {h: batch[key] for h, (key, _) in targets.items()}
+                hists, preds = step(hists, params, inputs, jax.device_put(labels, data_sharding))
+                if reference is not None:
+                    reference.update(batch, labels, preds)
+                batches += 1
+                if batches % FOLD_EVERY == 0:
+                    for h in totals:
+                        totals[h] += np.asarray(hists[h])
+                    hists = zeros()
+                real = int(batch["valid"].sum())
+                n_images += real
+                bar.update(real)
+    finally:
+        bar.close()
     for h in totals:
         totals[h] += np.asarray(hists[h])
-    bar.close()
     seconds = time.perf_counter() - start
     if n_images != len(dataset):  # the pipeline must deliver every image exactly once
         raise AssertionError(f"scored {n_images} of {len(dataset)} images")
@@ -348,7 +454,7 @@ def evaluate(
             for h, (key, name) in targets.items()
         }
 
-    result = EvalResult(score(totals), n_images, seconds, traces[0] - traces_before)
+    result = EvalResult(score(totals), n_images, seconds, traces[0] - traces_before, batches)
     if reference is not None:
         result = dataclasses.replace(
             result,

@@ -1,6 +1,7 @@
 """Scoring weights on a split: whole-image and bucketed, one and four devices, beside PyTorch."""
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -10,9 +11,12 @@ import numpy as np
 import pytest
 
 from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.configs import base
+from fcn_jax.convert import warn_network_differs
 from fcn_jax.data.synthetic import SyntheticSegmentation
+from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
-from fcn_jax.eval.evaluate import evaluate
+from fcn_jax.eval.evaluate import EvalOptions, evaluate
 from fcn_jax.eval.metrics import compute_metrics
 from fcn_jax.models import abstract_params, make_forward
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION, reconcile
@@ -98,17 +102,87 @@ def test_class_count_mismatch(setup):
         evaluate(params, meta, other, progress=False)
 
 
-def test_config_and_weights_preprocessing_disagree_loudly():
-    with pytest.warns(
-        UserWarning, match="config expects 'torchvision'.*weights were made for 'caffe'"
-    ):
-        assert reconcile("torchvision", CAFFE_VOC) is CAFFE_VOC
-    with pytest.warns(UserWarning, match="using the weights' preprocessing"):
-        assert reconcile(TORCHVISION.to_dict(), CAFFE_VOC) is CAFFE_VOC
+def test_config_and_weights_preprocessing_disagree_loudly(capsys):
+    # One clean "warning: ..." line on stderr each time, not a UserWarning with a source line.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert reconcile("torchvision", CAFFE_VOC) is CAFFE_VOC
+        assert reconcile(TORCHVISION.to_dict(), CAFFE_VOC) is CAFFE_VOC
+        first, second = capsys.readouterr().err.splitlines()
+        assert first.startswith("warning: the config expects 'torchvision' preprocessing")
+        assert "weights were made for 'caffe'" in first
+        assert first.endswith("using the weights' preprocessing")
+        assert second == first
         assert reconcile("caffe", CAFFE_VOC) is CAFFE_VOC
         assert reconcile(None, TORCHVISION) is TORCHVISION
+        assert capsys.readouterr().err == ""
+
+
+def config_for(**model):
+    c = base()
+    c.model.arch, c.model.width, c.model.n_class = "fcn16s", NARROW, N_CLASS
+    for key, value in model.items():
+        c.model[key] = value
+    return c
+
+
+def test_config_and_weights_network_disagree_loudly(setup, capsys):
+    meta, _, _ = setup  # fcn16s, width 0.125, 4 classes
+    warn_network_differs(config_for(), meta, "w")
+    assert capsys.readouterr().err == ""
+    warn_network_differs(config_for(arch="fcn32s", width=1.0), meta, "w")
+    assert capsys.readouterr().err == (
+        "warning: config.model.arch='fcn32s', config.model.width=1.0 but the weights w have "
+        "arch='fcn16s', width=0.125: the weights decide (their network is used)\n"
+    )
+    warn_network_differs(config_for(n_class=21), meta, "w")
+    assert "config.model.n_class=21 but the weights w have n_class=4" in capsys.readouterr().err
+    c = config_for()
+    c.model.n_class = None  # unset: from the data, nothing to compare
+    warn_network_differs(c, meta, "w")
+    assert capsys.readouterr().err == ""
+
+
+def test_eval_options_from_config():
+    c = base()
+    assert EvalOptions.from_config(c) == EvalOptions(
+        bucket=False, batch_size=1, buckets=default_buckets(500, 32), worker_count=0
+    )
+    c.eval.bucket, c.eval.batch_size, c.dtype, c.num_devices = True, 2, "bfloat16", 1
+    c.data.buckets, c.data.worker_count = (64, 128), 3
+    options = EvalOptions.from_config(c)
+    assert options == EvalOptions(True, 2, (64, 128), 3, "bfloat16", 1)
+    assert not EvalOptions.from_config(c, bucket=False).bucket  # the command line wins
+    c.eval.bucket = False
+    assert EvalOptions.from_config(c, bucket=True).bucket
+    c.data.buckets = None
+    c.data.max_size, c.data.bucket_step = 100, 48
+    assert EvalOptions.from_config(c).buckets == (48, 96, 144)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("dtype", "float16", "config.dtype 'float16' is not one of"),
+        ("eval.batch_size", 0, "config.eval.batch_size must be at least 1, got 0"),
+        ("num_devices", 2, "config.num_devices=2 but this host has 1 devices"),
+    ],
+)
+def test_eval_options_refused(key, value, message):
+    c = base()
+    *section, last = key.split(".")
+    (c[section[0]] if section else c)[last] = value
+    with pytest.raises(FCNError, match=re.escape(message)):
+        EvalOptions.from_config(c)
+
+
+def test_batches_count_the_steps(setup):
+    meta, params, dataset = setup
+    result = evaluate(
+        params, meta, dataset, bucket=True, batch_size=2, buckets=(32,), progress=False
+    )
+    assert result.batches == 3 and result.to_json()["batches"] == 3
+    assert "6 images in 3 batch(es)" in result.format()
 
 
 MULTI_DEVICE = """
