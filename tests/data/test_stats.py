@@ -190,7 +190,7 @@ def test_cli_bad_config_key_exits_2() -> None:
     assert r.returncode == 2
     assert r.stderr.startswith("error: ")
     assert "nope" in r.stderr
-    assert "data.num_images" in r.stderr  # the known keys are listed
+    assert "did you mean:\n  --config.data.name" in r.stderr  # the nearest known keys
     assert "Traceback" not in r.stderr
 
 
