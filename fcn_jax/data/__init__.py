@@ -29,6 +29,11 @@ def _sbd(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
 
 def _synthetic(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
     d = config.data
+    if config.model.get("n_class") is None:  # generated data has the classes it is asked for
+        raise FCNError(
+            "synthetic data draws config.model.n_class classes, and this config leaves it unset "
+            "(it takes the count from its own data): pass --config.model.n_class=N"
+        )
     return SyntheticSegmentation(
         split=split,
         n_class=config.model.n_class,

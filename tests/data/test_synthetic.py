@@ -183,3 +183,19 @@ def test_random_access_equals_sequential() -> None:
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SyntheticSegmentation(**kwargs)
+
+
+def test_synthetic_data_needs_a_class_count():
+    # A config that takes its class count from its data (folder_fcn8s) switched to synthetic
+    # data: a clear error, not a TypeError from deep inside the generator.
+    from fcn_jax.configs import load_config_file
+    from fcn_jax.data import make_dataset
+    from fcn_jax.errors import FCNError
+    from tests.utils import REPO
+
+    config = load_config_file(REPO / "configs/folder_fcn8s.py")
+    config.data.name = "synthetic"
+    with pytest.raises(FCNError, match="pass --config.model.n_class=N"):
+        make_dataset(config, "train")
+    config.model.n_class = 3
+    assert make_dataset(config, "train").n_class == 3
