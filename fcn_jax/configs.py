@@ -1,8 +1,8 @@
 """The config schema every experiment shares, with the PASCAL VOC defaults of the paper.
 
 Top level: ``seed``, ``num_steps``, ``batch_size`` (global, over all devices and hosts),
-``learning_rate``, ``eval_every``, ``checkpoint_every``, ``parallel``, ``num_devices``,
-``dtype``; sections ``data``,
+``learning_rate``, ``eval_every``, ``checkpoint_every``, ``log_every``, ``parallel``,
+``num_devices``, ``dtype``; sections ``data``,
 ``model``, ``init``, ``optim``, ``eval``. Experiments (``configs/*.py``) call :func:`base`,
 override fields and end with :func:`finish`.
 Optional fields are ``placeholder``s (typed None) so that ``--config.x=...`` can set them.
@@ -36,6 +36,9 @@ def base() -> ml_collections.ConfigDict:
     c.learning_rate = 1e-10
     c.eval_every = 4_000
     c.checkpoint_every = 4_000
+    # Steps between reads of the loss on the host (metrics.jsonl, TensorBoard, progress bar,
+    # and the NaN check): each read waits for the step, so very small values slow a fast run.
+    c.log_every = 10
     # Data parallel over every device (and host): "sharding" (jit over a device mesh) or "pmap".
     c.parallel = "sharding"
     c.num_devices = config_dict.placeholder(int)  # this host's devices to use; None: all
@@ -77,8 +80,11 @@ def base() -> ml_collections.ConfigDict:
     c.model.heads = ()  # (("sem", 33), ("geo", 3)): several outputs on one trunk (SIFT Flow)
 
     c.init = ml_collections.ConfigDict()
-    # Weights directory, training workdir or .pth to start from (by layer name); None: random.
-    # (``from_``: ``from`` is a Python keyword, which --config.init.from=... cannot parse.)
+    # Weights directory, training workdir or .pth to start from (by layer name). From scratch
+    # (random initialisation): None, which on the command line is --config.init.from_=None or
+    # --config.init.from_= (the text "None" and an empty value both mean None). Not read when
+    # the workdir is resumed. (``from_``: ``from`` is a Python keyword, which
+    # --config.init.from=... cannot parse.)
     c.init.from_ = config_dict.placeholder(str)
     # (FCN-32s starts from VGG16: pass a torchvision VGG16 .pth, converted on the fly, or a
     # weights directory converted from the release's Caffe VGG16.)

@@ -7,7 +7,7 @@ A training workdir is an orbax ``CheckpointManager`` directory whose steps hold
 - ``train``: the optimiser state, the step and the PRNG key;
 - ``data``: the grain iterator's state (JSON), so a resumed run sees the images an
   uninterrupted one would have;
-- ``config``: the run's config (JSON), for the record.
+- ``config``: the run's config (JSON): a resumed run compares its own with it.
 
 Saves are asynchronous and atomic (orbax writes a temporary directory and renames it), so a
 crash mid-write leaves the previous checkpoint usable. The latest ``keep`` checkpoints and the
@@ -18,6 +18,7 @@ own types.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,46 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.train.step import TrainState
 
 ITEMS = ("params", "metadata", "train", "data", "config")
+# orbax warns at every save without metrics when a best_fn is set, i.e. at every checkpoint
+# between two validations. Passing empty metrics instead would rank unvalidated checkpoints
+# among the "best" (and break eval.py --best), so this one message is dropped, nothing else.
+_NO_METRICS_WARNING = "Requested `tracked_metric`; did not provide metrics."
+
+
+class _DropNoMetricsWarning(logging.Filter):
+    """Drops orbax's warning that a checkpoint was saved without validation metrics."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _NO_METRICS_WARNING
+
+
+_NO_METRICS_FILTER = _DropNoMetricsWarning()
+
+
+def training_steps(directory: str | Path) -> list[int]:
+    """The complete steps of ``directory`` that hold a training state (the ``train`` item).
+
+    A plain weights directory (``convert_torch_weights.py``'s output, or eval-only weights)
+    has steps without it. Read from the file system: no orbax manager is created (it would
+    create the folder). orbax writes each step under a temporary name and renames it when
+    complete, so a step folder named by its number is a finished checkpoint.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "train").is_dir()
+    )
+
+
+def weights_steps(directory: str | Path) -> list[int]:
+    """The complete steps of ``directory`` that hold params (weights or training checkpoints)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "params").is_dir()
+    )
 
 
 class TrainCheckpoints:
@@ -42,6 +83,9 @@ class TrainCheckpoints:
 
     def __init__(self, workdir: str | Path, keep: int = 2, keep_best: int = 1) -> None:
         self.directory = Path(workdir).absolute()
+        logger = logging.getLogger("absl")  # orbax logs through absl's logger
+        if _NO_METRICS_FILTER not in logger.filters:
+            logger.addFilter(_NO_METRICS_FILTER)
         policy = pp.AnyPreservationPolicy(
             [
                 pp.LatestN(n=keep),
@@ -89,6 +133,16 @@ class TrainCheckpoints:
             metrics=None if mean_iou is None else {"mean_iou": float(mean_iou)},
         )
         return step
+
+    def saved_config(self, step: int | None = None) -> dict[str, Any] | None:
+        """The config (JSON) the run saved at ``step`` (latest by default); None if absent."""
+        step = self.latest_step() if step is None else step
+        if step is None or not (self.directory / str(step) / "config").is_dir():
+            return None
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+        )
+        return dict(restored.config)
 
     def restore(self, target: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
         """The state and iterator state of ``step`` (latest by default), shaped like ``target``.

@@ -1,10 +1,17 @@
 """``train_and_evaluate(config, workdir)``: the training loop behind train.py.
 
-Everything that can be wrong with the inputs (config keys, splits, the workdir's architecture,
-``init.from_``) is checked before any compute starts. Then: restore the latest checkpoint of
-the workdir if there is one (params, optimiser state, step, RNG and the data iterator's
-position: the run continues exactly), else initialise (optionally copying layers from
-``init.from_``); train with a progress bar, validating and checkpointing periodically.
+Everything that can be wrong with the inputs (config keys, splits, the workdir, ``init.from_``,
+a config that changed since the run being resumed) is checked before any compute starts. Then:
+restore the latest checkpoint of the workdir if there is one (params, optimiser state, step,
+RNG and the data iterator's position: the run continues exactly; ``init.from_`` is not read),
+else initialise (optionally copying layers from ``init.from_``); train with a progress bar,
+validating and checkpointing periodically.
+
+SIGINT (Ctrl-C) and SIGTERM stop training cleanly at the end of the current step: a checkpoint
+being written is finished (never half written), the step a rerun resumes from is reported, and
+:class:`TrainingInterrupted` carries the exit code (130 / 143). A second signal exits at once
+(orbax renames a step into place only once it is complete, so the last complete checkpoint
+stays usable).
 
 No host round-trip inside the loop except the periodic read of the step's metrics for the
 progress bar and logs, which is also where a NaN/Inf loss stops training (checkpoints are
@@ -18,11 +25,17 @@ process 0 prints, logs and draws.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import functools
 import json
 import os
 import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +55,38 @@ from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import COMPUTE_DTYPES, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
+from fcn_jax.outputs import output_dir
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
-from fcn_jax.train.checkpoints import TrainCheckpoints
-from fcn_jax.train.optim import divergence_warning, learning_rate_schedule, make_optimizer
+from fcn_jax.train.checkpoints import TrainCheckpoints, training_steps, weights_steps
+from fcn_jax.train.optim import (
+    divergence_warning,
+    learning_rate_schedule,
+    make_optimizer,
+    param_labels,
+    state_layout,
+)
 from fcn_jax.train.parallel import DataParallel, data_parallel
 from fcn_jax.train.step import create_train_state, make_steps
 from fcn_jax.types import PyTree
 from fcn_jax.visualize import colourise
 
-LOG_EVERY = 10  # steps between host reads of the metrics (progress bar, JSONL, NaN check)
 KILL_HOOK = "FCN_JAX_KILL_AFTER_CHECKPOINT"  # tests: SIGKILL after this step's checkpoint
+# init.from_ values meaning "from scratch": --config.init.from_=None arrives as the string "None"
+# (ml_collections parses a str field's value as text), and an empty value is the other spelling.
+NO_INIT = ("", "None")
+# What a resumed run may not change: the checkpoint's params would not fit the model, or its
+# optimiser state the optimiser. Other optimiser settings are checked by the state's layout
+# (:func:`fcn_jax.train.optim.state_layout`), whatever key changes it.
+FIXED_KEYS = (
+    "model.arch",
+    "model.n_class",
+    "model.width",
+    "model.streams",
+    "model.heads",
+    "optim.name",
+)
+# What train.py writes in a workdir besides the numbered checkpoint folders.
+WORKDIR_FILES = ("metrics.jsonl", "tensorboard", "samples")
 
 
 def _preprocessing(name: str) -> Preprocessing:
@@ -122,11 +157,17 @@ def copy_layers(params: PyTree, source: PyTree, where: str) -> tuple[PyTree, lis
     return traverse_util.unflatten_dict({**target, **copied}), new_layers
 
 
+def init_source(config: Any) -> str | None:
+    """``init.from_``, or None for a run from scratch (unset, empty, or the text ``None``)."""
+    source = config.init.get("from_")
+    return None if source is None or source in NO_INIT else source
+
+
 def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
     """Fresh params, with ``init.from_``'s layers copied in; its metadata if it has one."""
     params = init_params(model, jax.random.PRNGKey(config.seed))
-    source = config.init.get("from_")
-    if not source:
+    source = init_source(config)
+    if source is None:
         return params, None, []
     from fcn_jax.convert import load_any_weights
 
@@ -146,13 +187,179 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
     return params, src_meta, new_layers
 
 
-def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> None:
-    """A workdir may only be resumed by the same architecture."""
+def check_workdir(config: Any, workdir: str | Path) -> bool:
+    """Check ``--workdir`` before any work; whether it holds a training run to resume.
+
+    The workdir must be a folder that can be written, neither a plain weights directory nor
+    the ``init.from_`` weights or the data root, nor a folder containing them: training writes
+    checkpoints, logs and samples there, and orbax deletes all but the latest checkpoints, which
+    could delete step 0 of a weights directory. A workdir being resumed does not read
+    ``init.from_``, so it may name the workdir itself (e.g. a config whose ``init.from_`` is
+    an earlier stage, rerun to resume).
+
+    Returns:
+        True if the workdir holds a training checkpoint (the run resumes).
+
+    Raises:
+        FCNError: the workdir is a file, cannot be written, or is (or contains) an input.
+    """
+    shown = Path(workdir)
+    folder = shown.expanduser().absolute()
+    resuming = bool(training_steps(folder))
+    inputs = {"data root (config.data.root)": config.data.get("root")}
+    if not resuming:
+        inputs["init.from_ weights"] = init_source(config)
+    resolved = folder.resolve()
+    for what, value in inputs.items():
+        if not value or not Path(value).expanduser().exists():
+            continue  # nothing to overwrite; whoever reads it reports a missing input
+        p = Path(value).expanduser().resolve()
+        if p == resolved or resolved in p.parents:
+            relation = "is" if p == resolved else "contains"
+            harm = (
+                "orbax keeps only the latest checkpoints there and could delete those weights"
+                if what.startswith("init")
+                else "checkpoints, logs and samples would mix with the dataset's files"
+            )
+            raise FCNError(
+                f"--workdir {shown} {relation} the {what} {value}: training writes into the "
+                f"workdir and {harm}; choose another --workdir"
+            )
+    if not resuming and weights_steps(folder):
+        raise FCNError(
+            f"--workdir {shown} is a weights directory (steps {weights_steps(folder)}), not a "
+            "training workdir: training would add its checkpoints there and delete old steps. "
+            f"Choose another --workdir (--config.init.from_={shown} starts from these weights)"
+        )
+    output_dir(shown, "--workdir", files=WORKDIR_FILES)
+    return resuming
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model.arch": ..., ...}`` from a nested (JSON) config."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_ABSENT = "(absent)"  # a key one of the two configs lacks (the schema changed between runs)
+
+
+def config_changes(saved: Mapping[str, Any], config: Any) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, value now)`` for every key of the two configs that differs.
+
+    Args:
+        saved: the config a run saved in its checkpoint (JSON, nested).
+        config: the config of this run.
+
+    Returns:
+        The differences, sorted by key; values as JSON has them (tuples become lists).
+    """
+    old = _flat(saved)
+    new = _flat(json.loads(config.to_json_best_effort()))
+    for flat in (old, new):  # every spelling of "from scratch" is the same
+        if flat.get("init.from_") in NO_INIT:
+            flat["init.from_"] = None
+    return [
+        (key, old.get(key, _ABSENT), new.get(key, _ABSENT))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    ]
+
+
+def _set_key(config: Any, key: str, value: Any) -> None:
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[last] = value
+
+
+def refused_changes(
+    changes: list[tuple[str, Any, Any]], config: Any, params: PyTree, steps_per_epoch: int
+) -> list[str]:
+    """The changed keys a resumed run cannot take: :data:`FIXED_KEYS` and optimiser layout.
+
+    A key changes the optimiser state's layout if putting back its saved value alone gives
+    another layout than the config's (e.g. a weight decay turned on).
+
+    Args:
+        changes: :func:`config_changes`'s output.
+        config: the config of this run.
+        params: its params or their shapes.
+        steps_per_epoch: as for :func:`make_optimizer`.
+    """
+    refused = [key for key, _, _ in changes if key in FIXED_KEYS]
+    layout = state_layout(config, params, steps_per_epoch)
+    for key, old, _ in changes:
+        if key in refused or old == _ABSENT:
+            continue
+        trial = copy.deepcopy(config)
+        try:
+            _set_key(trial, key, old)
+            changed = state_layout(trial, params, steps_per_epoch) != layout
+        except (AttributeError, KeyError, TypeError, ValueError, FCNError):
+            # The saved value no longer fits the schema (a list where a tuple is now): a key
+            # the optimiser does not read, whose change is reported all the same.
+            continue
+        if changed:
+            refused.append(key)
+    return refused
+
+
+def _show(value: Any) -> str:
+    """A config value as the user would type it back (JSON, but None for null)."""
+    return "None" if value is None else value if value == _ABSENT else json.dumps(value)
+
+
+def _check_resumed_config(
+    checkpoints: TrainCheckpoints,
+    step: int,
+    config: Any,
+    model: FCN,
+    steps_per_epoch: int,
+    chief: bool,
+) -> None:
+    """Refuse changes a resumed run cannot take; print the others (``key: old -> new``)."""
+    saved = checkpoints.saved_config(step)
+    if saved is None:  # a checkpoint without its config: the architecture check still runs
+        return
+    changes = config_changes(saved, config)
+    if not changes:
+        return
+    abstract = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    refused = refused_changes(changes, config, abstract, steps_per_epoch)
+    lines = {key: f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes}
+    if refused:
+        raise FCNError(
+            f"--workdir {checkpoints.directory} holds a run (step {step}) whose config differs "
+            f"where a resumed run cannot change it: {'; '.join(lines[k] for k in refused)} (the "
+            "checkpoint's params or optimiser state would not fit this config); use another "
+            f"--workdir (--config.init.from_={checkpoints.directory} starts a new run from its "
+            "weights), or keep the run's values"
+        )
+    if chief:
+        note = {"init.from_": "  (not read: the run resumes from its checkpoint)"}
+        print(
+            f"config changes since the checkpoint of step {step} (resuming with them):\n"
+            + "\n".join(f"  {lines[k]}{note.get(k, '')}" for k, _, _ in changes),
+            file=sys.stderr,
+        )
+
+
+def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> WeightsMetadata:
+    """A workdir may only be resumed by the same architecture; its latest metadata.
+
+    (The config comparison names the keys; this also covers checkpoints saved without one.)
+    """
     from fcn_jax.checkpoint import load_metadata
 
-    if checkpoints.latest_step() is None:
-        return
-    saved = load_metadata(checkpoints.directory).model()
+    metadata = load_metadata(checkpoints.directory)
+    saved = metadata.model()
     fields = ("variant", "n_class", "width", "streams", "heads")
     theirs = {f: getattr(saved, f) for f in fields}
     ours = {f: getattr(model, f) for f in fields}
@@ -161,6 +368,7 @@ def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> None:
             f"workdir {checkpoints.directory} holds a checkpoint of {theirs}, but the config "
             f"describes {ours}: use another --workdir"
         )
+    return metadata
 
 
 @functools.cache
@@ -199,14 +407,214 @@ def _all_finite(tree: PyTree) -> bool:
     )
 
 
-def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) -> dict[str, Any]:
+class TrainingInterrupted(Exception):
+    """Training stopped by SIGINT or SIGTERM, once any checkpoint being written was finished.
+
+    Attributes:
+        signum: the signal.
+        exit_code: ``128 + signum`` as a shell reports a signal (130 SIGINT, 143 SIGTERM).
+        resume_step: the step a rerun resumes from (the last complete checkpoint), or None.
+    """
+
+    def __init__(self, signum: int, message: str, resume_step: int | None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.resume_step = resume_step
+
+
+class _Interrupted(Exception):
+    """Raised by :meth:`_Interrupts.check` once a signal arrived."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Interrupts:
+    """SIGINT / SIGTERM handlers that make training stop at the next safe point.
+
+    The handler only records the signal: an exception raised from it could land anywhere (in
+    JAX's tracing, in orbax's save, in a library's ``except``) and leave that half done; the
+    loop calls :meth:`check` between steps, where nothing is in progress.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        name = signal.Signals(signum).name
+        # os.write: a print could re-enter the progress bar's buffered write on stderr.
+        if self.signum is not None:
+            # A second signal: the user wants out now. orbax renames a checkpoint into place
+            # only once complete, so the last complete one stays usable.
+            os.write(2, f"\n{name} again: exiting now\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(
+            2,
+            f"\n{name}: stopping after the current step (a validation or checkpoint write in "
+            f"progress finishes first); another {name} exits at once\n".encode(),
+        )
+
+    def check(self) -> None:
+        """Raise :class:`_Interrupted` if a signal arrived."""
+        if self.signum is not None:
+            raise _Interrupted(self.signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM inside the block (from the main thread only)."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                # An ignored signal stays ignored (a shell's background job, a launcher's
+                # choice): this handler would otherwise make it stop training.
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What an interrupted run finishes and reports, filled in as the run sets up."""
+
+    step: int | None = None
+    checkpoints: TrainCheckpoints | None = None
+    bar: Any = None
+    writer: Any = None
+
+
+def _stopped(signum: int, run: _Progress, workdir: Path) -> TrainingInterrupted:
+    """Finish the checkpoint being written; say which step a rerun resumes from."""
+    if run.bar is not None:
+        run.bar.close()
+    saved = None
+    if run.checkpoints is not None:
+        run.checkpoints.wait()  # a write in progress completes: never half a checkpoint
+        saved = run.checkpoints.latest_step()
+        run.checkpoints.close()
+    if run.writer is not None:
+        run.writer.close()
+    at = "before training started" if run.step is None else f"at step {run.step}"
+    if saved is None:
+        then = "no checkpoint was saved yet; a rerun of the same command starts from step 0"
+    else:
+        lost = 0 if run.step is None else run.step - saved
+        then = (
+            f"a rerun of the same command resumes from step {saved}, the last checkpoint in "
+            f"{workdir}" + (f" ({lost} later steps are redone)" if lost > 0 else "")
+        )
+    return TrainingInterrupted(
+        signum, f"interrupted by {signal.Signals(signum).name} {at}: {then}", saved
+    )
+
+
+def train_and_evaluate(
+    config: Any,
+    workdir: str | Path,
+    progress: bool = True,
+    *,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train (or resume) as ``config`` says, in ``workdir``.
+
+    Args:
+        config: the experiment config.
+        workdir: the run's folder (checked first, by :func:`check_workdir`).
+        progress: show a progress bar.
+        config_file: where the config came from, for the start-of-run summary.
+        overrides: the ``--config.key=value`` overrides given, for the summary.
 
     Returns:
         A summary: final step, last validation metrics, compilations, seconds per step.
+
+    Raises:
+        FCNError: bad input (the message says what and how to fix it), or a non-finite loss.
+        TrainingInterrupted: SIGINT or SIGTERM arrived (handled when called from the main
+            thread), once any checkpoint being written was finished.
     """
     workdir = Path(workdir)
+    interrupts = _Interrupts()
+    run = _Progress()
+    with interrupts.installed():
+        try:
+            return _train(config, workdir, progress, interrupts, run, config_file, overrides)
+        except _Interrupted as e:
+            raise _stopped(e.signum, run, workdir) from None
+
+
+def _start_summary(
+    config: Any,
+    config_file: str | None,
+    overrides: Mapping[str, Any] | None,
+    workdir: Path,
+    start: int | None,
+    new_layers: list[str],
+    dp: DataParallel,
+    datasets: tuple[SegmentationDataset, SegmentationDataset],
+    params: PyTree,
+) -> str:
+    """What this run is about to do, in a few lines (printed before the first compilation)."""
+    labels = param_labels(params, config.model.learn_upsampling, config.optim.get("trainable"))
+    sizes = [int(np.prod(x.shape)) for x in jax.tree.leaves(params)]
+    total = sum(sizes)
+    learn = sum(
+        n for n, label in zip(sizes, jax.tree.leaves(labels), strict=True) if label != "frozen"
+    )
+    if start is not None:
+        init = f"the checkpoint of step {start} (resuming; init.from_ is not read)"
+    elif init_source(config) is None:
+        init = "scratch (random initialisation)"
+    else:
+        init = f"{init_source(config)} (new layers: {', '.join(new_layers) or 'none'})"
+    platforms = ", ".join(sorted({d.platform for d in dp.devices}))
+    n, hosts = len(dp.devices), jax.process_count()
+    train_ds, eval_ds = datasets
+    given = " ".join(f"--config.{k}={v}" for k, v in (overrides or {}).items())
+    lines = {
+        "config": config_file or "(given in code)",
+        "overrides": given or "none",
+        "workdir": f"{workdir} ({'new run' if start is None else f'resuming at step {start}'})",
+        "init": f"from {init}",
+        "devices": f"{n} {platforms} device{'s' * (n > 1)} in {hosts} process"
+        f"{'es' * (hosts > 1)}, parallel={dp.mode}",
+        "data": f"{train_ds.name}: {len(train_ds)} train images ({train_ds.split}), "
+        f"{len(eval_ds)} val images ({eval_ds.split}); batch {config.batch_size} x "
+        f"{config.optim.accum_steps} micro-batch(es)",
+        "model": f"{config.model.arch}, {config.model.n_class} classes, width "
+        f"{config.model.width:g}: {total:,} parameters ({learn:,} learn)",
+        "steps": f"{start or 0} -> {config.num_steps}: log every {config.log_every}, "
+        f"validate every {config.eval_every}, checkpoint every {config.checkpoint_every}",
+    }
+    return "train.py\n" + "\n".join(f"  {k + ':':<10} {v}" for k, v in lines.items())
+
+
+def _restart_clock(bar: tqdm, n: int) -> None:
+    """Rates and ETA from here on: the first step's compilation would skew them for minutes."""
+    bar.reset()
+    bar.n = bar.initial = bar.last_print_n = n
+    bar.set_postfix_str("")
+
+
+def _train(
+    config: Any,
+    workdir: Path,
+    progress: bool,
+    interrupts: _Interrupts,
+    run: _Progress,
+    config_file: str | None,
+    overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """:func:`train_and_evaluate`'s body; ``run`` tells the caller how far it got."""
     # ---- everything checked before any compute
+    check_workdir(config, workdir)
     train_ds = make_dataset(config, config.data.split)
     config = resolve_n_class(config, train_ds)  # model.n_class None: the data's
     eval_ds = make_dataset(config, config.data.eval_split)
@@ -215,6 +623,9 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             raise FCNError(f"{name} {ds.split!r} of {ds.name} holds no images")
     if config.batch_size < 1 or config.optim.accum_steps < 1:
         raise FCNError("batch_size and optim.accum_steps must be >= 1")
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+        if config[key] < 1:
+            raise FCNError(f"config.{key}={config[key]}: it counts steps and must be >= 1")
     dp = data_parallel(config.parallel, config.get("num_devices"))
     host_batch = dp.check_batch(config.batch_size)
     if config.dtype not in COMPUTE_DTYPES:
@@ -223,21 +634,28 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     model = model_from_config(config)
     warning = divergence_warning(config)
     if warning and chief:
-        print(f"WARNING: {warning}")
-    workdir.mkdir(parents=True, exist_ok=True)
+        print(f"WARNING: {warning}", file=sys.stderr)
     checkpoints = TrainCheckpoints(workdir, config.get("keep_checkpoints", 2))
-    _check_workdir(checkpoints, model)
+    run.checkpoints = checkpoints
+    start = checkpoints.latest_step()
+    steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
 
-    params, source_meta, new_layers = initial_params(config, model)
-    preprocessing = None
-    if source_meta is not None:
-        preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
+    if start is not None:
+        _check_resumed_config(checkpoints, start, config, model, steps_per_epoch, chief)
+        # The checkpoint's params replace these: init.from_ is not read (it may even be the
+        # workdir itself), and the preprocessing is the one the run was trained with.
+        params, new_layers = init_params(model, jax.random.PRNGKey(config.seed)), []
+        preprocessing = _check_workdir(checkpoints, model).preprocessing
+    else:
+        params, source_meta, new_layers = initial_params(config, model)
+        preprocessing = None
+        if source_meta is not None:
+            preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
     metadata = build_metadata(config, train_ds, preprocessing)
     if len(metadata.head_classes[metadata.heads[0] if metadata.heads else ""]) != train_ds.n_class:
         raise FCNError(
             f"model.n_class={config.model.n_class} but {train_ds!r} has {train_ds.n_class} classes"
         )
-    steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
     tx = make_optimizer(config, params, steps_per_epoch)
     # The state as one host holds it; dp.put_state replicates it over the devices.
     host_state = create_train_state(params, tx, config.seed)
@@ -261,17 +679,27 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
         shard_count=jax.process_count(),
     )
     iterator = iter(make_pipeline(train_ds, options))
-    start = checkpoints.latest_step()
+    interrupts.check()  # the setup can take a while (init.from_, a full-size init)
+    if chief:
+        summary = _start_summary(
+            config,
+            config_file,
+            overrides,
+            workdir,
+            start,
+            new_layers,
+            dp,
+            (train_ds, eval_ds),
+            params,
+        )
+        print(summary, file=sys.stderr, flush=True)
     if start is not None:
         # Restored as one host's arrays, then laid out for this run's devices: a run saved on
         # any number of devices resumes on any other.
         host_state, data_state = checkpoints.restore(host_state)
         iterator.set_state(data_state)
-        if chief:
-            print(f"resumed {workdir} at step {start}")
-    elif config.init.get("from_") and chief:
-        print(f"init from {config.init.from_}; new layers: {', '.join(new_layers) or 'none'}")
     state = dp.put_state(host_state)
+    interrupts.check()
 
     train_step, accumulate, apply_accumulated, traces = make_steps(
         model,
@@ -292,20 +720,27 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(str(workdir / "tensorboard")) if chief else None
+    run.writer = writer
     config_json = json.loads(config.to_json_best_effort())
     kill_at = int(os.environ.get(KILL_HOOK, "-1"))
     step = int(dp.local(state.step))
+    run.step = step
     last_saved = start
     last_eval: dict[str, Any] = {}
     eval_compilations = 0
+    compiling = step < config.num_steps  # until the first step has run
     bar = tqdm(
         total=config.num_steps,
         initial=step,
         unit="step",
         desc="train",
+        postfix="compiling..." if compiling else None,
         disable=not (progress and chief),
     )
-    t0, step0 = time.perf_counter(), step
+    run.bar = bar
+    t_start = time.perf_counter()
+    # Rates count from the end of the first step (step0 at t0): not the compilation.
+    t0, step0 = t_start, step
     metrics = None
 
     def save(mean_iou: float | None = None) -> None:
@@ -322,6 +757,7 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
             os.kill(os.getpid(), signal.SIGKILL)
 
     while step < config.num_steps:
+        interrupts.check()  # between steps: nothing half done (a save is awaited when stopping)
         if config.optim.accum_steps == 1:
             state, metrics = train_step(state, _feed(dp, next(iterator), keys))
         else:
@@ -330,8 +766,15 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
                 acc = accumulate(acc, state, _feed(dp, next(iterator), keys), jnp.int32(micro))
             state, metrics = apply_accumulated(state, acc)
         step += 1
-        bar.update(1)
-        if step % LOG_EVERY == 0 or step == config.num_steps:
+        run.step = step
+        if compiling:
+            jax.block_until_ready(metrics)  # the step ran, not only compiled and dispatched
+            compiling = False
+            _restart_clock(bar, step)
+            t0, step0 = time.perf_counter(), step
+        else:
+            bar.update(1)
+        if step % config.log_every == 0 or step == config.num_steps:
             host = dp.metrics(metrics)
             if not np.isfinite(host["loss"]):
                 raise FCNError(
@@ -339,14 +782,12 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
                     f"checkpoint is step {last_saved} in {workdir}; lower the learning rate or "
                     "check optim.loss (a summed loss needs rates ~1e-10)"
                 )
-            rate = (
-                (step - step0)
-                * config.batch_size
-                * config.optim.accum_steps
-                / (time.perf_counter() - t0)
-            )
             lr = float(learning_rate_schedule(config, steps_per_epoch)(step))
-            bar.set_postfix(loss=f"{host['loss']:.4g}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
+            postfix = {"loss": f"{host['loss']:.4g}", "lr": f"{lr:.3g}"}
+            if step > step0:
+                images = (step - step0) * config.batch_size * config.optim.accum_steps
+                postfix["img_s"] = f"{images / (time.perf_counter() - t0):.1f}"
+            bar.set_postfix(postfix)
             if chief:
                 _log(log_path, writer, step, {f"train/{k}": v for k, v in host.items()})
         if step % config.eval_every == 0 or step == config.num_steps:
@@ -391,13 +832,13 @@ def train_and_evaluate(config: Any, workdir: str | Path, progress: bool = True) 
     checkpoints.close()
     if writer is not None:
         writer.close()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t_start
     return {
         "step": step,
         "eval": last_eval,
         "compilations": traces[0],
         "eval_compilations": eval_compilations,
-        "seconds_per_step": seconds / max(step - step0, 1),
+        "seconds_per_step": seconds / max(step - (start or 0), 1),
         "workdir": str(workdir),
         "devices": len(dp.devices),
         "processes": jax.process_count(),

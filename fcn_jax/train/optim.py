@@ -98,6 +98,27 @@ def make_optimizer(
     )
 
 
+def state_layout(config: Any, params: PyTree, steps_per_epoch: int | None = None) -> Any:
+    """The optimiser state's tree structure and leaf shapes, without computing anything.
+
+    Two configs whose layouts differ cannot share a checkpoint's optimiser state (a resumed run
+    would fail to restore it): e.g. another ``optim.name``, a weight decay turned on or off,
+    another ``optim.trainable`` or a schedule instead of a constant rate.
+
+    Args:
+        config: the experiment config.
+        params: the params or their shapes (``jax.ShapeDtypeStruct``s).
+        steps_per_epoch: as for :func:`make_optimizer`.
+
+    Returns:
+        ``(treedef, ((shape, dtype), ...))``, comparable with ``==``.
+    """
+    tx = make_optimizer(config, params, steps_per_epoch or 1)
+    state = jax.eval_shape(tx.init, params)
+    leaves, treedef = jax.tree.flatten(state)
+    return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
 def divergence_warning(config: Any) -> str | None:
     """A warning for a summed loss meeting a learning rate that will diverge (NaN).
 
