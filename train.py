@@ -42,7 +42,9 @@ def main() -> int:
     """Train; returns the exit code."""
     from fcn_jax import distributed
     from fcn_jax.errors import FCNError
-    from fcn_jax.train.loop import TrainingInterrupted, check_workdir, train_and_evaluate
+    from fcn_jax.train.interrupts import TrainingInterrupted
+    from fcn_jax.train.loop import train_and_evaluate
+    from fcn_jax.train.workdir import check_workdir
 
     if not FLAGS.workdir:
         raise FCNError("--workdir is required: where checkpoints, logs and samples go")

@@ -7,11 +7,9 @@ RNG and the data iterator's position: the run continues exactly; ``init.from_`` 
 else initialise (optionally copying layers from ``init.from_``); train with a progress bar,
 validating and checkpointing periodically.
 
-SIGINT (Ctrl-C) and SIGTERM stop training cleanly at the end of the current step: a checkpoint
-being written is finished (never half written), the step a rerun resumes from is reported, and
-:class:`TrainingInterrupted` carries the exit code (130 / 143). A second signal exits at once
-(orbax renames a step into place only once it is complete, so the last complete checkpoint
-stays usable).
+SIGINT (Ctrl-C) and SIGTERM stop training cleanly at the end of the current step
+(:mod:`fcn_jax.train.interrupts`); the workdir's rules and what a resumed run may change are in
+:mod:`fcn_jax.train.workdir`.
 
 No host round-trip inside the loop except the periodic read of the step's metrics for the
 progress bar and logs, which is also where a NaN/Inf loss stops training (checkpoints are
@@ -25,17 +23,13 @@ process 0 prints, logs and draws.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
 import functools
 import json
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,38 +49,27 @@ from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import COMPUTE_DTYPES, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
-from fcn_jax.outputs import output_dir
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
-from fcn_jax.train.checkpoints import TrainCheckpoints, training_steps, weights_steps
+from fcn_jax.train.checkpoints import TrainCheckpoints
+from fcn_jax.train.interrupts import Interrupted, Interrupts, RunProgress, stopped
 from fcn_jax.train.optim import (
     divergence_warning,
     learning_rate_schedule,
     make_optimizer,
     param_labels,
-    state_layout,
 )
 from fcn_jax.train.parallel import DataParallel, data_parallel
 from fcn_jax.train.step import create_train_state, make_steps
+from fcn_jax.train.workdir import (
+    check_resumed_architecture,
+    check_resumed_config,
+    check_workdir,
+    init_source,
+)
 from fcn_jax.types import PyTree
 from fcn_jax.visualize import colourise
 
 KILL_HOOK = "FCN_JAX_KILL_AFTER_CHECKPOINT"  # tests: SIGKILL after this step's checkpoint
-# init.from_ values meaning "from scratch": --config.init.from_=None arrives as the string "None"
-# (ml_collections parses a str field's value as text), and an empty value is the other spelling.
-NO_INIT = ("", "None")
-# What a resumed run may not change: the checkpoint's params would not fit the model, or its
-# optimiser state the optimiser. Other optimiser settings are checked by the state's layout
-# (:func:`fcn_jax.train.optim.state_layout`), whatever key changes it.
-FIXED_KEYS = (
-    "model.arch",
-    "model.n_class",
-    "model.width",
-    "model.streams",
-    "model.heads",
-    "optim.name",
-)
-# What train.py writes in a workdir besides the numbered checkpoint folders.
-WORKDIR_FILES = ("metrics.jsonl", "tensorboard", "samples")
 
 
 def _preprocessing(name: str) -> Preprocessing:
@@ -157,12 +140,6 @@ def copy_layers(params: PyTree, source: PyTree, where: str) -> tuple[PyTree, lis
     return traverse_util.unflatten_dict({**target, **copied}), new_layers
 
 
-def init_source(config: Any) -> str | None:
-    """``init.from_``, or None for a run from scratch (unset, empty, or the text ``None``)."""
-    source = config.init.get("from_")
-    return None if source is None or source in NO_INIT else source
-
-
 def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
     """Fresh params, with ``init.from_``'s layers copied in; its metadata if it has one."""
     params = init_params(model, jax.random.PRNGKey(config.seed))
@@ -185,190 +162,6 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
             src_params[f"vgg16{s}"] = {f"{k}{s}": v for k, v in src_params["vgg16"].items()}
     params, new_layers = copy_layers(params, src_params, str(path))
     return params, src_meta, new_layers
-
-
-def check_workdir(config: Any, workdir: str | Path) -> bool:
-    """Check ``--workdir`` before any work; whether it holds a training run to resume.
-
-    The workdir must be a folder that can be written, neither a plain weights directory nor
-    the ``init.from_`` weights or the data root, nor a folder containing them: training writes
-    checkpoints, logs and samples there, and orbax deletes all but the latest checkpoints, which
-    could delete step 0 of a weights directory. A workdir being resumed does not read
-    ``init.from_``, so it may name the workdir itself (e.g. a config whose ``init.from_`` is
-    an earlier stage, rerun to resume).
-
-    Returns:
-        True if the workdir holds a training checkpoint (the run resumes).
-
-    Raises:
-        FCNError: the workdir is a file, cannot be written, or is (or contains) an input.
-    """
-    shown = Path(workdir)
-    folder = shown.expanduser().absolute()
-    resuming = bool(training_steps(folder))
-    inputs = {"data root (config.data.root)": config.data.get("root")}
-    if not resuming:
-        inputs["init.from_ weights"] = init_source(config)
-    resolved = folder.resolve()
-    for what, value in inputs.items():
-        if not value or not Path(value).expanduser().exists():
-            continue  # nothing to overwrite; whoever reads it reports a missing input
-        p = Path(value).expanduser().resolve()
-        if p == resolved or resolved in p.parents:
-            relation = "is" if p == resolved else "contains"
-            harm = (
-                "orbax keeps only the latest checkpoints there and could delete those weights"
-                if what.startswith("init")
-                else "checkpoints, logs and samples would mix with the dataset's files"
-            )
-            raise FCNError(
-                f"--workdir {shown} {relation} the {what} {value}: training writes into the "
-                f"workdir and {harm}; choose another --workdir"
-            )
-    if not resuming and weights_steps(folder):
-        raise FCNError(
-            f"--workdir {shown} is a weights directory (steps {weights_steps(folder)}), not a "
-            "training workdir: training would add its checkpoints there and delete old steps. "
-            f"Choose another --workdir (--config.init.from_={shown} starts from these weights)"
-        )
-    output_dir(shown, "--workdir", files=WORKDIR_FILES)
-    return resuming
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model.arch": ..., ...}`` from a nested (JSON) config."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-_ABSENT = "(absent)"  # a key one of the two configs lacks (the schema changed between runs)
-
-
-def config_changes(saved: Mapping[str, Any], config: Any) -> list[tuple[str, Any, Any]]:
-    """``(key, saved value, value now)`` for every key of the two configs that differs.
-
-    Args:
-        saved: the config a run saved in its checkpoint (JSON, nested).
-        config: the config of this run.
-
-    Returns:
-        The differences, sorted by key; values as JSON has them (tuples become lists).
-    """
-    old = _flat(saved)
-    new = _flat(json.loads(config.to_json_best_effort()))
-    for flat in (old, new):  # every spelling of "from scratch" is the same
-        if flat.get("init.from_") in NO_INIT:
-            flat["init.from_"] = None
-    return [
-        (key, old.get(key, _ABSENT), new.get(key, _ABSENT))
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
-    ]
-
-
-def _set_key(config: Any, key: str, value: Any) -> None:
-    *path, last = key.split(".")
-    node = config
-    for part in path:
-        node = node[part]
-    node[last] = value
-
-
-def refused_changes(
-    changes: list[tuple[str, Any, Any]], config: Any, params: PyTree, steps_per_epoch: int
-) -> list[str]:
-    """The changed keys a resumed run cannot take: :data:`FIXED_KEYS` and optimiser layout.
-
-    A key changes the optimiser state's layout if putting back its saved value alone gives
-    another layout than the config's (e.g. a weight decay turned on).
-
-    Args:
-        changes: :func:`config_changes`'s output.
-        config: the config of this run.
-        params: its params or their shapes.
-        steps_per_epoch: as for :func:`make_optimizer`.
-    """
-    refused = [key for key, _, _ in changes if key in FIXED_KEYS]
-    layout = state_layout(config, params, steps_per_epoch)
-    for key, old, _ in changes:
-        if key in refused or old == _ABSENT:
-            continue
-        trial = copy.deepcopy(config)
-        try:
-            _set_key(trial, key, old)
-            changed = state_layout(trial, params, steps_per_epoch) != layout
-        except (AttributeError, KeyError, TypeError, ValueError, FCNError):
-            # The saved value no longer fits the schema (a list where a tuple is now): a key
-            # the optimiser does not read, whose change is reported all the same.
-            continue
-        if changed:
-            refused.append(key)
-    return refused
-
-
-def _show(value: Any) -> str:
-    """A config value as the user would type it back (JSON, but None for null)."""
-    return "None" if value is None else value if value == _ABSENT else json.dumps(value)
-
-
-def _check_resumed_config(
-    checkpoints: TrainCheckpoints,
-    step: int,
-    config: Any,
-    model: FCN,
-    steps_per_epoch: int,
-    chief: bool,
-) -> None:
-    """Refuse changes a resumed run cannot take; print the others (``key: old -> new``)."""
-    saved = checkpoints.saved_config(step)
-    if saved is None:  # a checkpoint without its config: the architecture check still runs
-        return
-    changes = config_changes(saved, config)
-    if not changes:
-        return
-    abstract = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
-    refused = refused_changes(changes, config, abstract, steps_per_epoch)
-    lines = {key: f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes}
-    if refused:
-        raise FCNError(
-            f"--workdir {checkpoints.directory} holds a run (step {step}) whose config differs "
-            f"where a resumed run cannot change it: {'; '.join(lines[k] for k in refused)} (the "
-            "checkpoint's params or optimiser state would not fit this config); use another "
-            f"--workdir (--config.init.from_={checkpoints.directory} starts a new run from its "
-            "weights), or keep the run's values"
-        )
-    if chief:
-        note = {"init.from_": "  (not read: the run resumes from its checkpoint)"}
-        print(
-            f"config changes since the checkpoint of step {step} (resuming with them):\n"
-            + "\n".join(f"  {lines[k]}{note.get(k, '')}" for k, _, _ in changes),
-            file=sys.stderr,
-        )
-
-
-def _check_workdir(checkpoints: TrainCheckpoints, model: FCN) -> WeightsMetadata:
-    """A workdir may only be resumed by the same architecture; its latest metadata.
-
-    (The config comparison names the keys; this also covers checkpoints saved without one.)
-    """
-    from fcn_jax.checkpoint import load_metadata
-
-    metadata = load_metadata(checkpoints.directory)
-    saved = metadata.model()
-    fields = ("variant", "n_class", "width", "streams", "heads")
-    theirs = {f: getattr(saved, f) for f in fields}
-    ours = {f: getattr(model, f) for f in fields}
-    if theirs != ours:
-        raise FCNError(
-            f"workdir {checkpoints.directory} holds a checkpoint of {theirs}, but the config "
-            f"describes {ours}: use another --workdir"
-        )
-    return metadata
 
 
 @functools.cache
@@ -407,114 +200,6 @@ def _all_finite(tree: PyTree) -> bool:
     )
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped by SIGINT or SIGTERM, once any checkpoint being written was finished.
-
-    Attributes:
-        signum: the signal.
-        exit_code: ``128 + signum`` as a shell reports a signal (130 SIGINT, 143 SIGTERM).
-        resume_step: the step a rerun resumes from (the last complete checkpoint), or None.
-    """
-
-    def __init__(self, signum: int, message: str, resume_step: int | None) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + signum
-        self.resume_step = resume_step
-
-
-class _Interrupted(Exception):
-    """Raised by :meth:`_Interrupts.check` once a signal arrived."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _Interrupts:
-    """SIGINT / SIGTERM handlers that make training stop at the next safe point.
-
-    The handler only records the signal: an exception raised from it could land anywhere (in
-    JAX's tracing, in orbax's save, in a library's ``except``) and leave that half done; the
-    loop calls :meth:`check` between steps, where nothing is in progress.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        del frame
-        name = signal.Signals(signum).name
-        # os.write: a print could re-enter the progress bar's buffered write on stderr.
-        if self.signum is not None:
-            # A second signal: the user wants out now. orbax renames a checkpoint into place
-            # only once complete, so the last complete one stays usable.
-            os.write(2, f"\n{name} again: exiting now\n".encode())
-            os._exit(128 + signum)
-        self.signum = signum
-        os.write(
-            2,
-            f"\n{name}: stopping after the current step (a validation or checkpoint write in "
-            f"progress finishes first); another {name} exits at once\n".encode(),
-        )
-
-    def check(self) -> None:
-        """Raise :class:`_Interrupted` if a signal arrived."""
-        if self.signum is not None:
-            raise _Interrupted(self.signum)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM inside the block (from the main thread only)."""
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                # An ignored signal stays ignored (a shell's background job, a launcher's
-                # choice): this handler would otherwise make it stop training.
-                if signal.getsignal(signum) is not signal.SIG_IGN:
-                    previous[signum] = signal.signal(signum, self._handle)
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-@dataclasses.dataclass
-class _Progress:
-    """What an interrupted run finishes and reports, filled in as the run sets up."""
-
-    step: int | None = None
-    checkpoints: TrainCheckpoints | None = None
-    bar: Any = None
-    writer: Any = None
-
-
-def _stopped(signum: int, run: _Progress, workdir: Path) -> TrainingInterrupted:
-    """Finish the checkpoint being written; say which step a rerun resumes from."""
-    if run.bar is not None:
-        run.bar.close()
-    saved = None
-    if run.checkpoints is not None:
-        run.checkpoints.wait()  # a write in progress completes: never half a checkpoint
-        saved = run.checkpoints.latest_step()
-        run.checkpoints.close()
-    if run.writer is not None:
-        run.writer.close()
-    at = "before training started" if run.step is None else f"at step {run.step}"
-    if saved is None:
-        then = "no checkpoint was saved yet; a rerun of the same command starts from step 0"
-    else:
-        lost = 0 if run.step is None else run.step - saved
-        then = (
-            f"a rerun of the same command resumes from step {saved}, the last checkpoint in "
-            f"{workdir}" + (f" ({lost} later steps are redone)" if lost > 0 else "")
-        )
-    return TrainingInterrupted(
-        signum, f"interrupted by {signal.Signals(signum).name} {at}: {then}", saved
-    )
-
-
 def train_and_evaluate(
     config: Any,
     workdir: str | Path,
@@ -541,13 +226,13 @@ def train_and_evaluate(
             thread), once any checkpoint being written was finished.
     """
     workdir = Path(workdir)
-    interrupts = _Interrupts()
-    run = _Progress()
+    interrupts = Interrupts()
+    run = RunProgress()
     with interrupts.installed():
         try:
             return _train(config, workdir, progress, interrupts, run, config_file, overrides)
-        except _Interrupted as e:
-            raise _stopped(e.signum, run, workdir) from None
+        except Interrupted as e:
+            raise stopped(e.signum, run, workdir) from None
 
 
 def _start_summary(
@@ -607,8 +292,8 @@ def _train(
     config: Any,
     workdir: Path,
     progress: bool,
-    interrupts: _Interrupts,
-    run: _Progress,
+    interrupts: Interrupts,
+    run: RunProgress,
     config_file: str | None,
     overrides: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
@@ -641,11 +326,11 @@ def _train(
     steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
 
     if start is not None:
-        _check_resumed_config(checkpoints, start, config, model, steps_per_epoch, chief)
+        check_resumed_config(checkpoints, start, config, model, steps_per_epoch, chief)
         # The checkpoint's params replace these: init.from_ is not read (it may even be the
         # workdir itself), and the preprocessing is the one the run was trained with.
         params, new_layers = init_params(model, jax.random.PRNGKey(config.seed)), []
-        preprocessing = _check_workdir(checkpoints, model).preprocessing
+        preprocessing = check_resumed_architecture(checkpoints, model).preprocessing
     else:
         params, source_meta, new_layers = initial_params(config, model)
         preprocessing = None

@@ -7,7 +7,7 @@ import pytest
 
 from fcn_jax.configs import load_config_file, model_from_config
 from fcn_jax.models import init_params
-from fcn_jax.train.loop import config_changes, init_source, refused_changes
+from fcn_jax.train.workdir import config_changes, init_source, refused_changes
 from tests.utils import REPO
 
 
