@@ -157,6 +157,11 @@ def test_bad_input_exits_2_before_compute(tmp_path, fcn8s_workdir):
         ),
         (["--workdir", tmp_path / "e", "--config.log_every=0"], ["log_every=0", "must be >= 1"]),
         (["--workdir", tmp_path / "f", "--config.eval_every=0"], ["eval_every=0", "must be >= 1"]),
+        # Validation takes eval.py's settings, checked before the first step.
+        (
+            ["--workdir", tmp_path / "g", "--config.eval.batch_size=0"],
+            ["config.eval.batch_size must be at least 1"],
+        ),
         (
             ["--workdir", tmp_path / "b", "--config.init.from_=/nonexistent/weights"],
             ["init.from_ /nonexistent/weights does not exist"],

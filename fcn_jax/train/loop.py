@@ -23,6 +23,7 @@ process 0 prints, logs and draws.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -47,7 +48,7 @@ from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
 from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
-from fcn_jax.eval.evaluate import COMPUTE_DTYPES, evaluate, head_targets
+from fcn_jax.eval.evaluate import COMPUTE_DTYPES, EvalOptions, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.train.checkpoints import TrainCheckpoints
@@ -395,9 +396,9 @@ def _train(
         config.optim.accum_steps,
         parallel=dp.mode,
     )
-    eval_buckets = tuple(
-        config.data.buckets or default_buckets(config.data.max_size, config.data.bucket_step)
-    )
+    # Validation as eval.py would score this config (eval.*, dtype, num_devices, buckets,
+    # workers), checked here, before the first step rather than at the first validation.
+    eval_options = EvalOptions.from_config(config)
     keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata).values()}
     palette = metadata.palette_array()
     sample = eval_ds[0]
@@ -481,11 +482,8 @@ def _train(
                 local_params,
                 metadata,
                 eval_ds,
-                bucket=config.eval.bucket,
-                batch_size=config.eval.batch_size,
-                buckets=eval_buckets,
+                **dataclasses.asdict(eval_options),
                 progress=False,
-                dtype=config.dtype,
             )
             eval_compilations += result.compilations
             first = next(iter(result.metrics.values()))
