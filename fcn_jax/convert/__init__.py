@@ -24,11 +24,12 @@ from fcn_jax.convert.torch_files import (
     write_torchfcn_checkpoint,
 )
 from fcn_jax.convert.torchfcn import (
+    CONFIG_OPTIONS,
+    FLAG_OPTIONS,
     flax_to_torchfcn,
     infer_width,
     read_structure,
     torchfcn_to_flax,
-    variant_from_arch_entry,
 )
 from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
 from fcn_jax.errors import FCNError, warn
@@ -46,11 +47,6 @@ from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
 GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
-# Where the user sets what a .pth cannot say (its architecture, its class count): the flags of
-# convert_torch_weights.py, or the experiment config (eval.py, reproduce.py, train.py's
-# init.from_). Errors name the one the user can change, and how.
-FLAG_OPTIONS = {"arch": "--arch", "n_class": "--n-class"}
-CONFIG_OPTIONS = {"arch": "config.model.arch", "n_class": "config.model.n_class"}
 
 __all__ = [
     "TorchWeights",
@@ -61,36 +57,6 @@ __all__ = [
     "read_torch_weights",
     "warn_network_differs",
 ]
-
-
-def _setting(option: str, value: object) -> str:
-    """How to set ``option`` on a command line: ``--arch fcn8s``, ``--config.model.arch=fcn8s``."""
-    return f"{option} {value}" if option.startswith("--") else f"--{option}={value}"
-
-
-def _check_torchfcn(
-    weights: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]
-) -> None:
-    """Fail where a torchfcn checkpoint contradicts the caller's arch or class count.
-
-    :func:`~fcn_jax.convert.torchfcn.torchfcn_to_flax` checks the same, but names
-    convert_torch_weights.py's flags whoever calls it; this names ``options``.
-    """
-    named = variant_from_arch_entry(weights.arch) if weights.arch is not None else None
-    if named is not None and named != arch:
-        raise FCNError(
-            f"{weights.path} says arch={weights.arch!r} ({named}) but {options['arch']} is "
-            f"{arch}: pass {_setting(options['arch'], named)}"
-        )
-    structure = read_structure(weights)
-    if n_class is not None and n_class != structure.n_class:
-        shape = tuple(weights.state[structure.score_key].shape)
-        raise FCNError(
-            f"{weights.path} has {structure.n_class} classes ({structure.score_key} is {shape}) "
-            f"but {options['n_class']} is {n_class}: use weights with {n_class} classes, or "
-            f"pass {_setting(options['n_class'], structure.n_class)} (for data with "
-            f"{structure.n_class} classes)"
-        )
 
 
 def convert_torch_file(
@@ -128,8 +94,7 @@ def convert_torch_file(
         params = vgg16_to_fcn(weights, arch, n_class)
         preprocessing, width = TORCHVISION, infer_width(weights, "features.0.weight")
     else:
-        _check_torchfcn(weights, arch, n_class, options)
-        params = torchfcn_to_flax(weights, arch, n_class)
+        params = torchfcn_to_flax(weights, arch, n_class, options)
         structure = read_structure(weights)
         n_class, width, preprocessing = structure.n_class, structure.width, CAFFE_VOC
         if structure.streams:  # the release's NYUDv2 RGB-HHA nets

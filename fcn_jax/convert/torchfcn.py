@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 from flax import traverse_util
@@ -89,7 +90,56 @@ def _stream_order(suffix: str) -> tuple[bool, str]:
     return (suffix != "color", suffix)
 
 
-def torchfcn_to_flax(src: TorchWeights, variant: str, n_class: int | None = None) -> PyTree:
+# Where the user sets what a .pth cannot say (its architecture, its class count): the flags of
+# convert_torch_weights.py, or the experiment config (eval.py, reproduce.py, train.py's
+# init.from_). Errors name the one the user can change, and how.
+FLAG_OPTIONS = {"arch": "--arch", "n_class": "--n-class"}
+CONFIG_OPTIONS = {"arch": "config.model.arch", "n_class": "config.model.n_class"}
+
+
+def _setting(option: str, value: object) -> str:
+    """How to set ``option`` on a command line: ``--arch fcn8s``, ``--config.model.arch=fcn8s``."""
+    return f"{option} {value}" if option.startswith("--") else f"--{option}={value}"
+
+
+def check_fits(
+    src: TorchWeights,
+    variant: str,
+    n_class: int | None,
+    options: Mapping[str, str] = FLAG_OPTIONS,
+) -> None:
+    """Fail where a torchfcn checkpoint contradicts the caller's variant or class count.
+
+    Args:
+        src: the checkpoint.
+        variant: the FCN variant asked for.
+        n_class: the class count asked for, or None.
+        options: how the user sets ``arch`` and ``n_class`` (:data:`FLAG_OPTIONS` or
+            :data:`CONFIG_OPTIONS`), named in the errors with the value to pass.
+    """
+    named = variant_from_arch_entry(src.arch) if src.arch is not None else None
+    if named is not None and named != variant:
+        raise FCNError(
+            f"{src.path} says arch={src.arch!r} ({named}) but {options['arch']} is "
+            f"{variant}: pass {_setting(options['arch'], named)}"
+        )
+    structure = read_structure(src)
+    if n_class is not None and n_class != structure.n_class:
+        shape = tuple(src.state[structure.score_key].shape)
+        raise FCNError(
+            f"{src.path} has {structure.n_class} classes ({structure.score_key} is {shape}) "
+            f"but {options['n_class']} is {n_class}: use weights with {n_class} classes, or "
+            f"pass {_setting(options['n_class'], structure.n_class)} (for data with "
+            f"{structure.n_class} classes)"
+        )
+
+
+def torchfcn_to_flax(
+    src: TorchWeights,
+    variant: str,
+    n_class: int | None = None,
+    options: Mapping[str, str] = FLAG_OPTIONS,
+) -> PyTree:
     """Convert a torchfcn-layout checkpoint into Flax params of ``variant``.
 
     Single-stream FCNs as torchfcn saves them, and the release's two-stream (``conv1_1color``,
@@ -100,6 +150,8 @@ def torchfcn_to_flax(src: TorchWeights, variant: str, n_class: int | None = None
         src: the checkpoint, ``kind == "torchfcn"``.
         variant: the FCN variant (fcn8s and fcn8s-atonce share keys, so this decides).
         n_class: expected class count of the (first) output; must agree with the checkpoint.
+        options: how the caller's user sets the variant and class count, for errors
+            (:func:`check_fits`).
 
     Returns:
         The Flax params (numpy arrays), every layer copied from the checkpoint.
@@ -107,19 +159,8 @@ def torchfcn_to_flax(src: TorchWeights, variant: str, n_class: int | None = None
     Raises:
         FCNError: arch entry, class count, keys or shapes disagree with ``variant``.
     """
-    if src.arch is not None:
-        named = variant_from_arch_entry(src.arch)
-        if named is not None and named != variant:
-            raise FCNError(
-                f"{src.path} says arch={src.arch!r} ({named}) but --arch is {variant}: "
-                f"pass --arch {named}"
-            )
+    check_fits(src, variant, n_class, options)
     structure = read_structure(src)
-    if n_class is not None and n_class != structure.n_class:
-        raise FCNError(
-            f"{src.path} has {structure.n_class} classes ({structure.score_key} is "
-            f"{tuple(src.state[structure.score_key].shape)}) but --n-class is {n_class}"
-        )
     model = model_for(structure, variant)
     abstract = traverse_util.flatten_dict(abstract_params(model))
     expected = {
