@@ -57,7 +57,7 @@ demo-convert: install
 	$(PY) predict.py --weights $(DEMO_DIR)/convert/fcn8s --input $(SAMPLE) \
 		--out $(DEMO_DIR)/convert/predictions --save-logits
 
-# JAX against PyTorch on this machine, same weights and inputs: the quick plan (~3 minutes on an idle
+# JAX against PyTorch on this machine, same weights and inputs: the quick plan (under 2 minutes on an idle
 # 2-core CPU); `python bench.py --help` lists its cases, the full plan and --scaling.
 bench: install
 	$(PIP) install --quiet -e '.[torch,bench]'

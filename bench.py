@@ -9,7 +9,7 @@ Writes DIR/bench.json (a list, one record per case: ms per image of both framewo
 ratio jax_ms / torch_ms, compile times, GFLOP, TFLOP/s and fraction of peak, memory),
 DIR/bench.md (the table) and DIR/run.json (device, versions, threads, precision settings).
 --scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead. --quick is a
-small plan for a CPU (about 3 minutes on an idle 2-core machine, longer under load; --help
+small plan for a CPU (under 2 minutes on an idle 2-core machine, more under load; --help
 lists its cases). Exit codes: 0 ok; 2 bad input.
 
 Both frameworks compute float32 in full float32 (JAX: default_matmul_precision "highest";
