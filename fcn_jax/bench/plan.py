@@ -177,7 +177,8 @@ def grid(
 def quick_cases() -> tuple[Case, ...]:
     """``--quick``: narrow networks at two sizes, and the paper's full width at one small size.
 
-    Sized to finish in under 2 minutes on an idle 2-core CPU (101 s measured), compilation of both frameworks included.
+    Sized to finish in under 2 minutes on an idle 2-core CPU (101 s measured), compilation of
+    both frameworks included.
     The full-width size is 192 px, the smallest round size whose fc6 output (pool5 - 6 = 7)
     is not smaller than fc6's 7x7 kernel: below that, XLA:CPU computes fc6's input gradient
     50-100x slower than at 192 px (~30 s a step at 128 px, against ~1 s), which alone would
