@@ -195,7 +195,7 @@ def test_synthetic_data_needs_a_class_count():
 
     config = load_config_file(REPO / "configs/folder_fcn8s.py")
     config.data.name = "synthetic"
-    with pytest.raises(FCNError, match="pass --config.model.n_class=N"):
+    with pytest.raises(FCNError, match=r"pass --config\.model\.n_class=N"):
         make_dataset(config, "train")
     config.model.n_class = 3
     assert make_dataset(config, "train").n_class == 3
