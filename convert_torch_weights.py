@@ -71,7 +71,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             args.out,
             "--out",
             inputs=inputs,
-            replace=args.overwrite,
+            deletes="--overwrite replaces it" if args.overwrite else "",
             overwrite=args.overwrite,
             hint=hint,
         )

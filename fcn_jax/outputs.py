@@ -86,10 +86,9 @@ def output_dir(
     *,
     inputs: Inputs | None = None,
     files: Iterable[str] = (),
-    replace: bool = False,
+    deletes: str = "",
     overwrite: bool = True,
     hint: str = "",
-    create: bool = True,
 ) -> Path:
     """Check a folder the tool writes into, before any work; create it.
 
@@ -98,11 +97,11 @@ def output_dir(
         flag: how the user named it (``--out``, ``--workdir``), for messages.
         inputs: what the run reads, ``{description: path or paths}``; files or folders.
         files: names (relative to ``path``) the tool will write there.
-        replace: the tool deletes and rewrites the whole folder (``--overwrite``), so no input
-            may lie inside it.
+        deletes: why the tool may delete what the folder holds (``--overwrite`` replaces it,
+            orbax rotates checkpoints there), in words for the message; then no input may be
+            the folder or lie inside it. Empty: the tool only adds files.
         overwrite: whether an existing, non-empty folder may be written into (or replaced).
         hint: what to do when it may not (e.g. "choose another --out or pass --overwrite").
-        create: create the folder (otherwise only its nearest existing parent is probed).
 
     Returns:
         ``path`` as a :class:`Path`.
@@ -121,10 +120,10 @@ def output_dir(
         )
     resolved = folder.resolve()
     for what, p in _input_paths(inputs or {}):
-        if replace and _within(p, resolved):
+        if deletes and _within(p, resolved):
+            relation = "is" if p == resolved else "contains"
             raise FCNError(
-                f"{flag} {shown} would be replaced, but it holds the {what} {p}: choose "
-                f"another {flag}"
+                f"{flag} {shown} {relation} the {what} {p}: {deletes}; choose another {flag}"
             )
         if p.is_dir() and p == resolved and files:
             raise FCNError(
@@ -137,10 +136,7 @@ def output_dir(
                     f"{flag} {shown}: writing {name} there would overwrite the {what} {p}; "
                     f"choose another {flag}"
                 )
-    if create:
-        _probe_writable(folder, flag, shown)
-    else:
-        _probe_writable(_nearest_existing(folder), flag, shown)
+    _probe_writable(folder, flag, shown)
     return shown
 
 

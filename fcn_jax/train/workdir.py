@@ -73,29 +73,20 @@ def check_workdir(config: Any, workdir: str | Path) -> bool:
     inputs = {"data root (config.data.root)": config.data.get("root")}
     if not resuming:
         inputs["init.from_ weights"] = init_source(config)
-    resolved = folder.resolve()
-    for what, value in inputs.items():
-        if not value or not Path(value).expanduser().exists():
-            continue  # nothing to overwrite; whoever reads it reports a missing input
-        p = Path(value).expanduser().resolve()
-        if p == resolved or resolved in p.parents:
-            relation = "is" if p == resolved else "contains"
-            harm = (
-                "orbax keeps only the latest checkpoints there and could delete those weights"
-                if what.startswith("init")
-                else "checkpoints, logs and samples would mix with the dataset's files"
-            )
-            raise FCNError(
-                f"--workdir {shown} {relation} the {what} {value}: training writes into the "
-                f"workdir and {harm}; choose another --workdir"
-            )
+    output_dir(
+        shown,
+        "--workdir",
+        inputs=inputs,
+        files=WORKDIR_FILES,
+        deletes="training writes checkpoints, logs and samples there, and orbax deletes all "
+        "but the latest checkpoints",
+    )
     if not resuming and weights_steps(folder):
         raise FCNError(
             f"--workdir {shown} is a weights directory (steps {weights_steps(folder)}), not a "
             "training workdir: training would add its checkpoints there and delete old steps. "
             f"Choose another --workdir (--config.init.from_={shown} starts from these weights)"
         )
-    output_dir(shown, "--workdir", files=WORKDIR_FILES)
     return resuming
 
 

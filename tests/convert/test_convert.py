@@ -356,7 +356,8 @@ def test_cli_checks_outputs_before_converting(tmp_path, monkeypatch):
         (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path / "file" / "w")], "is a file"),
         (["--src", src, "--arch", "fcn32s", "--out", "/sys/fcn_jax_w"], "cannot be written"),
         # --overwrite replaces the folder: never one that holds the source.
-        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path), "--overwrite"], "holds"),
+        (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path), "--overwrite"],
+         "contains the --src"),
         (["--src", src, "--arch", "fcn32s", "--out", "x", "--check", "--image", "no.jpg"],
          "--image no.jpg does not exist"),
         (["--to-torch", "--src", str(tmp_path / "w"), "--out", str(tmp_path / "back.pth")],
