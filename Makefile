@@ -18,7 +18,26 @@ PYTEST_ARGS ?= -n 2
 # The TFDS adapter needs tensorflow (~2.4 GB): its own venv and target keep `make test` light.
 TFDS_VENV := .venv-tfds
 
-.PHONY: venv install install-test demo demo-convert bench test test-tfds lint fmt clean
+# `make wheelhouse`: the wheels an offline accelerator host needs to install fcn-jax beside the
+# cluster's jax and torch (README, Installation; tools/wheelhouse.py). PY_VERSION and PLATFORM are
+# the host's Python and manylinux tag; JAX_VERSION, the host's jax release, keeps the resolved
+# flax/optax/orbax within what it supports (default: the newest jax); RESOLVE_PYTHON, a Python of
+# PY_VERSION for pip to resolve with, is needed only when the tool asks for it.
+PY_VERSION ?= 3.12
+PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE ?= wheelhouse
+JAX_VERSION ?=
+RESOLVE_PYTHON ?=
+
+# The Python 3.12 leg of `make test` (tools/test_py312.sh): the newest releases, fcn-jax installed
+# offline from its own wheelhouse, every test that needs no torch. PY312 names the interpreter
+# where it is not found by itself (python3.12 on PATH, pyenv's 3.12.x).
+PY312 ?=
+PY312_VENV := .venv-py312
+PY312_WHEELHOUSE := build/wheelhouse-py312
+
+.PHONY: venv install install-test demo demo-convert bench test test-main test-py312 test-tfds \
+	wheelhouse lint fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,8 +82,21 @@ bench: install
 	$(PIP) install --quiet -e '.[torch,bench]'
 	$(PY) bench.py --quick --out outputs/bench
 
-test: install-test
+# Two legs: the main suite (Python 3.11 with torch), then the Python 3.12 leg.
+test: test-main
+	@$(MAKE) --no-print-directory test-py312
+
+test-main: install-test
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-py312: $(PY)
+	$(TEST_ENV) PY312='$(PY312)' PYTEST_ARGS='$(PYTEST_ARGS)' \
+		bash tools/test_py312.sh $(PY) $(PY312_VENV) $(PY312_WHEELHOUSE)
+
+wheelhouse: $(PY)
+	$(PY) tools/wheelhouse.py --python-version $(PY_VERSION) --platform $(PLATFORM) \
+		--out $(WHEELHOUSE) $(if $(JAX_VERSION),--jax-version $(JAX_VERSION)) \
+		$(if $(RESOLVE_PYTHON),--interpreter $(RESOLVE_PYTHON))
 
 test-tfds:
 	test -x $(TFDS_VENV)/bin/python || $(PYTHON) -m venv $(TFDS_VENV)
