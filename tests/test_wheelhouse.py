@@ -5,8 +5,12 @@ The real build (pip resolving, downloading and building against the index) runs 
 installs fcn-jax from it with no index. These tests need no network.
 """
 
+import hashlib
 import importlib.util
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -232,6 +236,94 @@ def test_only_a_wheelhouse_folder_is_cleaned(tmp_path):
         wheelhouse.stale_wheels(house)
     with pytest.raises(wheelhouse.WheelhouseError, match="not a folder"):
         wheelhouse.stale_wheels(house / "MANIFEST.txt")
+
+
+class FakePip:
+    """Stands in for ``subprocess.run`` of pip: answers --version, writes the report it is given,
+    "downloads" each wheel of the requirements file, "builds" fcn-jax's wheel; records each call."""
+
+    def __init__(self, wheels):
+        self.wheels = wheels  # {filename: content} the index serves
+        self.calls = []
+        self.downloaded = []
+
+    def __call__(self, cmd, check=False, capture_output=False, text=False):
+        self.calls.append(cmd)
+        args = cmd[cmd.index("-m") + 2 :]
+        if args == ["--version"]:
+            return subprocess.CompletedProcess(cmd, 0, "pip 26.3 from /x (python 3.11)\n", "")
+        verb = next(a for a in args if not a.startswith("-") and not a.startswith("/"))
+        flag = lambda name: next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))  # noqa: E731
+        if verb == "install":
+            items = [_project()]
+            for filename, content in self.wheels.items():
+                name, version = filename.split("-")[:2]
+                sha = hashlib.sha256(content).hexdigest()
+                items.append(_wheel(name, version, filename=filename, sha256=sha))
+            Path(flag("--report")).write_text(json.dumps(_report(*items)))
+        elif verb == "download":
+            for line in Path(flag("--requirement")).read_text().splitlines():
+                name, version = line.split()[0].split("==")
+                filename = next(f for f in self.wheels if f.startswith(f"{name}-{version}-"))
+                dest = Path(flag("--dest"), filename)
+                if not dest.exists():  # as pip: "File was already downloaded"
+                    dest.write_bytes(self.wheels[filename])
+                    self.downloaded.append(filename)
+        elif verb == "wheel":
+            Path(flag("--wheel-dir"), "fcn_jax-0.1.0-py3-none-any.whl").write_bytes(b"project")
+        return subprocess.CompletedProcess(cmd, 0)
+
+
+def test_build_fills_the_folder_replaces_only_stale_wheels_and_writes_the_manifest(
+    tmp_path, monkeypatch, capsys
+):
+    index = {
+        "flax-0.12.8-py3-none-any.whl": b"flax",
+        "numpy-2.5.5-cp312-cp312-manylinux_2_27_x86_64.whl": b"numpy",
+        "jax-0.10.2-py3-none-any.whl": b"jax",
+        "jaxlib-0.10.2-cp312-cp312-manylinux_2_27_x86_64.whl": b"jaxlib",
+    }
+    pip = FakePip(index)
+    monkeypatch.setattr(wheelhouse.subprocess, "run", pip)
+    out = tmp_path / "house"
+    manifest = wheelhouse.build(out, "3.12", "manylinux_2_28_x86_64", jax_version="0.10.2",
+                                interpreter="/opt/py312")  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MANIFEST.txt",
+        "fcn_jax-0.1.0-py3-none-any.whl",
+        "flax-0.12.8-py3-none-any.whl",
+        "numpy-2.5.5-cp312-cp312-manylinux_2_27_x86_64.whl",
+    ]
+    resolve = next(c for c in pip.calls if "--dry-run" in c)
+    assert resolve[resolve.index("--python") + 1] == "/opt/py312" and "jax==0.10.2" in resolve
+    assert "--platform=manylinux2014_x86_64" in resolve and "--python-version=3.12" in resolve
+    text = manifest.read_text()
+    assert "target CPython 3.12 manylinux_2_28_x86_64\njax ==0.10.2\n" in text
+    assert "wheel fcn-jax 0.1.0 fcn_jax-0.1.0-py3-none-any.whl\n" in text
+    assert "wheel flax 0.12.8 flax-0.12.8-py3-none-any.whl\n" in text
+    assert text.endswith("left-out jax 0.10.2\nleft-out jaxlib 0.10.2\n")
+    assert "3 wheels" in capsys.readouterr().out
+
+    # A newer flax: its old wheel goes; numpy's (same file, same hash) stays, not fetched again.
+    del index["flax-0.12.8-py3-none-any.whl"]
+    index["flax-0.12.12-py3-none-any.whl"] = b"flax new"
+    pip = FakePip(index)
+    monkeypatch.setattr(wheelhouse.subprocess, "run", pip)
+    wheelhouse.build(out, "3.12", "manylinux_2_28_x86_64")
+    assert sorted(p.name for p in out.glob("*.whl")) == [
+        "fcn_jax-0.1.0-py3-none-any.whl",
+        "flax-0.12.12-py3-none-any.whl",
+        "numpy-2.5.5-cp312-cp312-manylinux_2_27_x86_64.whl",
+    ]
+    assert pip.downloaded == ["flax-0.12.12-py3-none-any.whl"]
+    # A damaged wheel of the right name is replaced.
+    (out / "flax-0.12.12-py3-none-any.whl").write_bytes(b"truncated")
+    pip = FakePip(index)
+    monkeypatch.setattr(wheelhouse.subprocess, "run", pip)
+    wheelhouse.build(out, "3.12", "manylinux_2_28_x86_64")
+    assert pip.downloaded == ["flax-0.12.12-py3-none-any.whl"]
+    assert (out / "flax-0.12.12-py3-none-any.whl").read_bytes() == b"flax new"
+    assert "jax newest" in (out / "MANIFEST.txt").read_text()
 
 
 @pytest.mark.parametrize(
