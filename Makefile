@@ -82,7 +82,7 @@ bench: install
 	$(PIP) install --quiet -e '.[torch,bench]'
 	$(PY) bench.py --quick --out outputs/bench
 
-# Two legs: the main suite (Python 3.11 with torch), then the Python 3.12 leg.
+# Two legs: the main suite (.venv, with torch), then the Python 3.12 leg (newest, no torch).
 test: test-main
 	@$(MAKE) --no-print-directory test-py312
 
