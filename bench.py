@@ -4,11 +4,18 @@ r"""Time the FCNs in JAX against the project's PyTorch FCN, same device, weights
     python bench.py [--variants fcn32s,fcn16s,fcn8s] [--sizes 256,384,500,512] [--batch 1,8]
         [--dtype float32,bfloat16] [--mode forward,train] [--width 1.0] [--quick] [--out DIR]
     python bench.py --scaling [--sizes 128,256,384,512,768,1024] [--batch 1,4] [--devices 1,2,4]
+    python bench.py --suite accelerator [--budget-s 480] [--throughput-batch 16] [--out DIR]
 
 Writes DIR/bench.json (a list, one record per case: ms per image of both frameworks and their
 ratio jax_ms / torch_ms, compile times, GFLOP, TFLOP/s and fraction of peak, memory),
 DIR/bench.md (the table) and DIR/run.json (device, versions, threads, precision settings).
---scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead. --quick is a
+--scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead.
+--suite accelerator proves and measures fcn-jax on a GPU or TPU in --budget-s seconds: parity on
+the device first (exit status 1 if it fails), then FCN-8s and FCN-32s at 500x500 in float32, tf32
+and bfloat16, forward and train, batch 1 and the throughput batch, JAX against torch eager and
+torch.compile, MFU, memory, data-parallel scaling; it writes DIR/report.md, DIR/bench.json,
+DIR/parity.json as it goes (see docs/benchmarks.md). On a CPU it is a dry run (narrow network,
+a few cases, under 2 minutes) that rehearses every step. --quick is a
 small plan for a CPU (under 2 minutes on an idle 2-core machine, more under load; --help
 lists its cases). Exit codes: 0 ok; 2 bad input.
 
@@ -62,7 +69,15 @@ flags.DEFINE_float("mem-cap-gib", None, "--scaling: skip cases estimated above t
 flags.DEFINE_bool("single-thread", False, "CPU: one thread for each framework (shared machines)")
 flags.DEFINE_integer("n-class", 21, "classes of the network")
 flags.DEFINE_integer("seed", 0, "seed of the weights and inputs")
-flags.DEFINE_string("out", "outputs/bench", "output directory")
+flags.DEFINE_enum("suite", None, ["accelerator"], "a fixed suite; accelerator: see above")
+flags.DEFINE_float("budget-s", None, "--suite: seconds for the whole run (default 480)")
+flags.DEFINE_integer(
+    "throughput-batch", None, "--suite: batch of the throughput cases (default 16; halved to fit)"
+)
+flags.DEFINE_bool(
+    "dry-run", None, "--suite: the CPU rehearsal (default: on when JAX has no GPU/TPU)"
+)
+flags.DEFINE_string("out", None, "output directory (default outputs/bench, outputs/accelerator)")
 FLAGS = flags.FLAGS
 
 
@@ -82,7 +97,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FCNError(str(e)) from None
     if len(rest) > 1:
         raise FCNError(f"unexpected arguments {rest[1:]}")
-    from fcn_jax.bench.plan import make_plan, parse_ints, single_thread_environment
+    from fcn_jax.bench.plan import (
+        CASE_FLAGS,
+        check_suite_flags,
+        make_plan,
+        parse_ints,
+        single_thread_environment,
+    )
+
+    suite_flags = {k: given(k) for k in ("budget-s", "throughput-batch", "dry-run")}
+    if FLAGS.suite:
+        others = (*CASE_FLAGS, "devices", "mem-cap-gib", "n-class", "single-thread")
+        case_flags = {k: given(k) for k in others}
+        case_flags |= {"quick": FLAGS.quick or None, "scaling": FLAGS.scaling or None}
+        options = check_suite_flags(FLAGS.suite, case_flags, suite_flags)
+        options |= {
+            "repeats": given("repeats"),
+            "warmup": given("warmup"),
+            "torch_compile": given("torch-compile"),
+            "seed": FLAGS.seed,
+        }
+        return run_suite(options, FLAGS.out or "outputs/accelerator", argv)
+    unused = [f"--{k}" for k, v in suite_flags.items() if v is not None]
+    if unused:
+        verb = "applies" if len(unused) == 1 else "apply"
+        raise FCNError(f"{', '.join(unused)} only {verb} to --suite accelerator")
+    out = FLAGS.out or "outputs/bench"
 
     if FLAGS["single-thread"].value:
         single_thread_environment()  # before JAX's backend and torch start
@@ -109,16 +149,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FCNError(f"--mem-cap-gib must be positive, got {cap}")
     from fcn_jax.outputs import output_dir
 
-    output_dir(FLAGS.out, "--out")  # a folder that can be written, before any timing
+    output_dir(out, "--out")  # a folder that can be written, before any timing
     if FLAGS.scaling:
         from fcn_jax.bench.scaling import run_scaling
 
-        run_scaling(plan, FLAGS.out, devices, cap, argv)
+        run_scaling(plan, out, devices, cap, argv)
     else:
         from fcn_jax.bench.harness import run_bench
 
-        run_bench(plan, FLAGS.out, argv)
+        run_bench(plan, out, argv)
     return 0
+
+
+def run_suite(options: dict[str, object], out: str, argv: list[str]) -> int:
+    """``--suite accelerator``: check --out, then run; 1 if the parity checks fail."""
+    from fcn_jax.outputs import output_dir
+
+    output_dir(out, "--out")
+    from pathlib import Path
+
+    import jax
+
+    from fcn_jax.bench.accelerator import SuiteOptions
+    from fcn_jax.bench.accelerator import run_suite as run
+
+    if options["dry_run"] is None:  # a CPU cannot run the real suite: rehearse it
+        options["dry_run"] = jax.default_backend() == "cpu"
+    given = {k: v for k, v in options.items() if v is not None}
+    return run(SuiteOptions.create(Path(out), command=" ".join(argv), **given))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ For each case both frameworks get the network of one random torchfcn-layout stat
   the median, the quartiles and the extremes.
 
 bfloat16 means the same in both: parameters stay float32, convolutions compute in bfloat16
-(Flax's ``dtype``; ``torch.autocast``), the loss in float32. float32 means full float32: JAX under
-``jax.default_matmul_precision("highest")``, torch with TF32 off.
+(Flax's ``dtype``; ``torch.autocast``; with ``Plan.channels_last`` torch runs them in its
+channels-last layout, its fast path on tensor cores), the loss in float32. float32 means full
+float32: JAX under ``jax.default_matmul_precision("highest")``, torch with TF32 off. tf32 is
+float32 at each framework's default precision on the device: TF32 tensor cores on NVIDIA Ampere
+and later (JAX's default; torch with ``allow_tf32`` on), plain float32 on a CPU.
 """
 
 from __future__ import annotations
@@ -105,22 +108,27 @@ def prepare(plan: Plan) -> BenchEnv:
         torch_device, note = None, f"torch has no {backend} backend here"
     env = BenchEnv(backend, device.device_kind, torch_device, note)
     for dtype in sorted({c.dtype for c in plan.cases}):
-        env.peaks[dtype] = device_peak(backend, device.device_kind, dtype)
+        env.peaks[dtype] = device_peak(backend, device.device_kind, dtype, torch_device)
     return env
 
 
-def device_peak(backend: str, device_kind: str, dtype: str) -> tuple[float | None, str]:
-    """(peak TFLOP/s, source): a datasheet's for known accelerators, measured on CPUs."""
-    if backend == "cpu":
-        measured = measure_matmul_tflops(dtype)
-        best = max(measured.values())
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
-        return best, f"measured: best 2048^3 {dtype} matmul ({shown} TFLOP/s)"
-    found = known_peak(device_kind, dtype)
-    if found is None:
-        return None, f"unknown device {device_kind!r}: no peak known"
-    name, tflops = found
-    return tflops, f"{name}, {PEAK_SOURCE}"
+def device_peak(
+    backend: str, device_kind: str, dtype: str, torch_device: str | None = "cpu"
+) -> tuple[float | None, str]:
+    """(peak TFLOP/s, source): a datasheet's for known accelerators, else measured.
+
+    CPUs and accelerators missing from :data:`~fcn_jax.bench.peaks.KNOWN_PEAKS` get the best
+    matmul either framework reaches on the device (2048^3 on a CPU, 8192^3 on an accelerator).
+    """
+    found = None if backend == "cpu" else known_peak(device_kind, dtype)
+    if found is not None:
+        name, tflops = found
+        return tflops, f"{name}, {PEAK_SOURCE}"
+    n = 2048 if backend == "cpu" else 8192
+    measured = measure_matmul_tflops(dtype, n, torch_device=torch_device)
+    best = max(measured.values())
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
+    return best, f"measured: best {n}^3 {dtype} matmul ({shown} TFLOP/s)"
 
 
 # --- weights and inputs ----------------------------------------------------------------------
@@ -182,9 +190,17 @@ def make_inputs(case: Case, n_class: int, seed: int) -> tuple[np.ndarray, np.nda
 
 @contextlib.contextmanager
 def jax_precision(dtype: str) -> Iterator[None]:
-    """Full float32 matmuls for float32 cases (XLA on GPU/TPU would otherwise use TF32/bf16)."""
+    """Full float32 matmuls for float32 cases (XLA on GPU/TPU would otherwise use TF32/bf16).
+
+    ``tf32`` and ``bfloat16`` cases compile at the default precision.
+    """
     with jax.default_matmul_precision("highest" if dtype == "float32" else "default"):
         yield
+
+
+def model_dtype(dtype: str) -> str:
+    """The network's computation dtype for a case's ``dtype`` (``tf32`` stores float32)."""
+    return "float32" if dtype == "tf32" else dtype
 
 
 @dataclasses.dataclass
@@ -257,7 +273,7 @@ def train_config(case: Case, n_class: int) -> Any:
     c.model.arch = case.variant
     c.model.n_class = n_class
     c.model.width = case.width_mult
-    c.dtype = case.dtype
+    c.dtype = model_dtype(case.dtype)
     c.learning_rate = LEARNING_RATE
     return c
 
@@ -321,21 +337,64 @@ def _torch_sync(device: str) -> Callable[[], None]:
 def _autocast(device: str, dtype: str) -> Any:
     import torch
 
-    if dtype == "float32":
+    if dtype != "bfloat16":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=getattr(torch, dtype))
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def torch_precision(dtype: str) -> Iterator[None]:
+    """TF32 on in torch's matmuls and cuDNN convolutions for ``tf32`` cases only.
+
+    The run starts with TF32 off (:func:`prepare`); this turns it on for one case's calls and
+    back off after.
+    """
+    import torch
+
+    on = dtype == "tf32"
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def torch_memory_format(plan: Plan, case: Case) -> str:
+    """``channels_last`` for bfloat16 cases of a plan that asks for it, else ``contiguous``."""
+    return "channels_last" if plan.channels_last and case.dtype == "bfloat16" else "contiguous"
+
+
+def _to_memory_format(model: Any, x: Any, memory_format: str) -> tuple[Any, Any]:
+    import torch
+
+    if memory_format == "contiguous":
+        return model, x
+    fmt = torch.channels_last
+    return model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
 
 
 def torch_forward(
-    net: Network, case: Case, images: np.ndarray, device: str, compiled: bool
+    net: Network,
+    case: Case,
+    images: np.ndarray,
+    device: str,
+    compiled: bool,
+    memory_format: str = "contiguous",
 ) -> Compiled:
-    """Eager (or ``torch.compile``d) inference on the same preprocessed images, NCHW."""
+    """Eager (or ``torch.compile``d) inference on the same preprocessed images, NCHW.
+
+    ``memory_format="channels_last"`` runs a channels-last copy of the model (the network's
+    own model stays contiguous for the other cases).
+    """
     import torch
 
     model = net.torch_model.eval()
-    fn = torch.compile(model) if compiled else model
     x = torch.from_numpy(np.asarray(CAFFE_VOC.apply(images)).transpose(0, 3, 1, 2).copy())
     x = x.to(device)
+    if memory_format != "contiguous":
+        model, x = _to_memory_format(copy.deepcopy(model), x, memory_format)
+    fn = torch.compile(model) if compiled else model
     sync = _torch_sync(device)
     result = Compiled(lambda: None)
 
@@ -349,13 +408,21 @@ def torch_forward(
 
 
 def torch_train(
-    net: Network, case: Case, images: np.ndarray, labels: np.ndarray, device: str, compiled: bool
+    net: Network,
+    case: Case,
+    images: np.ndarray,
+    labels: np.ndarray,
+    device: str,
+    compiled: bool,
+    memory_format: str = "contiguous",
 ) -> Compiled:
     """One step of the release's recipe on a copy of the torch model (the original stays put)."""
     import torch
     import torch.nn.functional as F
 
     model = copy.deepcopy(net.torch_model).train()
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     weights, biases = [], []
     for name, p in model.named_parameters():
         if name.startswith("upscore"):  # frozen bilinear upsampling, as in JAX's step
@@ -379,7 +446,8 @@ def torch_train(
 
     def run() -> None:
         # CAFFE_VOC.apply in torch: RGB -> BGR, minus the mean (std 1), then NCHW.
-        x = (images_t.flip(-1).float() - mean).permute(0, 3, 1, 2)
+        # The permuted NHWC tensor is channels-last in memory: say which layout is meant.
+        x = (images_t.flip(-1).float() - mean).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
         with _autocast(device, case.dtype):
             logits = fn(x)
         loss = F.cross_entropy(logits.float(), labels_t, ignore_index=255, reduction="sum")
@@ -453,13 +521,32 @@ def _first_call(run: Runner) -> float:
     return time.perf_counter() - start
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message (300 chars)."""
     lines = [line for line in str(e).strip().splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def measure_case(case: Case, net: Network, plan: Plan, env: BenchEnv) -> dict[str, Any]:
-    """Run one case in both frameworks and return its JSON record (see the module docstring)."""
+def measure_case(
+    case: Case, net: Network, plan: Plan, env: BenchEnv, compile_skip: str | None = None
+) -> dict[str, Any]:
+    """Run one case in both frameworks and return its JSON record (see the module docstring).
+
+    Args:
+        case: what to measure.
+        net: its network in both frameworks.
+        plan: the run's settings.
+        env: from :func:`prepare`.
+        compile_skip: a reason not to time ``torch.compile`` in this case (a time budget,
+            say), recorded as its status; None to follow ``plan.torch_compile``.
+    """
+    with torch_precision(case.dtype):
+        return _measure_case(case, net, plan, env, compile_skip)
+
+
+def _measure_case(
+    case: Case, net: Network, plan: Plan, env: BenchEnv, compile_skip: str | None
+) -> dict[str, Any]:
     images, labels = make_inputs(case, net.n_class, plan.seed)
     runners: dict[str, Compiled] = {}
     if case.mode == "forward":
@@ -467,20 +554,23 @@ def measure_case(case: Case, net: Network, plan: Plan, env: BenchEnv) -> dict[st
     else:
         runners["jax"] = jax_train(net, case, images, labels, plan.seed)
     compile_status, compile_first_s = "skipped: --notorch-compile", None
+    memory_format = torch_memory_format(plan, case)
     if env.torch_device is None:
         compile_status = f"skipped: {env.torch_note}"
     else:
         dev = env.torch_device
         if case.mode == "forward":
-            runners["torch"] = torch_forward(net, case, images, dev, compiled=False)
+            runners["torch"] = torch_forward(net, case, images, dev, False, memory_format)
         else:
-            runners["torch"] = torch_train(net, case, images, labels, dev, compiled=False)
-        if plan.torch_compile:
+            runners["torch"] = torch_train(net, case, images, labels, dev, False, memory_format)
+        if plan.torch_compile and compile_skip is None:
             compile_status, compile_first_s, compiled = _try_torch_compile(
-                case, net, images, labels, dev
+                case, net, images, labels, dev, memory_format
             )
             if compiled is not None:
                 runners["torch_compile"] = compiled
+        elif compile_skip is not None:
+            compile_status = f"skipped: {compile_skip}"
         elif plan.quick:
             compile_status = "skipped: --quick"
     # One untimed first call each (JAX's runs the freshly compiled executable; torch's builds
@@ -506,11 +596,17 @@ def measure_case(case: Case, net: Network, plan: Plan, env: BenchEnv) -> dict[st
         compile_status=compile_status,
         torch_compile_first_s=compile_first_s,
         rel_diff=_relative_difference(runners) if case.mode == "forward" else None,
+        torch_memory_format=memory_format if "torch" in runners else None,
     )
 
 
 def _try_torch_compile(
-    case: Case, net: Network, images: np.ndarray, labels: np.ndarray, device: str
+    case: Case,
+    net: Network,
+    images: np.ndarray,
+    labels: np.ndarray,
+    device: str,
+    memory_format: str,
 ) -> tuple[str, float | None, Compiled | None]:
     """``torch.compile`` the case: (status, first call's seconds, runner), Nones on failure."""
     import torch
@@ -520,12 +616,12 @@ def _try_torch_compile(
     torch._dynamo.reset()
     try:
         if case.mode == "forward":
-            compiled = torch_forward(net, case, images, device, compiled=True)
+            compiled = torch_forward(net, case, images, device, True, memory_format)
         else:
-            compiled = torch_train(net, case, images, labels, device, compiled=True)
+            compiled = torch_train(net, case, images, labels, device, True, memory_format)
         first = _first_call(compiled.run)
     except Exception as e:  # any backend failure: record it and carry on with eager
-        return f"failed: {_error_text(e)}", None, None
+        return f"failed: {error_text(e)}", None, None
     return "ok", first, compiled
 
 
@@ -553,6 +649,7 @@ def case_record(
     compile_status: str,
     torch_compile_first_s: float | None,
     rel_diff: float | None,
+    torch_memory_format: str | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one measured case (per-image times in ms, sizes in bytes)."""
     work = gflop(case.variant, case.height, case.width, case.mode, case.width_mult, plan.n_class)
@@ -591,6 +688,7 @@ def case_record(
     record["jax_peak_bytes"] = jax_peak_bytes()
     record["torch_peak_bytes"] = torch_bytes
     record["max_rel_diff"] = rel_diff
+    record["torch_memory_format"] = torch_memory_format
     record["repeats"] = plan.repeats
     record["warmup"] = plan.warmup
     return record
@@ -640,10 +738,10 @@ def measure_all(
             try:
                 record = measure_case(case, net, plan, env)
             except Exception as e:  # out of memory, a backend's error: record it, go on
-                reason = f"failed: {_error_text(e)}"
+                reason = f"failed: {error_text(e)}"
                 records.append({**case.key(), "skipped": reason})
                 print(f"{describe(case)}: {reason}", flush=True)
-                _free_device_memory()
+                free_device_memory()
                 continue
             records.append(record)
             print(f"{describe(case)}: {summary_line(record)}", flush=True)
@@ -654,7 +752,7 @@ def measure_all(
     return records
 
 
-def _free_device_memory() -> None:
+def free_device_memory() -> None:
     """Drop what a failed case left behind (its buffers and torch's cached blocks)."""
     import torch
 
@@ -741,7 +839,7 @@ def run_metadata(plan: Plan, env: BenchEnv, argv: list[str] | None = None) -> di
     return {
         "command": " ".join(argv if argv is not None else sys.argv),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "platform": env.platform,
         "device_kind": env.device_kind,
         "device_count": len(devices),
@@ -791,7 +889,8 @@ def run_metadata(plan: Plan, env: BenchEnv, argv: list[str] | None = None) -> di
     }
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's HEAD commit, or None outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

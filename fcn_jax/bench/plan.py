@@ -14,7 +14,10 @@ from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models.fcn import VARIANTS
 
 MODES = ("forward", "train")
-DTYPES = ("float32", "bfloat16")
+# float32: full float32 (TF32 off, JAX precision "highest"); tf32: float32 at the device's default
+# precision (TF32 tensor cores on NVIDIA Ampere and later; plain float32 on a CPU); bfloat16:
+# float32 params, bf16 compute.
+DTYPES = ("float32", "tf32", "bfloat16")
 DEFAULT_VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 DEFAULT_SIZES = ((256, 256), (384, 384), (500, 500), (512, 512))
 SCALING_SIZES = tuple((s, s) for s in (128, 256, 384, 512, 768, 1024))
@@ -33,7 +36,8 @@ class Case:
         height: input height.
         width: input width.
         batch: images per call.
-        dtype: computation dtype, ``float32`` or ``bfloat16`` (parameters stay float32).
+        dtype: arithmetic, ``float32``, ``tf32`` or ``bfloat16`` (see :data:`DTYPES`;
+            parameters stay float32).
         width_mult: hidden channel multiplier (1.0 is the paper's network).
     """
 
@@ -68,6 +72,8 @@ class Plan:
         seed: seed of the weights and inputs.
         quick: the plan is ``--quick``'s (recorded in the run metadata).
         single_thread: both frameworks on one CPU thread (see :func:`single_thread_environment`).
+        channels_last: torch runs bfloat16 cases in its channels-last memory layout (its fast
+            path on tensor cores; JAX is NHWC throughout).
     """
 
     cases: tuple[Case, ...]
@@ -78,6 +84,44 @@ class Plan:
     seed: int = 0
     quick: bool = False
     single_thread: bool = False
+    channels_last: bool = False
+
+
+CASE_FLAGS = ("variants", "sizes", "batch", "dtype", "mode", "width")
+
+
+def check_suite_flags(
+    suite: str, case_flags: dict[str, object], suite_flags: dict[str, object]
+) -> dict[str, object]:
+    """Check ``--suite``'s flags; returns the suite's options (None: the suite's default).
+
+    A suite fixes its own cases, so a case flag beside it is an error rather than a silent
+    override.
+
+    Args:
+        suite: the suite's name (``accelerator``).
+        case_flags: flag name -> value of the flags that choose cases (None: not given).
+        suite_flags: ``budget-s``, ``throughput-batch`` and ``dry-run`` (None: not given).
+
+    Raises:
+        FCNError: a clash or a bad value, naming the flag.
+    """
+    clash = [f"--{k}" for k, v in case_flags.items() if v is not None]
+    if clash:
+        raise FCNError(f"--suite {suite} sets its own cases; drop {', '.join(clash)}")
+    budget, batch = suite_flags["budget-s"], suite_flags["throughput-batch"]
+    if budget is not None and budget < 30:
+        raise FCNError(
+            f"--budget-s must be at least 30 (seconds for the whole run), got {budget:g}"
+        )
+    if batch is not None and batch < 1:
+        raise FCNError(f"--throughput-batch must be at least 1, got {batch}")
+    options: dict[str, object] = {"dry_run": suite_flags["dry-run"]}
+    if budget is not None:
+        options["budget_s"] = float(budget)
+    if batch is not None:
+        options["throughput_batch"] = batch
+    return options
 
 
 def single_thread_environment() -> None:

@@ -174,23 +174,43 @@ def check_parity(
     layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
     if source.kind == TORCHVISION_VGG16:
         return ParityReport("fc7", layers, None, None, None)
-    agree, confident = [], []
-    for k in outputs:
-        ref_logits, our_logits = ref_np[k][0], ours[k][0]
-        agree.append((np.argmax(ref_logits, -1) == np.argmax(our_logits, -1)).ravel())
-        top2 = np.sort(ref_logits, axis=-1)[..., -2:]
-        scale = float(np.max(np.abs(ref_logits)))
-        confident.append(((top2[..., 1] - top2[..., 0]) > PARITY_TOLERANCE * scale).ravel())
-    agree_all, confident_all = np.concatenate(agree), np.concatenate(confident)
+    agree, confident, pixels = logit_agreement(
+        [ours[k][0] for k in outputs], [ref_np[k][0] for k in outputs]
+    )
     return ParityReport(
         "logits",
         layers,
-        argmax_agreement=100.0 * float(agree_all.mean()),
-        confident_agreement=(
-            100.0 * float(agree_all[confident_all].mean()) if confident_all.any() else 100.0
-        ),
-        confident_pixels=int(confident_all.sum()),
+        argmax_agreement=agree,
+        confident_agreement=confident,
+        confident_pixels=pixels,
     )
+
+
+def logit_agreement(
+    ours: list[np.ndarray], refs: list[np.ndarray], margin: float = PARITY_TOLERANCE
+) -> tuple[float, float, int]:
+    """How often two sets of logits pick the same class.
+
+    Args:
+        ours: logits [..., C] of the model under test, one array per output.
+        refs: the reference's, same shapes.
+        margin: a pixel is *confident* where the reference's top-2 logits differ by more than
+            ``margin`` times the largest |logit| of its output: there, a difference within the
+            tolerance cannot flip the argmax, so agreement must be 100%.
+
+    Returns:
+        (% of pixels whose argmax agrees, % of the confident ones that agree, how many
+        confident pixels there are).
+    """
+    agree, confident = [], []
+    for our_logits, ref_logits in zip(ours, refs, strict=True):
+        agree.append((np.argmax(ref_logits, -1) == np.argmax(our_logits, -1)).ravel())
+        top2 = np.sort(ref_logits, axis=-1)[..., -2:]
+        scale = float(np.max(np.abs(ref_logits)))
+        confident.append(((top2[..., 1] - top2[..., 0]) > margin * scale).ravel())
+    agree_all, confident_all = np.concatenate(agree), np.concatenate(confident)
+    confident_pct = 100.0 * float(agree_all[confident_all].mean()) if confident_all.any() else 100.0
+    return 100.0 * float(agree_all.mean()), confident_pct, int(confident_all.sum())
 
 
 def _named_logits(out: object) -> dict[str, object]:
