@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax.models.conv import on_cpu
 from fcn_jax.types import Array
 
 
@@ -137,7 +138,16 @@ def max_pool_ceil(x: Array) -> Array:
         [N, ceil(H / 2), ceil(W / 2), C].
     """
     pads = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads)
+    if x.dtype != jnp.bfloat16 or not on_cpu():
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads)
+    # XLA:CPU in jaxlib 0.12 fuses a bf16 reduce-window with the convolutions that feed it or
+    # read it (one YNNPACK fusion) and computes garbage: NaNs and wrong maxima, changing from run
+    # to run (a jitted bf16 FCN-8s predicted one class everywhere; float32 is unaffected, and so
+    # was jaxlib 0.10). The barriers keep the pool's input and output arrays of their own.
+    barrier = jax.lax.optimization_barrier
+    return barrier(
+        jax.lax.reduce_window(barrier(x), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads)
+    )
 
 
 def _pool_forward(x: Array) -> tuple[Array, Array]:

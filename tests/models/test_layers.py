@@ -1,14 +1,15 @@
 """Building blocks against their definitions and against torch, with non-symmetric weights."""
 
+from __future__ import annotations
+
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from fcn_jax.convert.layout import conv_to_flax, deconv_to_flax
 from fcn_jax.models import crop_offsets
@@ -22,8 +23,15 @@ from fcn_jax.models.layers import (
     max_pool_ceil,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
 
 def nchw(x: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
@@ -90,11 +98,15 @@ def test_bilinear_upsampling_interpolates():
     np.testing.assert_allclose(np.diff(np.asarray(y[3:-3])), 0.5, atol=1e-6)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(
     ("kernel", "stride", "c_in", "c_out", "size"),
     [(4, 2, 3, 3, (5, 7)), (16, 8, 2, 2, (3, 2)), (64, 32, 2, 2, (1, 2)), (3, 2, 3, 3, (4, 4))],
 )
 def test_upsample_matches_torch_conv_transpose(kernel, stride, c_in, c_out, size, rng):
+    import torch
+    import torch.nn.functional as F
+
     w = rng.standard_normal((c_in, c_out, kernel, kernel)).astype(np.float32)  # not symmetric
     x = rng.standard_normal((2, *size, c_in)).astype(np.float32)
     expected = nhwc(F.conv_transpose2d(nchw(x), torch.from_numpy(w), stride=stride))
@@ -114,7 +126,11 @@ def test_upsample_matches_torch_conv_transpose(kernel, stride, c_in, c_out, size
     assert not np.allclose(np.asarray(unflipped), expected, atol=1e-3)
 
 
+@pytest.mark.torch
 def test_conv_layout_matches_torch(rng):
+    import torch
+    import torch.nn.functional as F
+
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
     x = rng.standard_normal((1, 9, 7, 3)).astype(np.float32)
@@ -124,8 +140,38 @@ def test_conv_layout_matches_torch(rng):
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_pooling_between_convolutions_under_jit(rng):
+    # XLA:CPU in jaxlib 0.12 fused a bf16 pool with the convolutions before and after it into
+    # garbage (NaNs, wrong maxima); max_pool_ceil keeps it apart. Eager runs op by op.
+    def conv(x, w, b):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+        return nn.relu(y + b)
+
+    layers = [
+        (
+            jnp.asarray(rng.standard_normal((3, 3, c, 32)) * np.sqrt(2 / (9 * c)), jnp.bfloat16),
+            jnp.asarray(rng.uniform(-0.1, 0.1, 32), jnp.bfloat16),
+        )
+        for c in (16, 32, 32, 32)
+    ]
+
+    def trunk(x):
+        for layer in layers[:3]:
+            x = conv(x, *layer)
+        return conv(max_pool_ceil(x), *layers[3])
+
+    x = jnp.asarray(np.abs(rng.standard_normal((1, 62, 66, 16))) * 100, jnp.bfloat16)
+    eager, jitted = (np.asarray(f(x), np.float32) for f in (trunk, jax.jit(trunk)))
+    assert np.isfinite(jitted).all()
+    # Fused or not, the products may round differently in bf16: well within 2% of the scale.
+    np.testing.assert_allclose(jitted, eager, rtol=0, atol=2e-2 * np.abs(eager).max())
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (4, 7), (9, 6), (17, 32), (33, 35)])
 def test_ceil_mode_pooling_matches_torch(size, rng):
+    import torch.nn.functional as F
+
     # All-negative inputs: zero padding instead of -inf would show up as zeros.
     x = -np.abs(rng.standard_normal((2, *size, 3))).astype(np.float32) - 1
     expected = nhwc(F.max_pool2d(nchw(x), 2, 2, ceil_mode=True))
