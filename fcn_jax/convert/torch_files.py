@@ -86,10 +86,10 @@ def read_torch_weights(path: str | Path) -> TorchWeights:
     Raises:
         FCNError: the file is missing, not a torch file, or holds no recognisable state dict.
     """
-    torch = import_torch()
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():  # said first: a wrong path needs no torch to fix
         raise FCNError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    torch = import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad files (pickle, zip, runtime)

@@ -272,9 +272,10 @@ class _TorchReference:
     def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
         from fcn_jax.convert.torch_files import import_torch_float32
         from fcn_jax.convert.torchfcn import flax_to_torchfcn
+
+        torch = import_torch_float32()  # first: without torch, say how to install it
         from fcn_jax.torch_reference import TorchFCN
 
-        torch = import_torch_float32()
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model = metadata.model()

@@ -2,13 +2,13 @@
 
 import pickle
 import re
+import sys
 
 import jax
 import numpy as np
 import pytest
-import torch
 
-from fcn_jax.checkpoint import load_weights, save_weights
+from fcn_jax.checkpoint import WeightsMetadata, load_weights, save_weights
 from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
 from fcn_jax.convert.check import check_parity
 from fcn_jax.convert.layout import (
@@ -19,16 +19,19 @@ from fcn_jax.convert.layout import (
     deconv_to_torch,
 )
 from fcn_jax.errors import FCNError
-from fcn_jax.models import VARIANTS, get_variant
+from fcn_jax.models import VARIANTS, get_variant, random_params
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
-from fcn_jax.resources import voc_class_names
-from fcn_jax.torch_reference import random_state_dict, random_vgg16_state_dict
+from fcn_jax.resources import default_class_names, voc_class_names
 from tests.utils import NARROW, REPO, random_image, run_script
 
 ALL = sorted(VARIANTS)
 
 
 def save_fcn(path, variant="fcn8s", n_class=21, width=NARROW, wrap=True, seed=0, **extra):
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
     state = random_state_dict(variant, n_class, width, seed)
     obj = {"model_state_dict": state, "arch": get_variant(variant).torch_name, **extra}
     torch.save(obj if wrap else state, path)
@@ -48,9 +51,12 @@ def test_layout_functions_are_inverse(rng):
     np.testing.assert_array_equal(deconv_to_torch(deconv_to_flax(w)), w)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", ALL)
 @pytest.mark.parametrize("wrap", [True, False], ids=["model_state_dict", "bare"])
 def test_torchfcn_round_trip_is_bitwise(tmp_path, variant, wrap):
+    import torch
+
     src = tmp_path / "in.pth"
     state = save_fcn(src, variant, n_class=7, wrap=wrap)
     params, meta, _ = convert_torch_file(src, variant)
@@ -67,6 +73,7 @@ def test_torchfcn_round_trip_is_bitwise(tmp_path, variant, wrap):
     jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
+@pytest.mark.torch
 def test_torchfcn_metadata(tmp_path):
     src = tmp_path / "in.pth"
     save_fcn(src, "fcn16s")
@@ -82,7 +89,12 @@ def test_torchfcn_metadata(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
+@pytest.mark.torch
 def test_module_prefix_is_stripped(tmp_path):
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
     state = random_state_dict("fcn32s", 21, NARROW)
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
     assert set(read_torch_weights(tmp_path / "dp.pth").state) == set(state)
@@ -106,6 +118,7 @@ def _sweep():
     return [(ALL[i % 4], int(h), int(w)) for i, (h, w) in enumerate(rng.integers(1, 65, (8, 2)))]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(("variant", "height", "width"), _sweep())
 def test_narrow_parity_over_random_sizes(narrow_sources, variant, height, width, rng):
     params, meta, weights = narrow_sources[variant]
@@ -116,6 +129,7 @@ def test_narrow_parity_over_random_sizes(narrow_sources, variant, height, width,
     assert report.final.shape == (1, height, width, 21)
 
 
+@pytest.mark.torch
 def test_check_fails_past_tolerance(narrow_sources, rng):
     params, meta, weights = narrow_sources["fcn8s"]
     broken = {
@@ -130,7 +144,12 @@ def test_check_fails_past_tolerance(narrow_sources, rng):
     assert rows["fc7"] < 1e-5 and rows["score_fr"] > 1e-3
 
 
+@pytest.mark.torch
 def test_vgg16_conversion_narrow(tmp_path, rng):
+    import torch
+
+    from fcn_jax.torch_reference import random_vgg16_state_dict
+
     state = random_vgg16_state_dict(NARROW, seed=3)
     torch.save(state, tmp_path / "vgg.pth")
     params, meta, weights = convert_torch_file(tmp_path / "vgg.pth", "fcn8s", n_class=5)
@@ -154,6 +173,21 @@ def test_missing_file(tmp_path):
         convert_torch_file(tmp_path / "nope.pth", "fcn8s")
 
 
+def test_without_torch_a_pth_says_how_to_install_it(tmp_path, monkeypatch):
+    (tmp_path / "x.pth").write_bytes(b"a .pth file")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(
+        FCNError, match=r"PyTorch is needed for this: pip install 'fcn-jax\[torch\]'"
+    ):
+        convert_torch_file(tmp_path / "x.pth", "fcn8s")
+    meta = WeightsMetadata("fcn32s", 3, default_class_names(3), NARROW, CAFFE_VOC)
+    save_weights(tmp_path / "w", random_params(meta.model()), meta)
+    with pytest.raises(FCNError, match="PyTorch is needed"):
+        export_torchfcn(tmp_path / "w", tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()
+
+
+@pytest.mark.torch
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(FCNError, match=r"junk\.pth is not a PyTorch checkpoint"):
@@ -165,7 +199,10 @@ class Exploit:
         return (print, ("this ran",))
 
 
+@pytest.mark.torch
 def test_a_checkpoint_never_runs_code(tmp_path, capsys):
+    import torch
+
     path = tmp_path / "evil.pth"
     torch.save({"model_state_dict": {"x": Exploit()}}, path, pickle_module=pickle)
     with pytest.raises(FCNError, match=r"evil\.pth is not a PyTorch checkpoint"):
@@ -173,19 +210,30 @@ def test_a_checkpoint_never_runs_code(tmp_path, capsys):
     assert "this ran" not in capsys.readouterr().out
 
 
+@pytest.mark.torch
 def test_no_state_dict(tmp_path):
+    import torch
+
     torch.save({"epoch": 3, "optim_state_dict": {}}, tmp_path / "x.pth")
     with pytest.raises(FCNError, match=r"x\.pth holds no state dict.*epoch, optim_state_dict"):
         convert_torch_file(tmp_path / "x.pth", "fcn8s")
 
 
+@pytest.mark.torch
 def test_unrecognised_keys(tmp_path):
+    import torch
+
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "x.pth")
     with pytest.raises(FCNError, match=r"neither a torchvision VGG16.*encoder\.weight"):
         convert_torch_file(tmp_path / "x.pth", "fcn8s")
 
 
+@pytest.mark.torch
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
     state = random_state_dict("fcn8s", 21, NARROW)
     del state["score_pool3.weight"], state["conv2_1.bias"]
     state["extra.weight"] = torch.zeros(3)
@@ -198,6 +246,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     assert "unexpected keys: extra.weight" in msg
 
 
+@pytest.mark.torch
 def test_wrong_variant_keys_name_the_family(tmp_path):
     save_fcn(tmp_path / "x.pth", "fcn16s", wrap=False)
     with pytest.raises(FCNError) as e:
@@ -208,7 +257,12 @@ def test_wrong_variant_keys_name_the_family(tmp_path):
     assert "unexpected keys: upscore16.weight" in msg
 
 
+@pytest.mark.torch
 def test_shape_mismatch_names_layer_and_shapes(tmp_path):
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
     state = random_state_dict("fcn32s", 21, NARROW)
     state["conv3_2.weight"] = torch.zeros(32, 32, 5, 5)
     torch.save(state, tmp_path / "x.pth")
@@ -220,12 +274,14 @@ def test_shape_mismatch_names_layer_and_shapes(tmp_path):
         convert_torch_file(tmp_path / "x.pth", "fcn32s")
 
 
+@pytest.mark.torch
 def test_class_count_disagreement(tmp_path):
     save_fcn(tmp_path / "x.pth", "fcn32s", n_class=21)
     with pytest.raises(FCNError, match=r"x\.pth has 21 classes .* but --n-class is 40"):
         convert_torch_file(tmp_path / "x.pth", "fcn32s", n_class=40)
 
 
+@pytest.mark.torch
 def test_arch_entry_disagreement(tmp_path):
     save_fcn(tmp_path / "x.pth", "fcn8s-atonce")
     with pytest.raises(FCNError, match=r"arch='FCN8sAtOnce' \(fcn8s-atonce\) but --arch is fcn8s"):
@@ -235,7 +291,12 @@ def test_arch_entry_disagreement(tmp_path):
     assert meta.arch == "fcn8s-atonce"
 
 
+@pytest.mark.torch
 def test_vgg_shape_mismatch(tmp_path):
+    import torch
+
+    from fcn_jax.torch_reference import random_vgg16_state_dict
+
     state = random_vgg16_state_dict(NARROW)
     state["classifier.3.weight"] = torch.zeros(512, 100)
     torch.save(state, tmp_path / "vgg.pth")
@@ -257,20 +318,30 @@ def run_cli(*args, cwd):
     return run_script("convert_torch_weights.py", *args, cwd=cwd)
 
 
-def test_cli_bad_input_exits_2_without_traceback(tmp_path):
-    (tmp_path / "junk.pth").write_bytes(b"\x00" * 10)
-    for args, expected in [
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
         (["--src", "missing.pth", "--arch", "fcn8s", "--out", "w"], "missing.pth does not exist"),
-        (["--src", "junk.pth", "--arch", "fcn8s", "--out", "w"], "junk.pth is not a PyTorch"),
+        pytest.param(
+            ["--src", "junk.pth", "--arch", "fcn8s", "--out", "w"],
+            "junk.pth is not a PyTorch",
+            marks=pytest.mark.torch,  # torch.load is what tells
+        ),
         (["--src", "junk.pth", "--out", "w"], "--arch is required"),
         (["--to-torch", "--src", "nowhere", "--out", "x.pth"], "nowhere does not exist"),
-    ]:
-        r = run_cli(*args, cwd=tmp_path)
-        assert r.returncode == 2, (args, r.stderr)
-        assert expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+    ],
+)
+def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, expected):
+    (tmp_path / "junk.pth").write_bytes(b"\x00" * 10)
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2, (args, r.stderr)
+    assert expected in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.torch
 def test_cli_convert_check_and_back(tmp_path):
+    import torch
+
     state = save_fcn(tmp_path / "in.pth", "fcn32s", n_class=3)
     (tmp_path / "names.txt").write_text("sky\nroad\ncar\n")
     r = run_cli(
@@ -296,6 +367,7 @@ def test_cli_convert_check_and_back(tmp_path):
     assert all(torch.equal(back[k], v) for k, v in state.items())
 
 
+@pytest.mark.torch
 def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
     # A conversion whose parity check fails must not look like success.
     import importlib.util
@@ -343,7 +415,7 @@ def test_cli_checks_outputs_before_converting(tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert, "convert_torch_file", must_not_run)
     monkeypatch.setattr(convert, "export_torchfcn", must_not_run)
-    save_fcn(tmp_path / "in.pth", "fcn32s", n_class=3)
+    (tmp_path / "in.pth").write_bytes(b"never read: the outputs are refused first")
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "keep.txt").write_text("mine")
     (tmp_path / "back.pth").write_bytes(b"previous")

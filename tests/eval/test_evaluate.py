@@ -84,6 +84,7 @@ def test_bucketed_evaluation_counts_every_pixel_once(setup):
     assert 1 <= result.compilations <= 2  # 6 images in batches of 4: two batches at most
 
 
+@pytest.mark.torch
 def test_against_torch(setup):
     meta, params, dataset = setup
     result = evaluate(params, meta, dataset, against_torch=True, progress=False)
@@ -93,6 +94,15 @@ def test_against_torch(setup):
     out = result.to_json()
     assert set(out["torch"]) == set(result.metrics[""].to_json()) | {"pixel_agreement"}
     assert "PyTorch" in result.format() and "within the tolerance" in result.format()
+
+
+def test_against_torch_without_torch_says_how_to_install_it(setup, monkeypatch):
+    meta, params, dataset = setup
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(
+        FCNError, match=r"PyTorch is needed for this: pip install 'fcn-jax\[torch\]'"
+    ):
+        evaluate(params, meta, dataset, against_torch=True, progress=False)
 
 
 def test_class_count_mismatch(setup):
