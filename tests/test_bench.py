@@ -36,6 +36,7 @@ def bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return run_script("bench.py", *args, timeout=timeout)
 
 
+@pytest.mark.torch  # bench.py times the PyTorch FCN beside ours
 def test_small_case_end_to_end(tmp_path):
     """One run (forward and train) checked by the helpers below: a module fixture would run
     it once per xdist worker."""
@@ -129,6 +130,7 @@ def check_table_and_run(out, proc):
     assert run["threads"]["XLA_FLAGS"].startswith("--xla_cpu_multi_thread_eigen=false")
 
 
+@pytest.mark.torch  # bench.py times the PyTorch FCN beside ours
 def test_scaling_with_fake_devices(tmp_path):
     """Two measured sizes, one skipped by the memory cap, a plot, and the data-parallel step
     on 1 and 2 fake CPU devices (forward only in the sweep: the train step compiles in the

@@ -6,21 +6,20 @@ import re
 import jax
 import numpy as np
 import pytest
-import torch
 
 from fcn_jax.checkpoint import WeightsMetadata, save_weights
 from fcn_jax.configs import load_config_file
 from fcn_jax.data import make_dataset
 from fcn_jax.models import abstract_params
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import default_class_names
-from fcn_jax.torch_reference import random_state_dict
+from fcn_jax.resources import default_class_names, voc_class_names
 from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
     NARROW,
     REPO,
     device_env,
     run_script,
+    save_random_weights,
     write_mask_tree,
     write_png,
     write_sbd_tree,
@@ -39,23 +38,41 @@ METRIC_KEYS = METRIC_SET_KEYS | {"n_images", "seconds"}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
+    """(root, labels): a VOC tree (splits seg11valid and mini) and an SBD val split."""
     root = tmp_path_factory.mktemp("pascal")
     labels = write_voc_tree(root, SIZES, split="seg11valid")
     write_voc_tree(root, {"2011_000001": (30, 30)}, split="mini")
     write_sbd_tree(root, {"2008_000002": (36, 44), "2008_000003": (50, 29)}, split="val")
-    pth = root / "fcn8s.pth"
-    torch.save(
-        {"model_state_dict": random_state_dict("fcn8s", 21, NARROW, seed=3), "arch": "FCN8s"}, pth
-    )
-    return root, pth, labels
+    return root, labels
+
+
+@pytest.fixture(scope="module")
+def pth(tmp_path_factory):
+    """A random narrow torchfcn FCN-8s checkpoint for VOC, as torchfcn's trainer writes it."""
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
+    path = tmp_path_factory.mktemp("pth") / "fcn8s.pth"
+    state = random_state_dict("fcn8s", 21, NARROW, seed=3)
+    torch.save({"model_state_dict": state, "arch": "FCN8s"}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def voc_weights(tmp_path_factory):
+    """A weights directory of a random narrow FCN-8s for VOC (what converting a .pth gives)."""
+    meta = WeightsMetadata("fcn8s", 21, voc_class_names(), NARROW, CAFFE_VOC)
+    return save_random_weights(tmp_path_factory.mktemp("voc") / "fcn8s", meta, seed=3)
 
 
 def run_eval(*args):
     return run_script("eval.py", *args)
 
 
-def test_against_torch_on_generated_voc(tree, tmp_path):
-    root, pth, labels = tree
+@pytest.mark.torch
+def test_against_torch_on_generated_voc(tree, pth, tmp_path):
+    root, labels = tree
     out = tmp_path / "m.json"
     r = run_eval(
         "--config",
@@ -95,8 +112,9 @@ def test_against_torch_on_generated_voc(tree, tmp_path):
     assert json.loads(out.read_text())["n_images"] == 1
 
 
-def test_against_torch_on_generated_sbd(tree, tmp_path):
-    root, pth, _ = tree
+@pytest.mark.torch
+def test_against_torch_on_generated_sbd(tree, pth, tmp_path):
+    root, _ = tree
     out = tmp_path / "sbd.json"
     r = run_eval(
         "--config",
@@ -129,10 +147,10 @@ def test_against_torch_on_generated_sbd(tree, tmp_path):
         (["--config.data.root={root}", "--config.data.name=coco"], ["unknown dataset 'coco'"]),
     ],
 )
-def test_bad_input_exits_2(tree, args, expected):
-    root, pth, _ = tree
+def test_bad_input_exits_2(tree, voc_weights, args, expected):
+    root, _ = tree
     args = [a.format(root=root) for a in args]
-    r = run_eval("--config", REPO / "configs/voc_fcn8s.py", "--weights", pth, *args)
+    r = run_eval("--config", REPO / "configs/voc_fcn8s.py", "--weights", voc_weights, *args)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     for text in expected:
@@ -140,7 +158,7 @@ def test_bad_input_exits_2(tree, args, expected):
 
 
 def test_missing_weights_and_config(tree):
-    root, _, _ = tree
+    root, _ = tree
     r = run_eval(
         "--config",
         REPO / "configs/voc_fcn8s.py",
@@ -242,8 +260,9 @@ def test_num_devices_and_batch_size_over_two_devices(smoke_weights, tmp_path):
     assert one["batches"] == 2 and one["n_images"] == 4
 
 
-def test_out_is_checked_before_evaluating(smoke_weights, tree, tmp_path):
-    _, pth, _ = tree
+def test_out_is_checked_before_evaluating(smoke_weights, tmp_path):
+    pth = tmp_path / "fcn8s.pth"  # never read: --out is refused first
+    pth.write_bytes(b"a torchfcn checkpoint")
     (tmp_path / "file.txt").write_text("not a folder")
     config = tmp_path / "my_config.py"
     config.write_text((REPO / "configs/synthetic_fcn8s.py").read_text())
@@ -261,11 +280,11 @@ def test_out_is_checked_before_evaluating(smoke_weights, tree, tmp_path):
     r = run_eval("--config", f"{config}:smoke", "--weights", smoke_weights, "--out", config)
     assert r.returncode == 2 and "is the config" in r.stderr, r.stderr
     assert config.read_text() == before
-    assert torch.load(pth, weights_only=True)["arch"] == "FCN8s"  # the .pth untouched
+    assert pth.read_bytes() == b"a torchfcn checkpoint"  # the .pth untouched
 
 
-def test_pth_class_count_names_the_config_key(tree):
-    _, pth, _ = tree  # 21 classes; the synthetic config says 5
+@pytest.mark.torch
+def test_pth_class_count_names_the_config_key(pth):  # 21 classes; the synthetic config says 5
     r = run_eval(
         "--config", REPO / "configs/synthetic_fcn8s.py", "--weights", pth
     )  # fmt: skip

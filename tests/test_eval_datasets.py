@@ -2,8 +2,9 @@
 
 Each case writes a tiny tree in the dataset's on-disk format, a random narrow torchfcn-layout
 ``.pth`` of the config's structure (two streams for RGB-HHA, two heads for SIFT Flow), and runs
-``eval.py --against-torch``. The confusion matrices are checked against ground-truth class counts
-computed here from the files written, with each dataset's documented label mapping.
+``eval.py --against-torch`` (so these are marked torch). The confusion matrices are checked
+against ground-truth class counts computed here from the files written, with each dataset's
+documented label mapping.
 """
 
 from __future__ import annotations
@@ -14,27 +15,33 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import scipy.io
-import torch
 from PIL import Image
 
+from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.splits import shipped_split_dir
-from fcn_jax.torch_reference import random_state_dict
+from fcn_jax.preprocessing import NYUD_HHA, NYUD_RGB
+from fcn_jax.resources import default_class_names
 from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
     NARROW,
     REPO,
     SIFTFLOW_SEMANTIC,
     SIFTFLOW_SUBDIR,
+    save_random_weights,
     write_camvid_tree,
     write_context_tree,
     write_mask_tree,
     write_nyud_tree,
     write_siftflow_tree,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 METRIC_KEYS = METRIC_SET_KEYS
 SCALARS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
@@ -153,6 +160,13 @@ def folder_truth(root: Path, ids: list[str]) -> dict[str, np.ndarray]:
 # --- the cases ----------------------------------------------------------------------------------
 
 
+def random_state_dict(*args, **kwargs) -> dict[str, torch.Tensor]:
+    """:func:`fcn_jax.torch_reference.random_state_dict`, torch imported when a case is run."""
+    from fcn_jax.torch_reference import random_state_dict
+
+    return random_state_dict(*args, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     config: str
@@ -228,7 +242,7 @@ CASES = {
 }
 
 
-def run_eval(config: str, pth: Path, root: Path, split: str, *args: object):
+def run_eval(config: str, weights: Path, root: Path, split: str, *args: object):
     return subprocess.run(
         [
             sys.executable,
@@ -236,7 +250,7 @@ def run_eval(config: str, pth: Path, root: Path, split: str, *args: object):
             "--config",
             str(REPO / "configs" / f"{config}.py"),
             "--weights",
-            str(pth),
+            str(weights),
             f"--config.data.root={root}",
             f"--config.data.eval_split={split}",
             *map(str, args),
@@ -251,6 +265,8 @@ def run_eval(config: str, pth: Path, root: Path, split: str, *args: object):
 @pytest.fixture(scope="module")
 def prepared(request, tmp_path_factory) -> tuple[Case, Path, Path]:
     """(case, tree root, .pth) for the case named by the parameter, written once per module."""
+    import torch
+
     case = CASES[request.param]
     root = tmp_path_factory.mktemp(request.param)
     case.write(root)
@@ -279,6 +295,7 @@ def check_metrics(metrics: dict, names: list[str], truth: np.ndarray, where: str
 PARAMS = list(CASES)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("prepared", PARAMS, indirect=True)
 def test_eval_against_torch(prepared, tmp_path: Path) -> None:
     case, root, pth = prepared
@@ -314,9 +331,12 @@ def test_rgbhha_without_hha_fails_cleanly(tmp_path: Path) -> None:
     """A two-stream eval on a tree without data/hha names the missing HHA files, no traceback."""
     root = tmp_path
     write_nyud_tree(root, NYUD_SPLITS, hha=False)
-    pth = root / "rgbhha.pth"
-    torch.save(random_state_dict("fcn16s", 40, NARROW, seed=5, streams=("color", "hha")), pth)
-    r = run_eval("nyud_fcn16s_rgbhha", pth, root, "test", "--out", root / "m.json")
+    meta = WeightsMetadata(
+        "fcn16s", 40, default_class_names(40), NARROW, NYUD_RGB, inputs=("image", "hha"),
+        input_preprocessing=(NYUD_HHA,), streams=("color", "hha"),
+    )  # fmt: skip
+    weights = save_random_weights(root / "rgbhha", meta, seed=5)
+    r = run_eval("nyud_fcn16s_rgbhha", weights, root, "test", "--out", root / "m.json")
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert "Traceback" not in r.stderr, r.stderr
     assert "HHA" in r.stderr and str(root / "data" / "hha" / "img_5001.png") in r.stderr, r.stderr

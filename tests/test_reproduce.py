@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from fcn_jax.checkpoint import save_weights
-from fcn_jax.convert import convert_torch_file
+from fcn_jax.checkpoint import WeightsMetadata, save_weights
 from fcn_jax.errors import FCNError
 from fcn_jax.paper.tables import load_tables, parse_tables
-from fcn_jax.torch_reference import TorchFCN, random_state_dict
-from tests.utils import REPO, run_script, write_siftflow_tree, write_voc_tree
+from fcn_jax.preprocessing import CAFFE_VOC, SIFTFLOW
+from fcn_jax.resources import default_class_names
+from tests.utils import REPO, random_weights, run_script, write_siftflow_tree, write_voc_tree
 
 WIDTH = 0.0625  # narrow random networks: the report must take the width from the weights
 # Two images share a size, so each network compiles twice, not three times.
@@ -59,13 +59,19 @@ def run(*args: object) -> subprocess.CompletedProcess:
     return run_script("reproduce.py", *args)
 
 
-def save_random_weights(directory: Path, arch: str, n_class: int, seed: int, **kw) -> None:
-    """A weights directory of a random narrow network (every layer random, He-scaled)."""
-    pth = directory.parent / f"{directory.name}_source.pth"
-    torch.save(random_state_dict(arch, n_class, WIDTH, seed=seed, **kw), pth)
-    params, metadata, _ = convert_torch_file(pth, arch)
-    save_weights(directory, params, metadata)
-    pth.unlink()
+def save_random_weights(
+    directory: Path, arch: str, n_class: int, seed: int, heads: tuple = ()
+) -> None:
+    """A weights directory of a random narrow network (every layer random, He-scaled), with the
+    metadata a converted torchfcn checkpoint of it gets (SIFT Flow's for the two-head net)."""
+    names = default_class_names(n_class)
+    if heads:
+        geometric = ("sky", "horizontal", "vertical")
+        kw = dict(heads=tuple(h for h, _ in heads), head_class_names=(geometric,))
+        metadata = WeightsMetadata(arch, n_class, names, WIDTH, SIFTFLOW, **kw)
+    else:
+        metadata = WeightsMetadata(arch, n_class, names, WIDTH, CAFFE_VOC)
+    save_weights(directory, random_weights(metadata.model(), seed), metadata)
 
 
 def table_lines(stdout: str) -> dict[str, list[str]]:
@@ -90,15 +96,11 @@ def header(stdout: str) -> list[str]:
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> tuple[Path, Path, dict[str, np.ndarray]]:
     """(VOC root, weights folder, labels): FCN-32s as a weights directory (under its second
-    name, voc_fcn32s), FCN-8s as a torchfcn .pth; FCN-32s-fixed and FCN-16s absent."""
+    name, voc_fcn32s); every other row's weights absent."""
     root = tmp_path_factory.mktemp("pascal")
     labels = write_voc_tree(root, VOC_SIZES, split="seg11valid")
     weights = tmp_path_factory.mktemp("weights")
     save_random_weights(weights / "voc_fcn32s", "fcn32s", 21, seed=1)
-    torch.save(
-        {"model_state_dict": random_state_dict("fcn8s", 21, WIDTH, seed=2), "arch": "FCN8s"},
-        weights / "voc_fcn8s.pth",
-    )
     return root, weights, labels
 
 
@@ -223,11 +225,12 @@ def test_report_layout_with_references_and_test_server_columns():
 
 def reference_figures(pth: Path, root: Path, labels: dict[str, np.ndarray]) -> dict[str, float]:
     """Pixel acc and mean IU (percent) of a torchfcn .pth on the VOC tree, via our PyTorch FCN."""
+    import torch
     from PIL import Image
 
     from fcn_jax.eval.metrics import compute_metrics
-    from fcn_jax.preprocessing import CAFFE_VOC
     from fcn_jax.resources import voc_class_names
+    from fcn_jax.torch_reference import TorchFCN
 
     state = torch.load(pth, weights_only=True)["model_state_dict"]
     net = TorchFCN("fcn8s", 21, WIDTH).eval()
@@ -246,8 +249,21 @@ def reference_figures(pth: Path, root: Path, labels: dict[str, np.ndarray]) -> d
     return {"pixel_acc": 100 * metrics.pixel_acc, "mean_iou": 100 * metrics.mean_iou}
 
 
+@pytest.mark.torch
 def test_table2_evaluates_present_rows_and_reports_missing_ones(voc, tmp_path):
-    root, weights, labels = voc
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
+    root, shared, labels = voc
+    # FCN-32s as a weights directory, FCN-8s as a torchfcn .pth (converted on the fly);
+    # FCN-32s-fixed and FCN-16s absent.
+    weights = tmp_path / "weights"
+    shutil.copytree(shared, weights)
+    torch.save(
+        {"model_state_dict": random_state_dict("fcn8s", 21, WIDTH, seed=2), "arch": "FCN8s"},
+        weights / "voc_fcn8s.pth",
+    )
     out = tmp_path / "out"
     r = run("--table", 2, "--data-root", root, "--weights-dir", weights, "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]

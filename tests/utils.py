@@ -330,6 +330,38 @@ def write_context_tree(
     return written
 
 
+def random_weights(model, seed: int = 0):
+    """Params of ``model`` (an FCN) random in *every* layer, He-scaled; numpy, no torch.
+
+    As :func:`fcn_jax.torch_reference.random_state_dict` draws them: score layers and upsampling
+    kernels random too (a fresh FCN's zero score layers make every logit equal), biases uniform
+    in [-0.1, 0.1), each kernel normal with variance 2 / fan-in, so activations keep their
+    magnitude through the 15+ layers. An upsampling kernel (2x its stride) reaches each output
+    pixel with 4 taps per input channel.
+    """
+    from flax import traverse_util
+
+    from fcn_jax.models import abstract_params
+
+    rng = np.random.default_rng(seed)
+    params = {}
+    for path, leaf in traverse_util.flatten_dict(abstract_params(model)).items():
+        if path[-1] == "bias":
+            params[path] = rng.uniform(-0.1, 0.1, leaf.shape).astype(np.float32)
+            continue
+        *_, c_in, _ = leaf.shape  # [kh, kw, c_in, c_out]
+        fan_in = 4 * c_in if path[-2].startswith("upscore") else int(np.prod(leaf.shape[:-1]))
+        params[path] = (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return traverse_util.unflatten_dict(params)
+
+
+def save_random_weights(directory: Path, metadata, seed: int = 0) -> Path:
+    """A weights directory of :func:`random_weights` for ``metadata``'s network."""
+    from fcn_jax.checkpoint import save_weights
+
+    return save_weights(directory, random_weights(metadata.model(), seed), metadata)
+
+
 def device_env(n: int) -> dict[str, str]:
     """The environment of a subprocess with ``n`` fake CPU devices, keeping the workers'
     one-thread XLA flags (conftest) so that 4 devices do not oversubscribe 2 cores."""

@@ -3,7 +3,6 @@
 import jax
 import numpy as np
 import pytest
-import torch
 from flax import traverse_util
 
 from fcn_jax.checkpoint import load_weights, save_weights
@@ -11,7 +10,6 @@ from fcn_jax.convert import convert_torch_file, export_torchfcn
 from fcn_jax.convert.check import check_parity
 from fcn_jax.models import FCN, abstract_params
 from fcn_jax.preprocessing import NYUD_HHA, NYUD_RGB, SIFTFLOW
-from fcn_jax.torch_reference import TorchFCN, random_state_dict
 from tests.utils import NARROW, random_image
 
 STREAMS = ("color", "hha")
@@ -72,9 +70,14 @@ def test_late_fusion_averages_the_streams():
     )
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])
 @pytest.mark.parametrize("kind", ["streams", "heads"])
 def test_convert_check_and_round_trip(tmp_path, variant, kind, rng):
+    import torch
+
+    from fcn_jax.torch_reference import random_state_dict
+
     kw = {"streams": STREAMS} if kind == "streams" else {"heads": HEADS}
     n_class = 40 if kind == "streams" else 33
     state = random_state_dict(variant, n_class, NARROW, seed=1, **kw)
@@ -100,7 +103,12 @@ def test_convert_check_and_round_trip(tmp_path, variant, kind, rng):
     assert all(torch.equal(back["model_state_dict"][k], v) for k, v in state.items())
 
 
+@pytest.mark.torch
 def test_torch_two_head_outputs_are_keyed():
+    import torch
+
+    from fcn_jax.torch_reference import TorchFCN
+
     net = TorchFCN("fcn32s", width=NARROW, heads=HEADS).eval()
     with torch.no_grad():
         out = net(torch.zeros(1, 3, 17, 23))

@@ -22,7 +22,7 @@ from fcn_jax.resources import VOC_SAMPLE_IMAGE
 from fcn_jax.torch_reference import TorchFCN, random_state_dict, random_vgg16_state_dict
 from tests.utils import random_image
 
-pytestmark = pytest.mark.full_width
+pytestmark = [pytest.mark.full_width, pytest.mark.torch]
 
 ALL = sorted(VARIANTS)
 SIZES = [(64, 64), (45, 61)]  # <= 64 px (pad 100 makes them ~22 GMAC); one odd, non-square

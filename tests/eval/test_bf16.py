@@ -1,15 +1,15 @@
-"""bf16 evaluation of converted float32 weights: within the promised tolerance of float32."""
+"""bf16 evaluation of float32 weights: within the promised tolerance of float32."""
 
 import jax.numpy as jnp
 import numpy as np
-import torch
 
+from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.configs import base
-from fcn_jax.convert import load_any_weights
 from fcn_jax.data import make_dataset
 from fcn_jax.eval.evaluate import BF16_MIOU_TOLERANCE, evaluate
-from fcn_jax.torch_reference import random_state_dict
-from tests.utils import NARROW, write_voc_tree
+from fcn_jax.preprocessing import CAFFE_VOC
+from fcn_jax.resources import voc_class_names
+from tests.utils import NARROW, random_weights, write_voc_tree
 
 SIZES = {
     "2007_000033": (64, 48),
@@ -19,11 +19,11 @@ SIZES = {
 }
 
 
-def test_bf16_eval_of_converted_weights_stays_within_tolerance(tmp_path):
+def test_bf16_eval_of_float32_weights_stays_within_tolerance(tmp_path):
     write_voc_tree(tmp_path, SIZES, split="seg11valid")
-    pth = tmp_path / "fcn8s.pth"
-    torch.save(random_state_dict("fcn8s", 21, NARROW, seed=5), pth)
-    params, metadata = load_any_weights(pth, "fcn8s", 21)
+    # Random in every layer, as a converted torchfcn FCN-8s would be (float32, Caffe VOC input).
+    metadata = WeightsMetadata("fcn8s", 21, voc_class_names(), NARROW, CAFFE_VOC)
+    params = random_weights(metadata.model(), seed=5)
     config = base()
     config.data.root = str(tmp_path)
     dataset = make_dataset(config, "seg11valid")

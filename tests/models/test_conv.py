@@ -72,6 +72,7 @@ def test_upsample_equals_conv_transpose_values_and_gradient(k, s, rng):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 2)])
 def test_max_pool_gradient_goes_to_the_first_maximum_like_torch(shape, rng):
     import torch

@@ -21,7 +21,6 @@ from fcn_jax.models import (
     random_params,
 )
 from fcn_jax.models.layers import bilinear_kernel
-from fcn_jax.torch_reference import TorchFCN
 from tests.utils import NARROW
 
 ALL = sorted(VARIANTS)
@@ -45,11 +44,8 @@ def test_parameter_counts_at_full_width(variant, expected):
 
 
 @pytest.mark.parametrize("variant", ALL)
-def test_param_names_match_torchfcn_layout(variant):
-    # Same keys as our torch FCN (and therefore torchfcn's, see the parity module).
+def test_layer_names_are_caffes(variant):
     abstract = abstract_params(FCN(variant=variant, width=NARROW))
-    torch_keys = set(TorchFCN(variant, 21, NARROW).state_dict())
-    assert set(torchfcn_names(abstract)) == torch_keys
     layers = {path[-2] for path in traverse_util.flatten_dict(abstract)}
     trunk = {
         f"conv{b}_{i}"
@@ -58,6 +54,17 @@ def test_param_names_match_torchfcn_layout(variant):
     }
     assert trunk | {"fc6", "fc7", "score_fr"} <= layers
     assert {n for n, _, _ in get_variant(variant).upsamplers} <= layers
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("variant", ALL)
+def test_param_names_match_torchfcn_layout(variant):
+    from fcn_jax.torch_reference import TorchFCN
+
+    # Same keys as our torch FCN (and therefore torchfcn's, see the parity module).
+    abstract = abstract_params(FCN(variant=variant, width=NARROW))
+    torch_keys = set(TorchFCN(variant, 21, NARROW).state_dict())
+    assert set(torchfcn_names(abstract)) == torch_keys
 
 
 def test_width_scales_every_hidden_layer():
