@@ -86,8 +86,10 @@ bench: install
 test: test-main
 	@$(MAKE) --no-print-directory test-py312
 
+# The long end-to-end runs (marker `long`) run once per `make test`, in the Python 3.12 leg; the
+# faster tests cover their code paths on both stacks. `pytest` alone runs everything.
 test-main: install-test
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS) -m "not long"
 
 test-py312: $(PY)
 	$(TEST_ENV) PY312='$(PY312)' PYTEST_ARGS='$(PYTEST_ARGS)' \

@@ -34,6 +34,7 @@ def final_params(workdir):
     return traverse_util.flatten_dict(params)
 
 
+@pytest.mark.long
 def test_training_visibly_learns(tmp_path):
     work = tmp_path / "run"
     r = run(
@@ -60,6 +61,7 @@ def test_training_visibly_learns(tmp_path):
     assert summary["compilations"] == 1  # batches of 4 padded to one 64x64 bucket
 
 
+@pytest.mark.long
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     args = [
         "--config",

@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from fcn_jax.checkpoint import load_weights
 from fcn_jax.configs import load_config_file
@@ -16,6 +17,7 @@ def demo_config():
     return load_config_file(REPO / "configs/synthetic_fcn8s.py")
 
 
+@pytest.mark.long
 def test_bf16_training_learns_with_float32_state(tmp_path):
     c = demo_config()
     c.dtype = "bfloat16"

@@ -41,7 +41,12 @@ def assert_same_training(runs):
             assert value == pytest.approx(reference["eval"][key], abs=1e-6), (name, key)
 
 
-@pytest.mark.parametrize("case", ["sharding", "pmap", "accum", "sum"])
+# The two wrappers on both stacks; accumulation and the summed loss (long) on the newest only.
+@pytest.mark.parametrize(
+    "case",
+    ["sharding", "pmap", pytest.param("accum", marks=pytest.mark.long),
+     pytest.param("sum", marks=pytest.mark.long)],
+)  # fmt: skip
 def test_data_parallel_training_equals_one_device(case, tmp_path):
     # Dropout on, SGD (Adam would hide a constant factor), batches of 4 mixed sizes padded to
     # one bucket: the devices hold different numbers of void pixels. Mean loss, except "sum";
@@ -72,6 +77,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.long
 def test_two_processes_of_two_devices_train_like_one_of_four(tmp_path):
     # Two "hosts" on this machine (coordinator on localhost, CPU collectives over gloo): each
     # reads its half of every global batch and they write one checkpoint together. One bucket:
