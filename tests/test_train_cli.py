@@ -104,6 +104,8 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "WARNING" in r.stderr and "will likely diverge" in r.stderr
     assert "last good checkpoint is step None" in r.stderr and "Traceback" not in r.stderr
+    # The progress bar was closed first: the error starts a line of its own.
+    assert re.search(r"^error: the loss became nan at step 10", r.stderr, re.M), r.stderr
     assert not [p for p in (tmp_path / "w").iterdir() if p.name.isdigit()]  # nothing written
 
 

@@ -103,6 +103,23 @@ class RunProgress:
     writer: Any = None
 
 
+def close_after_error(run: RunProgress) -> None:
+    """Close what a run opened when an error stops it (a NaN loss, a bad record).
+
+    Now, not at interpreter exit: tensorboardX's writer closes itself then from an ``atexit``
+    hook that starts a thread, which Python 3.12 refuses (a traceback after the error message).
+    The bar first, so that the error starts a line of its own; a checkpoint being written is
+    finished, as when stopped by a signal.
+    """
+    if run.bar is not None:
+        run.bar.close()
+    if run.writer is not None:
+        run.writer.close()
+    if run.checkpoints is not None:
+        run.checkpoints.wait()
+        run.checkpoints.close()
+
+
 def stopped(signum: int, run: RunProgress, workdir: Path) -> TrainingInterrupted:
     """Finish the checkpoint being written; say which step a rerun resumes from."""
     if run.bar is not None:

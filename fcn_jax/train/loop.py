@@ -52,7 +52,13 @@ from fcn_jax.eval.evaluate import COMPUTE_DTYPES, EvalOptions, evaluate, head_ta
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.train.checkpoints import TrainCheckpoints
-from fcn_jax.train.interrupts import Interrupted, Interrupts, RunProgress, stopped
+from fcn_jax.train.interrupts import (
+    Interrupted,
+    Interrupts,
+    RunProgress,
+    close_after_error,
+    stopped,
+)
 from fcn_jax.train.optim import (
     divergence_warning,
     learning_rate_schedule,
@@ -234,6 +240,9 @@ def train_and_evaluate(
             return _train(config, workdir, progress, interrupts, run, config_file, overrides)
         except Interrupted as e:
             raise stopped(e.signum, run, workdir) from None
+        except Exception:
+            close_after_error(run)
+            raise
 
 
 def _start_summary(
