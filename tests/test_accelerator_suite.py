@@ -408,3 +408,33 @@ def test_suite_flags_need_the_suite(tmp_path):
     proc = run_script("bench.py", "--budget-s", "100", "--out", tmp_path)
     assert proc.returncode == 2
     assert "--budget-s only applies to --suite accelerator" in proc.stderr
+
+
+def test_data_parallel_section_spans_the_hosts_devices(tmp_path, monkeypatch):
+    """The loop over device counts (dataparallel.measure itself: test_bench's fake devices)."""
+    import jax
+
+    from fcn_jax.bench import dataparallel
+    from fcn_jax.bench.harness import Network
+
+    calls = []
+
+    def fake_measure(n, case, params, n_class, warmup, repeats, seed):
+        calls.append((n, case.batch, case.dtype, case.mode))
+        return {"devices": n, "global_batch": n * case.batch, "step_ms": 10.0 * (1 + n / 10),
+                "step_ms_q1": 9.0, "step_ms_q3": 11.0, "images_per_s": 100.0 * n / (1 + n / 10),
+                "compile_s": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(dataparallel, "measure", fake_measure)
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    state = fake_state(tmp_path, [CASE], throughput_batch=16)
+    net = Network("fcn8s", 1.0, 21, {}, None)
+    accelerator._scaling(state, net)
+    assert calls == [(1, 8, "bfloat16", "train"), (2, 8, "bfloat16", "train"),
+                     (4, 8, "bfloat16", "train")]  # fmt: skip
+    assert [r["devices"] for r in state.scaling] == [1, 2, 4]
+    assert state.scaling[2]["efficiency"] == pytest.approx(1.1 / 1.4)
+    table = format_report(state)
+    assert "| 4 | 32 | 14.0 [9.0, 11.0]" in table
+    saved = json.loads((tmp_path / "dataparallel.json").read_text())
+    assert [r["devices"] for r in saved] == [1, 2, 4]

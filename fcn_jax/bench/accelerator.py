@@ -63,6 +63,7 @@ from fcn_jax.bench.harness import (
 )
 from fcn_jax.bench.machine import describe_machine, machine_lines
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.scaling import format_devices
 from fcn_jax.convert.check import PARITY_TOLERANCE
 
 VARIANTS = ("fcn8s", "fcn32s")
@@ -577,24 +578,6 @@ def speed_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def scaling_table(records: list[dict[str, Any]]) -> str:
-    """The data-parallel run: one row per device count."""
-    rows = [
-        "| devices | global batch | step ms [IQR] | images/s | efficiency | compile s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        if "skipped" in r:
-            rows.append(f"| {r['devices']} | {r['skipped']} | | | | |")
-            continue
-        rows.append(
-            f"| {r['devices']} | {r['global_batch']} | {r['step_ms']:.1f} "
-            f"[{r['step_ms_q1']:.1f}, {r['step_ms_q3']:.1f}] | {r['images_per_s']:.1f} "
-            f"| {_f(r.get('efficiency'), '.2f')} | {r['compile_s']:.1f} |"
-        )
-    return "\n".join(rows)
-
-
 def format_report(state: SuiteState) -> str:
     """``report.md``: verdict, machine, parity, speed, scaling, what was skipped, peaks."""
     o, env = state.options, state.env
@@ -631,7 +614,7 @@ def format_report(state: SuiteState) -> str:
         "",
         "## Data-parallel scaling (train step, bfloat16)",
         "",
-        scaling_table(state.scaling) if state.scaling else (state.scaling_note or "(not yet run)"),
+        format_devices(state.scaling) if state.scaling else (state.scaling_note or "(not yet run)"),
     ]
     if skipped:
         lines += ["", "## Skipped", ""]
