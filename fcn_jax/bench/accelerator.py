@@ -171,6 +171,7 @@ class SuiteState:
         durations: wall seconds each measured case took, compiles included.
         compile_s: torch.compile's measured compile seconds, per mode.
         notes: things the reader should know (a smaller batch, the alarm).
+        commit: the checkout's git commit, read once (the files are rewritten after every case).
     """
 
     options: SuiteOptions
@@ -185,6 +186,7 @@ class SuiteState:
     durations: dict[Case, float] = dataclasses.field(default_factory=dict)
     compile_s: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    commit: str | None = dataclasses.field(default_factory=git_commit)
 
     @property
     def elapsed(self) -> float:
@@ -225,7 +227,7 @@ class SuiteState:
             "suite": "accelerator",
             "command": o.command,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            "git_commit": git_commit(),
+            "git_commit": self.commit,
             "dry_run": o.dry_run,
             "budget_s": o.budget_s,
             "elapsed_s": self.elapsed,
@@ -589,7 +591,7 @@ def format_report(state: SuiteState) -> str:
         f"# fcn-jax accelerator suite: {title}",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(state.started))}, commit "
-        f"`{(git_commit() or 'unknown')[:12]}`, `{o.command}`",
+        f"`{(state.commit or 'unknown')[:12]}`, `{o.command}`",
         "",
         f"- **parity: {verdict(state.checks).upper()}** ({len(state.checks)} checks)",
         f"- timing: {len(measured)} cases measured, {len(skipped)} skipped, {pending} pending; "
