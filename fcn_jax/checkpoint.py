@@ -3,9 +3,9 @@
 An orbax ``CheckpointManager`` directory whose steps hold two items:
 
 - ``params``: the Flax params pytree (tensorstore arrays; loading never unpickles or runs code);
-- ``metadata``: JSON with ``arch``, ``n_class``, ``class_names``, ``width``, ``preprocessing``
-  (numbers, see :class:`~fcn_jax.preprocessing.Preprocessing`), ``source`` and
-  ``source_sha256``.
+- ``metadata``: JSON (:meth:`WeightsMetadata.to_json`): the network (``arch``, ``backbone``,
+  ``n_class``, ``width``, ``preprocessing`` as numbers, ``inputs``, ``streams``, ``heads``), the
+  class names, and the provenance (``source``, ``source_sha256``).
 
 Conversion writes a single step (0); training writes one per snapshot into the same layout, so
 a training workdir is a weights directory too. Loading takes the latest step unless told.
@@ -26,7 +26,8 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, VARIANTS, abstract_params
+from fcn_jax.models import NetSpec, abstract_variables
+from fcn_jax.models.fcn import SINGLE_HEAD
 from fcn_jax.preprocessing import Preprocessing
 from fcn_jax.resources import voc_palette
 from fcn_jax.strict import check_keys_and_shapes
@@ -38,83 +39,52 @@ METADATA_KEYS = ("arch", "n_class", "class_names", "width", "preprocessing")
 
 @dataclasses.dataclass(frozen=True)
 class WeightsMetadata:
-    """What a weights directory says about its params.
+    """What a weights directory says about its params: the network, its classes, provenance.
 
     Attributes:
-        arch: FCN variant (``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``).
-        n_class: number of classes.
-        class_names: one name per class.
-        width: channel multiplier of the network (1.0 is the paper's).
-        preprocessing: the input normalisation these weights expect.
+        spec: the network (:class:`~fcn_jax.models.NetSpec`): arch, backbone, heads, inputs,
+            preprocessing, streams, width.
+        class_names: one name per class of the first head.
+        head_class_names: class names of ``spec.heads[1:]`` (SIFT Flow's geometric classes).
         source: where the params came from (``torchfcn``, ``torchvision_vgg16``, ``fcn-jax``).
         source_sha256: SHA-256 of the source file, if converted.
         palette: optional RGB colour per class (the dataset's); VOC's colour map otherwise.
-        inputs: the record keys the network reads, one per stream (``("image", "hha")``).
-        input_preprocessing: the normalisation of ``inputs[1:]`` (``preprocessing`` is that of
-            ``inputs[0]``).
-        streams: stream suffixes of a multi-stream FCN (``("color", "hha")``).
-        heads: output suffixes of a multi-head FCN (``("sem", "geo")``); ``n_class`` and
-            ``class_names`` describe the first, ``head_class_names`` the others.
-        head_class_names: class names of ``heads[1:]``.
     """
 
-    arch: str
-    n_class: int
+    spec: NetSpec
     class_names: tuple[str, ...]
-    width: float
-    preprocessing: Preprocessing
+    head_class_names: tuple[tuple[str, ...], ...] = ()
     source: str = "fcn-jax"
     source_sha256: str | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
-    inputs: tuple[str, ...] = ("image",)
-    input_preprocessing: tuple[Preprocessing, ...] = ()
-    streams: tuple[str, ...] = ()
-    heads: tuple[str, ...] = ()
-    head_class_names: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.arch not in VARIANTS:
-            raise FCNError(f"metadata arch {self.arch!r} is not one of {sorted(VARIANTS)}")
-        if len(self.class_names) != self.n_class:
+        counts = [len(names) for names in (self.class_names, *self.head_class_names)]
+        if counts != [n for _, n in self.spec.heads]:
             raise FCNError(
-                f"metadata has {len(self.class_names)} class_names for n_class={self.n_class}"
+                f"metadata has {counts} class names for heads {self.spec.heads} "
+                "(one name per class of each head)"
             )
         if self.palette is not None and (
             len(self.palette) != self.n_class or any(len(c) != 3 for c in self.palette)
         ):
             raise FCNError(f"metadata palette must hold {self.n_class} RGB triples")
-        if (
-            len(self.inputs) != max(len(self.streams), 1)
-            or len(self.input_preprocessing) != len(self.inputs) - 1
-        ):
-            raise FCNError(
-                f"metadata inputs {self.inputs} do not match streams {self.streams} and "
-                f"{len(self.input_preprocessing)} extra preprocessing entries"
-            )
-        if self.heads and len(self.head_class_names) != len(self.heads) - 1:
-            raise FCNError(f"metadata heads {self.heads} need class names for each head")
+
+    # The spec's fields every tool reads, by their metadata names.
+    arch = property(lambda self: self.spec.arch, doc="The head variant (``fcn8s``, ...).")
+    n_class = property(lambda self: self.spec.n_class, doc="Classes of the first head.")
+    width = property(lambda self: self.spec.width, doc="Channel multiplier of the network.")
+    inputs = property(lambda self: self.spec.inputs, doc="Record keys read, one per stream.")
+    streams = property(lambda self: self.spec.streams, doc="Stream suffixes, if several.")
+    preprocessing = property(
+        lambda self: self.spec.preprocessing[0], doc="The first input's normalisation."
+    )
 
     @property
     def head_classes(self) -> dict[str, tuple[str, ...]]:
-        """Class names of each output (key ``""`` for a single-head network)."""
-        if not self.heads:
-            return {"": self.class_names}
-        return dict(zip(self.heads, (self.class_names, *self.head_class_names), strict=True))
-
-    def mean_pixels(self) -> tuple[tuple[str, tuple[int, int, int]], ...]:
-        """``(input key, RGB mean pixel)`` per input: the padding that normalises to zero."""
-        steps = (self.preprocessing, *self.input_preprocessing)
-        return tuple((k, p.mean_pixel()) for k, p in zip(self.inputs, steps, strict=True))
-
-    def preprocess(self, batch: Mapping[str, Any]) -> Any:
-        """Normalise the network's inputs from a batch of uint8 records.
-
-        Returns:
-            [N, H, W, 3] float32, or a tuple of them (one per stream) for a multi-stream net.
-        """
-        steps = (self.preprocessing, *self.input_preprocessing)
-        xs = tuple(p.apply(batch[key]) for key, p in zip(self.inputs, steps, strict=True))
-        return xs if self.streams else xs[0]
+        """Class names of each output, by output key (``out`` for a one-head network)."""
+        names = (self.class_names, *self.head_class_names)
+        return dict(zip(self.spec.head_names, names, strict=True))
 
     def palette_array(self) -> np.ndarray:
         """[256, 3] uint8 colours: the metadata's per-class colours over VOC's colour map."""
@@ -123,58 +93,71 @@ class WeightsMetadata:
             colours[: len(self.palette)] = np.asarray(self.palette, np.uint8)
         return colours
 
-    def model(self, **overrides: Any) -> FCN:
-        """The FCN these params belong to (``overrides``: dtype, learn_upsampling, ...)."""
-        heads = tuple((h, len(names)) for h, names in self.head_classes.items() if self.heads)
-        return FCN(
-            variant=self.arch,
-            n_class=self.n_class,
-            width=self.width,
-            streams=self.streams,
-            heads=heads,
-            **overrides,
-        )
-
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        d = dataclasses.asdict(self)
-        d["class_names"] = list(self.class_names)
-        d["preprocessing"] = self.preprocessing.to_dict()
-        d["palette"] = None if self.palette is None else [list(c) for c in self.palette]
-        d["inputs"] = list(self.inputs)
-        d["input_preprocessing"] = [p.to_dict() for p in self.input_preprocessing]
-        d["streams"] = list(self.streams)
-        d["heads"] = list(self.heads)
-        d["head_class_names"] = [list(names) for names in self.head_class_names]
-        return d
+        """JSON-ready dict, in the layout every fcn-jax release has written (plus ``backbone``).
+
+        ``n_class`` / ``class_names`` / ``preprocessing`` describe the first head and input;
+        ``heads`` lists output names only for a multi-head network, whose other heads' classes
+        are ``head_class_names``; ``input_preprocessing`` normalises ``inputs[1:]``.
+        """
+        spec = self.spec
+        return {
+            "arch": spec.arch,
+            "backbone": spec.backbone,
+            "n_class": spec.n_class,
+            "class_names": list(self.class_names),
+            "width": spec.width,
+            "preprocessing": spec.preprocessing[0].to_dict(),
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "palette": None if self.palette is None else [list(c) for c in self.palette],
+            "inputs": list(spec.inputs),
+            "input_preprocessing": [p.to_dict() for p in spec.preprocessing[1:]],
+            "streams": list(spec.streams),
+            "heads": list(spec.head_names) if len(spec.heads) > 1 else [],
+            "head_class_names": [list(names) for names in self.head_class_names],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], where: str = "metadata") -> WeightsMetadata:
-        """Parse and validate; errors name ``where`` and the offending key."""
+        """Parse and validate; errors name ``where`` and the offending key.
+
+        Directories written before ``backbone`` was stored are VGG16 networks.
+        """
         missing = [k for k in METADATA_KEYS if k not in d]
         if missing:
             raise FCNError(f"{where} lacks {missing} (has {sorted(d)})")
         try:
-            return cls(
+            class_names = tuple(str(c) for c in d["class_names"])
+            head_class_names = tuple(
+                tuple(str(n) for n in h) for h in d.get("head_class_names", ())
+            )
+            names = [str(h) for h in d.get("heads", ())] or [SINGLE_HEAD]
+            counts = [int(d["n_class"]), *(len(h) for h in head_class_names)]
+            if len(names) != len(counts):
+                raise FCNError(f"heads {names} need class names for each head")
+            spec = NetSpec(
                 arch=str(d["arch"]),
-                n_class=int(d["n_class"]),
-                class_names=tuple(str(c) for c in d["class_names"]),
+                heads=tuple(zip(names, counts, strict=True)),
+                backbone=str(d.get("backbone", "vgg16")),
+                streams=tuple(d.get("streams", ())),
+                inputs=tuple(d.get("inputs", ("image",))),
+                preprocessing=(
+                    Preprocessing.from_dict(d["preprocessing"]),
+                    *(Preprocessing.from_dict(p) for p in d.get("input_preprocessing", ())),
+                ),
                 width=float(d["width"]),
-                preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+            )
+            palette = d.get("palette")
+            return cls(
+                spec=spec,
+                class_names=class_names,
+                head_class_names=head_class_names,
                 source=str(d.get("source", "fcn-jax")),
                 source_sha256=d.get("source_sha256"),
-                palette=(
-                    None
-                    if d.get("palette") is None
-                    else tuple(tuple(int(v) for v in c) for c in d["palette"])
-                ),
-                inputs=tuple(d.get("inputs", ("image",))),
-                input_preprocessing=tuple(
-                    Preprocessing.from_dict(p) for p in d.get("input_preprocessing", ())
-                ),
-                streams=tuple(d.get("streams", ())),
-                heads=tuple(d.get("heads", ())),
-                head_class_names=tuple(tuple(n) for n in d.get("head_class_names", ())),
+                palette=None
+                if palette is None
+                else tuple(tuple(int(v) for v in c) for c in palette),
             )
         except FCNError as e:
             raise FCNError(f"{where}: {e}") from None
@@ -336,7 +319,8 @@ def load_weights(
         finally:
             absl.setLevel(level)
         stored = dict(stored.tree)
-        expected = traverse_util.flatten_dict(abstract_params(metadata.model()), sep=".")
+        expected = abstract_variables(metadata.spec)["params"]
+        expected = traverse_util.flatten_dict(expected, sep=".")
         check_keys_and_shapes(
             f"params in {directory} (step {step})",
             {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(stored, sep=".").items()},
@@ -353,7 +337,3 @@ def load_weights(
         )
     params = restored.params
     return (jax.device_get(params) if as_numpy else params), metadata
-
-
-# orbax logs every save/restore at INFO through absl; keep CLIs readable.
-logging.getLogger("absl").setLevel(logging.WARNING)

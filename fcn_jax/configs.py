@@ -16,15 +16,19 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
 from fcn_jax.errors import FCNError, format_list
-from fcn_jax.models import FCN
+from fcn_jax.models import NetSpec
+from fcn_jax.models.fcn import SINGLE_HEAD
+from fcn_jax.preprocessing import NYUD_HHA, PRESETS, Preprocessing
 
 if TYPE_CHECKING:  # the data package imports configs' users; annotations only
     from fcn_jax.data.base import SegmentationDataset
+
+# The normalisation of inputs other than ``image`` (the first input's is data.preprocessing).
+INPUT_PREPROCESSING = {"hha": NYUD_HHA}
 
 
 def base() -> ml_collections.ConfigDict:
@@ -73,11 +77,15 @@ def base() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "fcn32s"
+    c.model.backbone = "vgg16"  # a key of fcn_jax.models.backbones.BACKBONES
     c.model.n_class = 21
     c.model.width = 1.0
     c.model.learn_upsampling = False
     c.model.streams = ()  # ("color", "hha"): one VGG16 per input, late fusion (NYUDv2)
     c.model.heads = ()  # (("sem", 33), ("geo", 3)): several outputs on one trunk (SIFT Flow)
+    # Convolutions: "xla" (XLA's own), "gemm" (matrix products, fast on XLA:CPU) or "auto"
+    # (gemm on a CPU, xla on GPUs and TPUs).
+    c.model.conv_impl = "auto"
 
     c.init = ml_collections.ConfigDict()
     # Weights directory, training workdir or .pth to start from (by layer name). From scratch
@@ -226,24 +234,49 @@ def resolve_n_class(
     return config
 
 
-def model_from_config(config: ml_collections.ConfigDict) -> FCN:
-    """The FCN a config's ``model`` section describes.
+def spec_from_config(
+    config: ml_collections.ConfigDict, preprocessing: Preprocessing | None = None
+) -> NetSpec:
+    """The network a config's ``model`` and ``data`` sections describe (``dtype`` included).
+
+    Args:
+        config: the experiment config; ``model.n_class`` must be set (:func:`resolve_n_class`).
+        preprocessing: the first input's normalisation where the weights decide it (a run that
+            starts from converted weights); by default ``data.preprocessing``'s preset.
 
     Raises:
-        FCNError: ``model.n_class`` is unset (call :func:`resolve_n_class` first).
+        FCNError: ``model.n_class`` is unset, or an unknown preprocessing, arch, backbone,
+            dtype or conv_impl (each names its key).
     """
-    m = config.model
+    m, d = config.model, config.data
     if m.get("n_class") is None:
         raise FCNError(
             "config.model.n_class is not set: it comes from the dataset (resolve_n_class) or "
             "--config.model.n_class=N"
         )
-    return FCN(
-        variant=m.arch,
-        n_class=m.n_class,
-        width=m.width,
-        dtype=jnp.dtype(config.dtype),
-        learn_upsampling=m.learn_upsampling,
-        streams=tuple(m.streams),
-        heads=tuple(tuple(h) for h in m.heads),
+    if preprocessing is None:
+        if d.preprocessing not in PRESETS:
+            raise FCNError(
+                f"config.data.preprocessing {d.preprocessing!r} is not one of {sorted(PRESETS)}"
+            )
+        preprocessing = PRESETS[d.preprocessing]
+    inputs = tuple(d.modalities)
+    first = (
+        INPUT_PREPROCESSING.get(inputs[0], preprocessing) if inputs[0] != "image" else preprocessing
     )
+    heads = tuple((str(h), int(n)) for h, n in m.heads) or ((SINGLE_HEAD, m.n_class),)
+    try:
+        return NetSpec(
+            arch=m.arch,
+            heads=heads,
+            backbone=m.get("backbone", "vgg16"),
+            streams=tuple(m.streams),
+            inputs=inputs,
+            preprocessing=(first, *(INPUT_PREPROCESSING[k] for k in inputs[1:])),
+            width=m.width,
+            dtype=config.dtype,
+            learn_upsampling=m.learn_upsampling,
+            conv_impl=m.get("conv_impl", "auto"),
+        )
+    except FCNError as e:
+        raise FCNError(f"config.model: {e}") from None

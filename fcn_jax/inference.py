@@ -6,7 +6,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -15,6 +14,7 @@ from tqdm import tqdm
 from fcn_jax.checkpoint import WeightsMetadata, load_weights
 from fcn_jax.data.io import read_image
 from fcn_jax.errors import FCNError, format_list
+from fcn_jax.models import predict_fn
 from fcn_jax.outputs import output_dir
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
@@ -138,18 +138,8 @@ class Predictor:
             )
         self.params = params
         self.metadata = metadata
-        model = metadata.model()
-        preprocessing = metadata.preprocessing
-        first_head = metadata.heads[0] if metadata.heads else None
-
-        @jax.jit
-        def run(params: PyTree, images: Array) -> tuple[Array, Array]:
-            logits = model.apply({"params": params}, preprocessing.apply(images))
-            if first_head is not None:
-                logits = logits[first_head]
-            return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
-
-        self._run = run
+        self._predict = predict_fn(metadata.spec)
+        self._head = metadata.spec.head_names[0]
 
     @classmethod
     def from_dir(cls, weights_dir: str | Path, step: int | None = None) -> Predictor:
@@ -161,8 +151,9 @@ class Predictor:
 
         Returned as device arrays: only what the caller reads is transferred.
         """
-        logits, labels = self._run(self.params, jnp.asarray(image)[None])
-        return logits[0], labels[0]
+        logits = self._predict({"params": self.params}, {"image": jnp.asarray(image)[None]})
+        logits = logits[self._head][0]
+        return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
 
 
 def predict_files(

@@ -18,9 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcn_jax.convert.layout import TORCHVISION_CONVS
+from fcn_jax.models.backbones.vgg16 import (
+    CONV_LAYERS,
+    FC_LAYERS,
+    TORCHVISION_CONVS,
+    VGG16_BLOCKS,
+    scaled,
+)
 from fcn_jax.models.fcn import crop_offsets, get_variant
-from fcn_jax.models.vgg import CONV_LAYERS, FC_LAYERS, VGG16_BLOCKS, scaled
+from fcn_jax.models.spec import NetSpec
 
 
 def pool_channels(width: float) -> dict[str, int]:
@@ -52,6 +58,7 @@ class TorchFCN(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = get_variant(variant)
+        self.skips, self.upsamplers = self.spec.skip_names(), self.spec.upsamplers()
         self.offsets = crop_offsets(variant)
         self.streams, self.heads = tuple(streams), tuple(heads)
         for suffix in self.streams or ("",):
@@ -65,14 +72,22 @@ class TorchFCN(nn.Module):
         for head, classes in self.heads or (("", n_class),):
             for suffix in self.streams or (head,):
                 setattr(self, f"score_fr{suffix}", nn.Conv2d(channels["fc7"], classes, 1))
-                for pool in self.spec.skips:
+                for pool in self.skips:
                     conv = nn.Conv2d(channels[pool], classes, 1)
                     setattr(self, f"score_{pool}{suffix}", conv)
-            for name, kernel, stride in self.spec.upsamplers:
+            for name, kernel, stride in self.upsamplers:
                 up = nn.ConvTranspose2d(classes, classes, kernel, stride=stride, bias=False)
                 setattr(self, f"{name}{head}", up)
         # Element-wise like Caffe's Dropout layer (torchfcn uses Dropout2d); off in eval().
         self.dropout = nn.Dropout(0.5)
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec) -> TorchFCN:
+        """The reference of a (VGG16) :class:`~fcn_jax.models.NetSpec`'s network."""
+        if spec.backbone != "vgg16":
+            raise ValueError(f"TorchFCN mirrors the VGG16 FCNs, not a {spec.backbone} backbone")
+        heads = spec.heads if len(spec.heads) > 1 else ()
+        return cls(spec.arch, spec.n_class, spec.width, spec.streams, heads)
 
     def forward(
         self,
@@ -121,9 +136,9 @@ class TorchFCN(nn.Module):
 
     def _head(self, features: list, head: str, size: tuple, inter: dict) -> torch.Tensor:
         score = self._fused("score_fr", [f["fc7"] for f in features], head, inter)
-        *skip_ups, (final, _, _) = self.spec.upsamplers
+        *skip_ups, (final, _, _) = self.upsamplers
         for (up, _, _), pool, scale in zip(
-            skip_ups, self.spec.skips, self.spec.skip_scales, strict=True
+            skip_ups, self.skips, self.spec.skip_scales, strict=True
         ):
             score = inter[f"{up}{head}"] = getattr(self, f"{up}{head}")(score)
             pooled = [f[pool] * scale if scale != 1.0 else f[pool] for f in features]

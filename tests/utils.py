@@ -330,8 +330,27 @@ def write_context_tree(
     return written
 
 
-def random_weights(model, seed: int = 0):
-    """Params of ``model`` (an FCN) random in *every* layer, He-scaled; numpy, no torch.
+def metadata_for(arch: str, n_class: int, width: float = NARROW, preprocessing=None, **fields):
+    """The metadata of a one-head VGG16 FCN with default class names (``class_<i>``).
+
+    ``fields``: more :class:`~fcn_jax.models.NetSpec` fields, or ``class_names`` / ``palette`` /
+    ``source``.
+    """
+    from fcn_jax.checkpoint import WeightsMetadata
+    from fcn_jax.models import NetSpec
+    from fcn_jax.preprocessing import CAFFE_VOC
+    from fcn_jax.resources import default_class_names
+
+    own = {k: fields.pop(k) for k in ("class_names", "palette", "source") if k in fields}
+    spec = NetSpec.single(
+        arch, n_class, width=width, preprocessing=(preprocessing or CAFFE_VOC,), **fields
+    )
+    own.setdefault("class_names", default_class_names(n_class))
+    return WeightsMetadata(spec=spec, **own)
+
+
+def random_weights(spec, seed: int = 0):
+    """Params of ``spec``'s network random in *every* layer, He-scaled; numpy, no torch.
 
     As :func:`fcn_jax.torch_reference.random_state_dict` draws them: score layers and upsampling
     kernels random too (a fresh FCN's zero score layers make every logit equal), biases uniform
@@ -341,11 +360,12 @@ def random_weights(model, seed: int = 0):
     """
     from flax import traverse_util
 
-    from fcn_jax.models import abstract_params
+    from fcn_jax.models import abstract_variables
 
     rng = np.random.default_rng(seed)
     params = {}
-    for path, leaf in traverse_util.flatten_dict(abstract_params(model)).items():
+    abstract = abstract_variables(spec)["params"]
+    for path, leaf in traverse_util.flatten_dict(abstract).items():
         if path[-1] == "bias":
             params[path] = rng.uniform(-0.1, 0.1, leaf.shape).astype(np.float32)
             continue
@@ -359,7 +379,7 @@ def save_random_weights(directory: Path, metadata, seed: int = 0) -> Path:
     """A weights directory of :func:`random_weights` for ``metadata``'s network."""
     from fcn_jax.checkpoint import save_weights
 
-    return save_weights(directory, random_weights(metadata.model(), seed), metadata)
+    return save_weights(directory, random_weights(metadata.spec, seed), metadata)
 
 
 def device_env(n: int) -> dict[str, str]:

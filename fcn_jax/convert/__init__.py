@@ -27,22 +27,14 @@ from fcn_jax.convert.torchfcn import (
     CONFIG_OPTIONS,
     FLAG_OPTIONS,
     flax_to_torchfcn,
-    infer_width,
     read_structure,
+    spec_for,
     torchfcn_to_flax,
 )
 from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
 from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import VARIANTS, get_variant
-from fcn_jax.preprocessing import (
-    CAFFE_VOC,
-    NYUD_HHA,
-    NYUD_RGB,
-    PRESETS,
-    SIFTFLOW,
-    TORCHVISION,
-    reconcile,
-)
+from fcn_jax.preprocessing import PRESETS, reconcile
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
@@ -88,49 +80,32 @@ def convert_torch_file(
     if arch not in VARIANTS:
         raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
     weights = read_torch_weights(src)
-    structure_fields: dict = {}
+    head_class_names: tuple[tuple[str, ...], ...] = ()
     if weights.kind == TORCHVISION_VGG16:
-        n_class = 21 if n_class is None else n_class
-        params = vgg16_to_fcn(weights, arch, n_class)
-        preprocessing, width = TORCHVISION, infer_width(weights, "features.0.weight")
+        params, spec = vgg16_to_fcn(weights, arch, 21 if n_class is None else n_class)
     else:
         params = torchfcn_to_flax(weights, arch, n_class, options)
-        structure = read_structure(weights)
-        n_class, width, preprocessing = structure.n_class, structure.width, CAFFE_VOC
-        if structure.streams:  # the release's NYUDv2 RGB-HHA nets
-            preprocessing = NYUD_RGB
-            structure_fields = dict(
-                streams=structure.streams,
-                inputs=tuple("image" if s == "color" else s for s in structure.streams),
-                input_preprocessing=(NYUD_HHA,) * (len(structure.streams) - 1),
-            )
-        elif structure.heads:  # the release's SIFT Flow semantic + geometric net
-            preprocessing = SIFTFLOW
-            structure_fields = dict(
-                heads=tuple(h for h, _ in structure.heads),
-                head_class_names=tuple(
-                    GEOMETRIC_CLASSES if (h, n) == ("geo", 3) else default_class_names(n)
-                    for h, n in structure.heads[1:]
-                ),
-            )
+        spec = spec_for(read_structure(weights), arch)
+        head_class_names = tuple(
+            GEOMETRIC_CLASSES if (h, n) == ("geo", 3) else default_class_names(n)
+            for h, n in spec.heads[1:]
+        )
     if preprocessing_name is not None:
         if preprocessing_name not in PRESETS:
             raise FCNError(
                 f"unknown --preprocessing {preprocessing_name!r}; choose one of {sorted(PRESETS)}"
             )
-        preprocessing = PRESETS[preprocessing_name]
+        spec = spec.replace(preprocessing=(PRESETS[preprocessing_name], *spec.preprocessing[1:]))
+    n_class = spec.n_class
     names = tuple(class_names) if class_names is not None else default_class_names(n_class)
     if len(names) != n_class:
         raise FCNError(f"{len(names)} class names given for {n_class} classes")
     metadata = WeightsMetadata(
-        arch=arch,
-        n_class=n_class,
+        spec=spec,
         class_names=names,
-        width=width,
-        preprocessing=preprocessing,
+        head_class_names=head_class_names,
         source=weights.kind,
         source_sha256=sha256_file(src),
-        **structure_fields,
     )
     return params, metadata, weights
 
@@ -168,7 +143,7 @@ def load_any_weights(
         path, arch, n_class, None, preprocessing_name, options=options
     )
     if inputs is not None and not metadata.streams:
-        metadata = dataclasses.replace(metadata, inputs=tuple(inputs))
+        metadata = dataclasses.replace(metadata, spec=metadata.spec.replace(inputs=tuple(inputs)))
     return params, metadata
 
 

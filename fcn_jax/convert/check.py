@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch_float32
+from fcn_jax.models import NetSpec
 from fcn_jax.types import PyTree
 
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
@@ -117,9 +119,9 @@ def _diff(name: str, ours: np.ndarray, ref: np.ndarray) -> LayerDiff:
 
 
 @functools.cache
-def _flax_forward(model: object) -> object:
-    # One jitted function per model definition: repeated checks reuse the compilation.
-    return jax.jit(functools.partial(model.apply, mutable=["intermediates"]))  # type: ignore[attr-defined]  # model is an FCN
+def _flax_forward(spec: NetSpec) -> Any:
+    # One jitted function per network: repeated checks reuse the compilation.
+    return jax.jit(functools.partial(spec.apply, mutable=["intermediates"]))
 
 
 def check_parity(
@@ -140,11 +142,11 @@ def check_parity(
     from fcn_jax.torch_reference import TorchFCN, vgg16_fc7
 
     # Every input of a multi-stream net gets the same image: this checks numerics, not data.
-    x = metadata.preprocess({key: image[None] for key in metadata.inputs})
-    xs = tuple(np.asarray(xi) for xi in (x if metadata.streams else (x,)))
+    spec = metadata.spec
+    x = spec.preprocess({key: image[None] for key in spec.inputs})
+    xs = tuple(np.asarray(xi) for xi in x)
     xs_torch = tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in xs)
     state = {k: torch.from_numpy(v) for k, v in source.state.items()}
-    model = metadata.model()
 
     ref: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -152,16 +154,14 @@ def check_parity(
             ref = vgg16_fc7(state, xs_torch[0])
             outputs = ("fc7",)
         else:
-            net = TorchFCN(
-                metadata.arch, metadata.n_class, metadata.width, model.streams, model.heads
-            )
+            net = TorchFCN.from_spec(spec)
             net.load_state_dict(state, strict=True)
-            out = net.eval()(xs_torch if model.streams else xs_torch[0], intermediates=ref)
+            out = net.eval()(xs_torch if spec.streams else xs_torch[0], intermediates=ref)
             ref |= _named_logits(out)
             outputs = tuple(_named_logits(out))
     ref_np = {k: v.numpy().transpose(0, 2, 3, 1) for k, v in ref.items()}
 
-    forward = _flax_forward(model)
+    forward = _flax_forward(spec)
     with jax.default_matmul_precision("highest"):
         logits, state_out = forward({"params": params}, x)
     ours = {k: np.asarray(v) for k, v in state_out["intermediates"]["maps"][0].items()}
@@ -213,8 +213,13 @@ def logit_agreement(
     return 100.0 * float(agree_all.mean()), confident_pct, int(confident_all.sum())
 
 
-def _named_logits(out: object) -> dict[str, object]:
-    """``{"logits": x}`` for one output, ``{"logits_<head>": x}`` for a multi-head net."""
-    if isinstance(out, dict):
-        return {f"logits_{head}": v for head, v in out.items()}
-    return {"logits": out}
+def _named_logits(out: Any) -> dict[str, Any]:
+    """``{"logits": x}`` for one output, ``{"logits_<head>": x}`` for a multi-head net.
+
+    ``out``: the torch reference's output (an array, or a dict per head) or ours (a dict).
+    """
+    if not isinstance(out, dict):
+        return {"logits": out}
+    if len(out) == 1:
+        return {"logits": next(iter(out.values()))}
+    return {f"logits_{head}": v for head, v in out.items()}

@@ -1,6 +1,8 @@
-"""Tensor layouts and name tables between PyTorch and Flax, and the strict key/shape check.
+"""Tensor layouts between PyTorch and Flax, and torchfcn's key of each Flax param.
 
-Every layout change lives here, pinned by the torch parity tests:
+Every layout change lives here, pinned by the torch parity tests (the layer *names* of a
+backbone's foreign checkpoints live with the backbone, e.g.
+:data:`~fcn_jax.models.backbones.vgg16.TORCHVISION_CONVS`):
 
 - conv kernels: torch [out, in, kh, kw] <-> Flax [kh, kw, in, out];
 - transposed conv kernels: torch ``ConvTranspose2d`` [in, out, kh, kw] <-> Flax
@@ -18,25 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from fcn_jax.errors import FCNError
-from fcn_jax.models.vgg import VGG16_BLOCKS
 from fcn_jax.types import PyTree
-
-
-def _torchvision_convs() -> dict[str, str]:
-    # features.N: each conv is followed by a ReLU (N+1), each block by a MaxPool.
-    table, index = {}, 0
-    for block in VGG16_BLOCKS:
-        for spec in block:
-            table[f"features.{index}"] = spec.name
-            index += 2
-        index += 1
-    return table
-
-
-# torchvision VGG16 module prefix -> FCN layer name.
-TORCHVISION_CONVS: dict[str, str] = _torchvision_convs()
-TORCHVISION_FC = {"classifier.0": "fc6", "classifier.3": "fc7"}
-TORCHVISION_UNUSED = ("classifier.6",)  # the 1000-way ImageNet layer (fc8)
 
 
 def conv_to_flax(w: np.ndarray) -> np.ndarray:

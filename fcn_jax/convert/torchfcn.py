@@ -11,7 +11,9 @@ from flax import traverse_util
 from fcn_jax.convert.layout import to_flax, to_torch, torch_key
 from fcn_jax.convert.torch_files import TorchWeights
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, VARIANTS, abstract_params
+from fcn_jax.models import VARIANTS, NetSpec, abstract_variables
+from fcn_jax.models.fcn import SINGLE_HEAD
+from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
@@ -161,8 +163,9 @@ def torchfcn_to_flax(
     """
     check_fits(src, variant, n_class, options)
     structure = read_structure(src)
-    model = model_for(structure, variant)
-    abstract = traverse_util.flatten_dict(abstract_params(model))
+    abstract = traverse_util.flatten_dict(
+        abstract_variables(spec_for(structure, variant))["params"]
+    )
     expected = {
         torch_key(path): _torch_shape(torch_key(path), leaf.shape)
         for path, leaf in abstract.items()
@@ -176,15 +179,25 @@ def torchfcn_to_flax(
     return traverse_util.unflatten_dict(flat)
 
 
-def model_for(structure: Structure, variant: str) -> FCN:
-    """The Flax FCN a checkpoint of this structure converts into."""
-    return FCN(
-        variant=variant,
-        n_class=structure.n_class,
-        width=structure.width,
-        streams=structure.streams,
-        heads=structure.heads,
-    )
+def spec_for(structure: Structure, variant: str) -> NetSpec:
+    """The network a checkpoint of this structure converts into, with the release's inputs.
+
+    The release's nets take Caffe inputs: VOC's mean by default, NYUDv2's for the RGB-HHA
+    streams (``color`` reads ``image``), SIFT Flow's for the semantic + geometric net.
+    """
+    common = dict(arch=variant, width=structure.width)
+    if structure.streams:
+        inputs = tuple("image" if s == "color" else s for s in structure.streams)
+        return NetSpec(
+            heads=((SINGLE_HEAD, structure.n_class),),
+            streams=structure.streams,
+            inputs=inputs,
+            preprocessing=(NYUD_RGB, *(NYUD_HHA,) * (len(inputs) - 1)),
+            **common,
+        )
+    if structure.heads:
+        return NetSpec(heads=structure.heads, preprocessing=(SIFTFLOW,), **common)
+    return NetSpec.single(n_class=structure.n_class, preprocessing=(CAFFE_VOC,), **common)
 
 
 def flax_to_torchfcn(params: PyTree) -> dict[str, np.ndarray]:

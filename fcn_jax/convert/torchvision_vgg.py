@@ -9,17 +9,12 @@ from __future__ import annotations
 import numpy as np
 from flax import traverse_util
 
-from fcn_jax.convert.layout import (
-    TORCHVISION_CONVS,
-    TORCHVISION_FC,
-    TORCHVISION_UNUSED,
-    conv_to_flax,
-    conv_to_torch,
-    linear_to_conv,
-)
+from fcn_jax.convert.layout import conv_to_flax, conv_to_torch, linear_to_conv
 from fcn_jax.convert.torch_files import TorchWeights
 from fcn_jax.convert.torchfcn import infer_width
-from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.models import NetSpec, abstract_variables, initial_head_params
+from fcn_jax.models.backbones.vgg16 import TORCHVISION_CONVS, TORCHVISION_FC, TORCHVISION_UNUSED
+from fcn_jax.preprocessing import TORCHVISION
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
@@ -37,7 +32,7 @@ def _expected_shapes(trunk: PyTree) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def vgg16_to_fcn(src: TorchWeights, variant: str, n_class: int = 21) -> PyTree:
+def vgg16_to_fcn(src: TorchWeights, variant: str, n_class: int = 21) -> tuple[PyTree, NetSpec]:
     """Build the initial params of an FCN from a torchvision VGG16.
 
     Args:
@@ -46,10 +41,12 @@ def vgg16_to_fcn(src: TorchWeights, variant: str, n_class: int = 21) -> PyTree:
         n_class: number of classes of the new score layers.
 
     Returns:
-        Flax params (trunk from the VGG16; head as :func:`~fcn_jax.models.initial_head_params`).
+        Flax params (trunk from the VGG16; head as :func:`~fcn_jax.models.initial_head_params`)
+        and the network they belong to (torchvision's RGB [0, 1] ImageNet input).
     """
     width = infer_width(src, "features.0.weight")
-    abstract = abstract_params(FCN(variant=variant, n_class=n_class, width=width))
+    spec = NetSpec.single(variant, n_class, width=width, preprocessing=(TORCHVISION,))
+    abstract = abstract_variables(spec)["params"]
     check_keys_and_shapes(
         str(src.path),
         src.shapes(),
@@ -71,9 +68,9 @@ def vgg16_to_fcn(src: TorchWeights, variant: str, n_class: int = 21) -> PyTree:
         trunk[layer]["bias"] = src.state[f"{prefix}.bias"]
     head = {
         k: {n: np.asarray(v) for n, v in leaves.items()}
-        for k, leaves in initial_head_params(abstract).items()
+        for k, leaves in initial_head_params(spec, abstract).items()
     }
     params = {"vgg16": trunk, **head}
     # Same tree structure as the model's, checked once more for safety.
     assert set(traverse_util.flatten_dict(params)) == set(traverse_util.flatten_dict(abstract))
-    return params
+    return params, spec

@@ -1,29 +1,25 @@
-"""FCN models: the VGG16 trunk, the FCN head and the building blocks they share."""
+"""FCN models: the network description (NetSpec), backbones, the FCN head and their blocks."""
 
-from fcn_jax.models.fcn import (
-    FCN,
-    MODELS,
-    VARIANTS,
-    VariantSpec,
-    abstract_params,
-    crop_offsets,
-    get_variant,
-    init_params,
+from fcn_jax.models.fcn import FCN, VARIANTS, VariantSpec, crop_offsets, get_variant
+from fcn_jax.models.spec import (
+    NetSpec,
+    abstract_variables,
+    init_variables,
     initial_head_params,
-    make_forward,
+    predict_fn,
     random_params,
 )
 
 __all__ = [
     "FCN",
-    "MODELS",
     "VARIANTS",
+    "NetSpec",
     "VariantSpec",
-    "abstract_params",
+    "abstract_variables",
     "crop_offsets",
     "get_variant",
-    "init_params",
+    "init_variables",
     "initial_head_params",
-    "make_forward",
+    "predict_fn",
     "random_params",
 ]

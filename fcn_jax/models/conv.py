@@ -23,7 +23,10 @@ overlap-add: with ``kernel = m * stride`` every output pixel receives ``m*m`` in
 ``x @ W`` gives each input pixel's ``k*k`` patch and ``m*m`` shifted adds place them (FCN-32s's
 64/32 upsampling: 1.07 s in XLA:CPU's transposed convolution at 500 px, 78 ms in PyTorch).
 
-GPUs and TPUs keep XLA's own convolutions (:func:`on_cpu` decides, at trace time).
+Which implementation a model uses is its ``conv_impl`` (``auto``, ``xla`` or ``gemm``),
+resolved once when the model is built (:func:`resolve_conv_impl`): ``auto`` takes these forms on
+XLA:CPU and XLA's own convolutions on GPUs and TPUs. Either can be forced on any backend, so a
+CPU test runs one network through both and compares them.
 """
 
 from __future__ import annotations
@@ -221,14 +224,30 @@ def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
     return lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers) == expected
 
 
+CONV_IMPLS = ("auto", "xla", "gemm")
+
+
 def on_cpu() -> bool:
-    """Whether computations go to XLA:CPU (the default backend), where this module's forms win."""
+    """Whether computations go to XLA:CPU (the default backend)."""
     return jax.default_backend() == "cpu"
 
 
-def conv_fn() -> Any:
-    """The convolution flax ``nn.Conv`` should use on the default backend (None: XLA's)."""
-    return conv_general_dilated if on_cpu() else None
+def resolve_conv_impl(impl: str) -> str:
+    """``xla`` or ``gemm`` for a model's ``conv_impl``; ``auto``: ``gemm`` on XLA:CPU only.
+
+    Raises:
+        ValueError: ``impl`` is not one of :data:`CONV_IMPLS`.
+    """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl {impl!r} is not one of {CONV_IMPLS}")
+    if impl == "auto":
+        return "gemm" if on_cpu() else "xla"
+    return impl
+
+
+def conv_for(impl: str) -> Any:
+    """The convolution flax ``nn.Conv`` takes for a resolved ``impl`` (None: XLA's own)."""
+    return conv_general_dilated if impl == "gemm" else None
 
 
 def upsample(x: Array, w: Array, stride: int) -> Array:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fcn_jax.models.conv import conv_fn, on_cpu, upsample
+from fcn_jax.models.backbones import get_backbone
+from fcn_jax.models.conv import conv_for, resolve_conv_impl, upsample
 from fcn_jax.models.layers import CoordMap, bilinear_init, crop_like, crop_offset
-from fcn_jax.models.vgg import VGG16, trunk_coord_maps
-from fcn_jax.types import Array, PyTree
+from fcn_jax.types import Array
 
 SKIP_UPSAMPLE = (4, 2)  # kernel, stride of every 2x upsampling between skips (upscore2, ...)
+SINGLE_HEAD = "out"  # output key of a one-head network (torchvision's name for it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,15 +31,16 @@ class VariantSpec:
 
     Attributes:
         name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
-        skips: pools fused into the score map, coarse to fine.
-        skip_scales: fixed factor applied to each skip's pool before its score layer. The atonce
-            net scales pool4 by 0.01 and pool3 by 1e-4 (constant ``Scale`` layers with lr 0 in the
-            release) so that all streams can be trained in one stage.
+        skips: output strides of the backbone features fused into the score map, coarse to
+            fine (the backbone's ``TAPS`` name them: pool4 and pool3 for VGG16).
+        skip_scales: fixed factor applied to each skip's feature before its score layer. The
+            atonce net scales pool4 by 0.01 and pool3 by 1e-4 (constant ``Scale`` layers with
+            lr 0 in the release) so that all streams can be trained in one stage.
         torch_name: torchfcn's class name, stored as ``arch`` in its checkpoints.
     """
 
     name: str
-    skips: tuple[str, ...]
+    skips: tuple[int, ...]
     skip_scales: tuple[float, ...]
     torch_name: str
 
@@ -48,26 +49,31 @@ class VariantSpec:
         """Stride of the last score map before the final upsampling: 32, 16 or 8."""
         return 32 // 2 ** len(self.skips)
 
-    @property
-    def upsamplers(self) -> tuple[tuple[str, int, int], ...]:
+    def skip_names(self, backbone: str = "vgg16") -> tuple[str, ...]:
+        """The backbone features the skips read (``("pool4", "pool3")`` for FCN-8s on VGG16)."""
+        taps = get_backbone(backbone).TAPS
+        return tuple(taps[stride] for stride in self.skips)
+
+    def upsamplers(self, backbone: str = "vgg16") -> tuple[tuple[str, int, int], ...]:
         """(name, kernel, stride) of each transposed convolution, in order of application.
 
         A 2x layer precedes every skip (``upscore2``, then ``upscore_pool4`` on the pool4 fusion);
         the last one upsamples by the output stride with kernel twice the stride (``upscore``
         for FCN-32s, ``upscore16`` / ``upscore8`` otherwise).
         """
-        names = ["upscore2", *(f"upscore_{pool}" for pool in self.skips[:-1])]
-        layers = [(name, *SKIP_UPSAMPLE) for name in names[: len(self.skips)]]
+        skips = self.skip_names(backbone)
+        names = ["upscore2", *(f"upscore_{feature}" for feature in skips[:-1])]
+        layers = [(name, *SKIP_UPSAMPLE) for name in names[: len(skips)]]
         stride = self.output_stride
-        final = "upscore" if not self.skips else f"upscore{stride}"
+        final = "upscore" if not skips else f"upscore{stride}"
         return (*layers, (final, 2 * stride, stride))
 
 
 VARIANTS: dict[str, VariantSpec] = {
     "fcn32s": VariantSpec("fcn32s", (), (), "FCN32s"),
-    "fcn16s": VariantSpec("fcn16s", ("pool4",), (1.0,), "FCN16s"),
-    "fcn8s": VariantSpec("fcn8s", ("pool4", "pool3"), (1.0, 1.0), "FCN8s"),
-    "fcn8s-atonce": VariantSpec("fcn8s-atonce", ("pool4", "pool3"), (0.01, 0.0001), "FCN8sAtOnce"),
+    "fcn16s": VariantSpec("fcn16s", (16,), (1.0,), "FCN16s"),
+    "fcn8s": VariantSpec("fcn8s", (16, 8), (1.0, 1.0), "FCN8s"),
+    "fcn8s-atonce": VariantSpec("fcn8s-atonce", (16, 8), (0.01, 0.0001), "FCN8sAtOnce"),
 }
 
 
@@ -82,23 +88,24 @@ def get_variant(name: str) -> VariantSpec:
 
 
 @functools.cache
-def crop_offsets(variant: str) -> dict[str, int]:
-    """Crop offsets of a variant, derived from the layer geometry.
+def crop_offsets(variant: str, backbone: str = "vgg16") -> dict[str, int]:
+    """Crop offsets of a variant on a backbone, derived from the layer geometry.
 
     Returns:
-        ``{"score_<pool>": offset}`` for each skip (cropped to the upsampled score map it is
-        added to) and ``{<final upsampler>: offset}`` for the crop back to the input.
+        ``{"score_<feature>": offset}`` for each skip (cropped to the upsampled score map it is
+        added to) and ``{<final upsampler>: offset}`` for the crop back to the input. On VGG16:
         FCN-32s: upscore 19; FCN-16s: score_pool4 5, upscore16 27; FCN-8s: score_pool4 5,
         score_pool3 9, upscore8 31.
     """
     spec = get_variant(variant)
-    maps = trunk_coord_maps()
-    score = maps["fc7"]  # score_fr and score_pool* are 1x1 convolutions: same map
+    net = get_backbone(backbone)
+    maps = net.coord_maps()
+    score = maps[net.TAPS[32]]  # score_fr and score_<feature> are 1x1 convolutions: same map
     offsets: dict[str, int] = {}
-    *skip_ups, (final, kernel, stride) = spec.upsamplers
-    for (_, k, s), pool in zip(skip_ups, spec.skips, strict=True):
+    *skip_ups, (final, kernel, stride) = spec.upsamplers(backbone)
+    for (_, k, s), feature in zip(skip_ups, spec.skip_names(backbone), strict=True):
         score = score.then(CoordMap.deconv(k, s))
-        offsets[f"score_{pool}"] = crop_offset(maps[pool], score)
+        offsets[f"score_{feature}"] = crop_offset(maps[feature], score)
     offsets[final] = crop_offset(score.then(CoordMap.deconv(kernel, stride)), CoordMap())
     return offsets
 
@@ -117,6 +124,7 @@ class Upsample(nn.Module):
         learnable: if False (the release's choice) the kernel stays the bilinear filter: its
             gradient is stopped here, so no loss can move it.
         dtype: computation dtype.
+        conv_impl: ``gemm`` (one matrix product and an overlap-add, for XLA:CPU) or ``xla``.
     """
 
     features: int
@@ -124,6 +132,7 @@ class Upsample(nn.Module):
     stride: int
     learnable: bool = False
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -133,7 +142,7 @@ class Upsample(nn.Module):
         if not self.learnable:
             w = jax.lax.stop_gradient(w)
         x, w = nn.dtypes.promote_dtype(x, w, dtype=self.dtype)
-        if on_cpu() and self.kernel % self.stride == 0:
+        if self.conv_impl == "gemm" and self.kernel % self.stride == 0:
             return upsample(x, w, self.stride)  # XLA:CPU's transposed convolution is slow
         return jax.lax.conv_transpose(
             x,
@@ -145,31 +154,34 @@ class Upsample(nn.Module):
 
 
 class FCN(nn.Module):
-    """Fully convolutional network on a VGG16 trunk, NHWC.
+    """Fully convolutional network: a backbone and the paper's score / skip / upsampling head.
 
     The paper's single network by default; two options cover its other experiments:
 
-    - ``streams`` (NYUDv2 RGB-HHA, "late fusion"): one VGG16 trunk per input, layers suffixed by
+    - ``streams`` (NYUDv2 RGB-HHA, "late fusion"): one backbone per input, layers suffixed by
       the stream (``conv1_1color``, ``conv1_1hha``, ...), each with its own score layers
       (``score_frcolor``, ``score_frhha``, and per-stream skip scores) whose outputs are averaged
       with fixed weights (0.5 / 0.5 for two streams: ``score_fused``) before the shared
       upsampling. Skip scores are fused the same way (our reading of the release's nets).
-    - ``heads`` (SIFT Flow): one trunk, several sets of score and upsampling layers suffixed by
-      the head (``score_frsem``, ``upscore2sem``, ... and ``score_frgeo``, ...), each predicting
-      its own classes; the output is then a dict ``{suffix: logits}``.
+    - several ``heads`` (SIFT Flow): one backbone, several sets of score and upsampling layers
+      suffixed by the head (``score_frsem``, ``upscore2sem``, ... and ``score_frgeo``, ...),
+      each predicting its own classes. A one-head network's layers carry no suffix.
+
+    Build it from a :class:`~fcn_jax.models.spec.NetSpec` (``spec.module()``) rather than by hand.
 
     Attributes:
         variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
-        n_class: number of classes (21 for PASCAL VOC, background included); with ``heads``, the
-            class counts come from there.
+        n_class: classes of a one-head network (21 for PASCAL VOC, background included):
+            shorthand for ``heads=(("out", n_class),)``; ignored when ``heads`` is given.
         width: multiplier of every hidden channel count, fc6/fc7 included; 1.0 is the paper's
             network, smaller values give cheap networks for tests and demos.
         dtype: computation dtype (parameters are always float32).
         learn_upsampling: let the transposed convolutions learn (frozen bilinear by default).
-        dropout_rate: dropout after fc6 and fc7, training only.
+        dropout_rate: dropout in the backbone, training only.
         streams: stream suffixes, e.g. ``("color", "hha")``; empty for one input.
-        heads: ``(suffix, n_class)`` per output, e.g. ``(("sem", 33), ("geo", 3))``; empty for
-            one output of ``n_class`` classes.
+        heads: ``(name, n_class)`` per output, e.g. ``(("sem", 33), ("geo", 3))``.
+        backbone: a key of :data:`~fcn_jax.models.backbones.BACKBONES`.
+        conv_impl: ``auto``, ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
     """
 
     variant: str = "fcn8s"
@@ -180,12 +192,22 @@ class FCN(nn.Module):
     dropout_rate: float = 0.5
     streams: tuple[str, ...] = ()
     heads: tuple[tuple[str, int], ...] = ()
+    backbone: str = "vgg16"
+    conv_impl: str = "auto"
+
+    @property
+    def head_table(self) -> tuple[tuple[str, int], ...]:
+        """``(name, n_class)`` of every output (``(("out", n_class),)`` for one head)."""
+        return self.heads or ((SINGLE_HEAD, self.n_class),)
+
+    @property
+    def backbone_scopes(self) -> tuple[str, ...]:
+        """Top-level param names of the backbone(s): ``vgg16``, or one per stream."""
+        return tuple(f"{self.backbone}{s}" for s in self.streams or ("",))
 
     @nn.compact
-    def __call__(
-        self, images: Array | Sequence[Array], *, train: bool = False
-    ) -> Array | dict[str, Array]:
-        """Per-pixel class scores.
+    def __call__(self, images: Array | Sequence[Array], *, train: bool = False) -> dict[str, Array]:
+        """Per-pixel class scores of every head.
 
         Args:
             images: [N, H, W, 3] float, preprocessed as the weights' metadata says; with
@@ -193,65 +215,76 @@ class FCN(nn.Module):
             train: enables dropout (needs a ``dropout`` PRNG stream).
 
         Returns:
-            [N, H, W, n_class] float32 logits, or with ``heads`` a dict suffix -> logits. A dict
-            of the intermediate maps (``pool1`` ... ``fc7``, ``score_fr``, each upsampled and
-            fused score; suffixed per stream / head) is sown as ``intermediates/maps``
+            ``{head: [N, H, W, n_class] float32 logits}`` (key ``out`` for one head). A dict of
+            the intermediate maps (``pool1`` ... ``fc7``, ``score_fr``, each upsampled and fused
+            score; suffixed per stream / head) is sown as ``intermediates/maps``
             (``apply(..., mutable=["intermediates"])`` returns it).
         """
-        if self.streams and self.heads:
+        if self.streams and len(self.head_table) > 1:
             raise ValueError("an FCN has either several streams or several heads, not both")
         inputs = tuple(images) if self.streams else (images,)
         if len(inputs) != max(len(self.streams), 1):
             raise ValueError(f"{len(inputs)} inputs for streams {self.streams}")
+        impl = resolve_conv_impl(self.conv_impl)
+        net = get_backbone(self.backbone)
         height, width = inputs[0].shape[1:3]
         maps: dict[str, Array] = {}  # every intermediate map, sown at the end for parity checks
         features = []
-        for suffix, x in zip(self.streams or ("",), inputs, strict=True):
-            trunk = VGG16(self.width, self.dtype, self.dropout_rate, suffix, name=f"vgg16{suffix}")
+        for suffix, scope, x in zip(
+            self.streams or ("",), self.backbone_scopes, inputs, strict=True
+        ):
+            trunk = net(self.width, self.dtype, self.dropout_rate, suffix, impl, name=scope)
             features.append(trunk(x, train=train))
             maps |= {f"{k}{suffix}": v for k, v in features[-1].items()}
+        several = len(self.head_table) > 1
         outputs = {
-            head: self._head(features, head, n_class, height, width, maps)
-            for head, n_class in (self.heads or (("", self.n_class),))
+            head: self._head(features, head if several else "", n_class, height, width, maps, impl)
+            for head, n_class in self.head_table
         }
         self.sow("intermediates", "maps", maps)
-        return outputs if self.heads else outputs[""]
+        return outputs
 
     def _head(
         self,
         features: list[dict[str, Array]],
-        head: str,
+        suffix: str,
         n_class: int,
         height: int,
         width: int,
         maps: dict[str, Array],
+        impl: str,
     ) -> Array:
         """Score layers, skips and upsampling of one output; [N, height, width, n_class]."""
         spec = get_variant(self.variant)
-        offsets = crop_offsets(self.variant)
-        score = self._fused_score("score_fr", [f["fc7"] for f in features], head, n_class, maps)
-        *skip_ups, final = spec.upsamplers
-        for (up, k, s), pool, scale in zip(skip_ups, spec.skips, spec.skip_scales, strict=True):
-            score = maps[f"{up}{head}"] = self._upsample(f"{up}{head}", k, s, n_class)(score)
-            pooled = [f[pool] if scale == 1.0 else f[pool] * scale for f in features]
-            skip = self._fused_score(f"score_{pool}", pooled, head, n_class, maps)
-            skip = crop_like(skip, offsets[f"score_{pool}"], score.shape[1], score.shape[2])
-            score = maps[f"fuse_{pool}{head}"] = score + skip
+        offsets = crop_offsets(self.variant, self.backbone)
+        top = get_backbone(self.backbone).TAPS[32]
+        score = self._fused_score("score_fr", [f[top] for f in features], suffix, n_class, maps)
+        *skip_ups, final = spec.upsamplers(self.backbone)
+        for (up, k, s), feature, scale in zip(
+            skip_ups, spec.skip_names(self.backbone), spec.skip_scales, strict=True
+        ):
+            score = maps[f"{up}{suffix}"] = self._upsample(f"{up}{suffix}", k, s, n_class, impl)(
+                score
+            )
+            taps = [f[feature] if scale == 1.0 else f[feature] * scale for f in features]
+            skip = self._fused_score(f"score_{feature}", taps, suffix, n_class, maps)
+            skip = crop_like(skip, offsets[f"score_{feature}"], score.shape[1], score.shape[2])
+            score = maps[f"fuse_{feature}{suffix}"] = score + skip
         name, k, s = final
-        score = maps[f"{name}{head}"] = self._upsample(f"{name}{head}", k, s, n_class)(score)
+        upsample_final = self._upsample(f"{name}{suffix}", k, s, n_class, impl)
+        score = maps[f"{name}{suffix}"] = upsample_final(score)
         return crop_like(score, offsets[name], height, width).astype(jnp.float32)
 
     def _fused_score(
-        self, layer: str, inputs: list[Array], head: str, n_class: int, maps: dict[str, Array]
+        self, layer: str, inputs: list[Array], suffix: str, n_class: int, maps: dict[str, Array]
     ) -> Array:
         """A score layer per stream, averaged with fixed equal weights (late fusion)."""
-        suffixes = self.streams or (head,)
+        suffixes = self.streams or (suffix,)
         scores = [
-            self._score(f"{layer}{suffix}", n_class)(x)
-            for suffix, x in zip(suffixes, inputs, strict=True)
+            self._score(f"{layer}{s}", n_class)(x) for s, x in zip(suffixes, inputs, strict=True)
         ]
-        for suffix, score in zip(suffixes, scores, strict=True):
-            maps[f"{layer}{suffix}"] = score
+        for s, score in zip(suffixes, scores, strict=True):
+            maps[f"{layer}{s}"] = score
         if len(scores) == 1:
             return scores[0]
         fused = sum(scores[1:], scores[0]) / len(scores)
@@ -266,96 +299,9 @@ class FCN(nn.Module):
             (1, 1),
             dtype=self.dtype,
             kernel_init=nn.initializers.zeros,
-            conv_general_dilated=conv_fn(),
+            conv_general_dilated=conv_for(resolve_conv_impl(self.conv_impl)),
             name=name,
         )
 
-    def _upsample(self, name: str, kernel: int, stride: int, n_class: int) -> Upsample:
-        return Upsample(n_class, kernel, stride, self.learn_upsampling, self.dtype, name=name)
-
-
-MODELS: dict[str, Callable[..., FCN]] = {
-    name: functools.partial(FCN, variant=name) for name in VARIANTS
-}
-
-
-def init_params(model: FCN, key: jax.Array, image_shape: tuple[int, int] = (32, 32)) -> PyTree:
-    """Initialise ``model``'s params (score layers zero, upsampling bilinear).
-
-    Args:
-        model: the FCN.
-        key: PRNG key.
-        image_shape: (H, W) of the dummy input; params do not depend on it.
-
-    Returns:
-        The params pytree (``variables["params"]``).
-    """
-    dummy = jnp.zeros((1, *image_shape, 3), jnp.float32)
-    inputs = (dummy,) * len(model.streams) if model.streams else dummy
-    return jax.jit(model.init)(key, inputs)["params"]
-
-
-def abstract_params(model: FCN) -> PyTree:
-    """Shapes and dtypes of ``model``'s params, without allocating or computing anything."""
-    dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    inputs = (dummy,) * len(model.streams) if model.streams else dummy
-    return jax.eval_shape(model.init, jax.random.key(0), inputs)["params"]
-
-
-def initial_head_params(abstract: PyTree) -> PyTree:
-    """Initial values of every layer outside the trunk, as :meth:`FCN.init` would set them.
-
-    Score layers are zero and upsampling kernels bilinear, whatever the key, so converting a
-    VGG16 into an FCN does not need to run (and compile) a full-width ``init``.
-
-    Args:
-        abstract: the model's params or their shapes (:func:`abstract_params`).
-
-    Returns:
-        ``{layer: {leaf: array}}`` for every top-level layer except the ``vgg16*`` trunks.
-    """
-    head = {}
-    for layer, leaves in abstract.items():
-        if layer.startswith("vgg16"):
-            continue
-        if layer.startswith("upscore"):
-            head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}
-        else:
-            head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
-    return head
-
-
-def random_params(model: FCN, seed: int = 0) -> PyTree:
-    """He-normal trunk, zero biases and the initial head, drawn in NumPy (no ``init`` compile).
-
-    For timing, where the values only need realistic magnitudes and a full-width ``init``
-    would cost more than the measurement on a CPU (bench.py, reproduce.py's timing column).
-    """
-    rng = np.random.default_rng(seed)
-    abstract = abstract_params(model)
-    params = initial_head_params(abstract)
-    for name, layers in abstract.items():
-        if not name.startswith("vgg16"):
-            continue
-        params[name] = {}
-        for layer, leaves in layers.items():
-            shape = leaves["kernel"].shape
-            std = np.sqrt(2.0 / np.prod(shape[:3]))
-            params[name][layer] = {
-                "kernel": rng.normal(0, std, shape).astype(np.float32),
-                "bias": np.zeros(leaves["bias"].shape, np.float32),
-            }
-    return jax.tree.map(jnp.asarray, params)
-
-
-def make_forward(model: FCN) -> Callable[[PyTree, Array], Array]:
-    """The jitted pure inference function ``(params, images [N, H, W, 3]) -> logits [N, H, W, C]``.
-
-    Compiles once per input shape.
-    """
-
-    @jax.jit
-    def forward(params: PyTree, images: Array) -> Array:
-        return model.apply({"params": params}, images)
-
-    return forward
+    def _upsample(self, name: str, kernel: int, stride: int, n_class: int, impl: str) -> Upsample:
+        return Upsample(n_class, kernel, stride, self.learn_upsampling, self.dtype, impl, name=name)

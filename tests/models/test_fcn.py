@@ -10,18 +10,26 @@ from flax import traverse_util
 
 from fcn_jax.convert.layout import torchfcn_names
 from fcn_jax.models import (
-    FCN,
-    MODELS,
     VARIANTS,
-    abstract_params,
+    NetSpec,
+    abstract_variables,
     get_variant,
-    init_params,
+    init_variables,
     initial_head_params,
-    make_forward,
+    predict_fn,
     random_params,
 )
 from fcn_jax.models.layers import bilinear_kernel
 from tests.utils import NARROW
+
+
+def spec(variant="fcn8s", n_class=21, **fields) -> NetSpec:
+    return NetSpec.single(variant, n_class, **fields)
+
+
+def abstract_params(s: NetSpec):
+    return abstract_variables(s)["params"]
+
 
 ALL = sorted(VARIANTS)
 
@@ -40,12 +48,12 @@ def count(params) -> int:
     ],
 )
 def test_parameter_counts_at_full_width(variant, expected):
-    assert count(abstract_params(FCN(variant=variant, n_class=21))) == expected
+    assert count(abstract_params(spec(variant, 21))) == expected
 
 
 @pytest.mark.parametrize("variant", ALL)
 def test_layer_names_are_caffes(variant):
-    abstract = abstract_params(FCN(variant=variant, width=NARROW))
+    abstract = abstract_params(spec(variant, width=NARROW))
     layers = {path[-2] for path in traverse_util.flatten_dict(abstract)}
     trunk = {
         f"conv{b}_{i}"
@@ -53,7 +61,7 @@ def test_layer_names_are_caffes(variant):
         for i in range(1, n + 1)
     }
     assert trunk | {"fc6", "fc7", "score_fr"} <= layers
-    assert {n for n, _, _ in get_variant(variant).upsamplers} <= layers
+    assert {n for n, _, _ in get_variant(variant).upsamplers()} <= layers
 
 
 @pytest.mark.torch
@@ -62,13 +70,13 @@ def test_param_names_match_torchfcn_layout(variant):
     from fcn_jax.torch_reference import TorchFCN
 
     # Same keys as our torch FCN (and therefore torchfcn's, see the parity module).
-    abstract = abstract_params(FCN(variant=variant, width=NARROW))
+    abstract = abstract_params(spec(variant, width=NARROW))
     torch_keys = set(TorchFCN(variant, 21, NARROW).state_dict())
     assert set(torchfcn_names(abstract)) == torch_keys
 
 
 def test_width_scales_every_hidden_layer():
-    p = abstract_params(FCN(variant="fcn8s", width=0.25, n_class=5))
+    p = abstract_params(spec("fcn8s", 5, width=0.25))
     assert p["vgg16"]["conv1_1"]["kernel"].shape == (3, 3, 3, 16)
     assert p["vgg16"]["fc6"]["kernel"].shape == (7, 7, 128, 1024)
     assert p["vgg16"]["fc7"]["kernel"].shape == (1, 1, 1024, 1024)
@@ -87,18 +95,18 @@ def _sizes():
 @pytest.mark.parametrize("variant", ALL)
 def test_output_size_equals_input_size_for_every_size(variant):
     # Shapes only: eval_shape traces without compiling or computing.
-    model = FCN(variant=variant, n_class=3, width=NARROW)
-    params = abstract_params(model)
+    model = spec(variant, 3, width=NARROW).module()
+    params = abstract_params(spec(variant, 3, width=NARROW))
     for h, w in _sizes():
         x = jax.ShapeDtypeStruct((2, int(h), int(w), 3), jnp.float32)
-        out = jax.eval_shape(model.apply, {"params": params}, x)
+        (out,) = jax.eval_shape(model.apply, {"params": params}, x).values()
         assert out.shape == (2, h, w, 3), (variant, h, w)
         assert out.dtype == jnp.float32
 
 
 def test_sown_features_have_strides_8_16_32():
-    model = FCN(variant="fcn8s", width=NARROW)
-    params = abstract_params(model)
+    model = spec(width=NARROW).module()
+    params = abstract_params(spec(width=NARROW))
     h, w = 37, 50
     x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
     _, state = jax.eval_shape(
@@ -113,27 +121,27 @@ def test_sown_features_have_strides_8_16_32():
 
 @pytest.fixture(scope="module")
 def narrow_fcn8s():
-    model = FCN(variant="fcn8s", width=NARROW, n_class=4)
-    return model, init_params(model, jax.random.key(0))
+    net = spec("fcn8s", 4, width=NARROW)
+    return net, init_variables(net, jax.random.key(0))["params"]
 
 
 def test_init_zero_scores_and_bilinear_upsampling(narrow_fcn8s):
-    model, params = narrow_fcn8s
+    net, params = narrow_fcn8s
     for layer in ("score_fr", "score_pool4", "score_pool3"):
         assert not np.any(np.asarray(params[layer]["kernel"]))
         assert not np.any(np.asarray(params[layer]["bias"]))
-    for name, k, _ in get_variant("fcn8s").upsamplers:
+    for name, k, _ in get_variant("fcn8s").upsamplers():
         kernel = np.asarray(params[name]["kernel"])
         np.testing.assert_array_equal(kernel[:, :, 1, 1], bilinear_kernel(k))
         assert kernel[:, :, 0, 1].sum() == 0
     # A fresh FCN predicts nothing: every logit 0 (the reason parity tests use random weights).
-    out = make_forward(model)(params, jnp.ones((1, 8, 8, 3)))
+    (out,) = predict_fn(net)({"params": params}, {"image": jnp.ones((1, 8, 8, 3))}).values()
     assert not np.any(np.asarray(out))
     # The conversion path builds the same head without running init.
-    head = initial_head_params(abstract_params(model))
+    head = initial_head_params(net, abstract_params(net))
     jax.tree.map(np.testing.assert_array_equal, head, {k: params[k] for k in head})
     # Timing's params: the init's shapes, the same head, a He-normal trunk (no init run).
-    timed = random_params(model, seed=1)
+    timed = random_params(net, seed=1)
     assert jax.tree.structure(timed) == jax.tree.structure(params)
     jax.tree.map(assert_same_shape_dtype, timed, params)
     jax.tree.map(np.testing.assert_array_equal, head, {k: timed[k] for k in head})
@@ -155,63 +163,62 @@ def _random_like(params, seed=0):
 
 @pytest.mark.parametrize("learn", [False, True])
 def test_upsampling_frozen_unless_allowed(narrow_fcn8s, learn):
-    base, params = narrow_fcn8s
-    model = base.clone(learn_upsampling=learn)
+    net, params = narrow_fcn8s
+    model = net.replace(learn_upsampling=learn).module()
     params = _random_like(params)
     x = jax.random.normal(jax.random.key(1), (1, 12, 10, 3))
 
     def loss(p):
-        return jnp.sum(model.apply({"params": p}, x) ** 2)
+        return jnp.sum(model.apply({"params": p}, x)["out"] ** 2)
 
     grads = jax.jit(jax.grad(loss))(params)
-    for name, _, _ in get_variant("fcn8s").upsamplers:
+    for name, _, _ in get_variant("fcn8s").upsamplers():
         norm = float(jnp.abs(grads[name]["kernel"]).sum())
         assert (norm > 0) == learn, (name, norm)
     assert float(jnp.abs(grads["score_fr"]["kernel"]).sum()) > 0
 
 
 def test_dropout_only_in_training(narrow_fcn8s):
-    model, params = narrow_fcn8s
+    net, params = narrow_fcn8s
+    model = net.module()
     params = _random_like(params)
     x = jax.random.normal(jax.random.key(2), (1, 16, 16, 3))
-    a = model.apply({"params": params}, x)
-    b = model.apply({"params": params}, x, train=False)
+    a = model.apply({"params": params}, x)["out"]
+    b = model.apply({"params": params}, x, train=False)["out"]
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    t1 = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(3)})
-    t2 = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(4)})
+    t1 = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(3)})["out"]
+    t2 = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(4)})["out"]
     assert not np.allclose(np.asarray(t1), np.asarray(a))
     assert not np.allclose(np.asarray(t1), np.asarray(t2))
 
 
 def test_atonce_scales_pool4_and_pool3(narrow_fcn8s):
     # fcn8s-atonce == fcn8s whose skip score kernels are scaled by 0.01 / 0.0001.
-    model, params = narrow_fcn8s
+    net, params = narrow_fcn8s
     params = _random_like(params)
-    atonce = model.clone(variant="fcn8s-atonce")
+    model, atonce = net.module(), net.replace(arch="fcn8s-atonce").module()
     scaled = dict(params)
     for layer, s in (("score_pool4", 0.01), ("score_pool3", 0.0001)):
         scaled[layer] = {**params[layer], "kernel": params[layer]["kernel"] * s}
     x = jax.random.normal(jax.random.key(5), (1, 20, 14, 3))
     np.testing.assert_allclose(
-        np.asarray(atonce.apply({"params": params}, x)),
-        np.asarray(model.apply({"params": scaled}, x)),
+        np.asarray(atonce.apply({"params": params}, x)["out"]),
+        np.asarray(model.apply({"params": scaled}, x)["out"]),
         rtol=1e-4,
         atol=1e-5,
     )
 
 
-def test_models_table_and_unknown_variant():
-    assert set(MODELS) == set(VARIANTS)
-    assert MODELS["fcn16s"](n_class=3).variant == "fcn16s"
+def test_unknown_variant_lists_the_valid_ones():
     with pytest.raises(ValueError, match="fcn32s"):
         get_variant("fcn4s")
 
 
 def test_bfloat16_computes_in_bf16_with_float32_params():
-    model = FCN(variant="fcn32s", width=NARROW, dtype=jnp.bfloat16)
-    params = abstract_params(model)
+    net = spec("fcn32s", width=NARROW, dtype="bfloat16")
+    params = abstract_params(net)
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-    out = jax.eval_shape(
-        model.apply, {"params": params}, jax.ShapeDtypeStruct((1, 9, 9, 3), jnp.float32)
-    )
+    (out,) = jax.eval_shape(
+        net.module().apply, {"params": params}, jax.ShapeDtypeStruct((1, 9, 9, 3), jnp.float32)
+    ).values()
     assert out.dtype == jnp.float32 and out.shape == (1, 9, 9, 21)

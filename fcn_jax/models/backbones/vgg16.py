@@ -1,4 +1,4 @@
-"""The VGG16 trunk of the FCN, as the Caffe release builds it (``voc-fcn*/net.py``).
+"""The VGG16 backbone of the paper's FCNs, as the Caffe release builds it (``voc-fcn*/net.py``).
 
 Differences from ImageNet VGG16, all needed for dense prediction:
 
@@ -8,18 +8,20 @@ Differences from ImageNet VGG16, all needed for dense prediction:
 - Pooling rounds up (Caffe's ceil mode), see :func:`~fcn_jax.models.layers.max_pool_ceil`.
 - fc6/fc7 are convolutions (7x7 and 1x1) holding the classifier's weights reshaped.
 
-The geometry lives in :data:`VGG16_BLOCKS` and :data:`FC_LAYERS`; both the module and the
-crop-offset derivation read it, so they cannot disagree.
+The geometry lives in :data:`VGG16_BLOCKS` and :data:`FC_LAYERS`; the module, the crop-offset
+derivation (:meth:`VGG16.coord_maps`) and torchvision's layer names (:data:`TORCHVISION_CONVS`)
+all read it, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fcn_jax.models.conv import conv_fn
+from fcn_jax.models.conv import conv_for
 from fcn_jax.models.layers import CoordMap, max_pool_ceil
 from fcn_jax.types import Array
 
@@ -64,6 +66,23 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+def _torchvision_convs() -> dict[str, str]:
+    # features.N: each conv is followed by a ReLU (N+1), each block by a MaxPool.
+    table, index = {}, 0
+    for block in VGG16_BLOCKS:
+        for spec in block:
+            table[f"features.{index}"] = spec.name
+            index += 2
+        index += 1
+    return table
+
+
+# torchvision's VGG16 module prefix -> our layer name: ``features.0`` is conv1_1, ...
+TORCHVISION_CONVS: dict[str, str] = _torchvision_convs()
+TORCHVISION_FC = {"classifier.0": "fc6", "classifier.3": "fc7"}  # stored as Linear layers
+TORCHVISION_UNUSED = ("classifier.6",)  # the 1000-way ImageNet layer (fc8)
+
+
 def trunk_coord_maps() -> dict[str, CoordMap]:
     """Input -> output coordinate map of every named trunk output (convs, pools, fc6, fc7)."""
     maps: dict[str, CoordMap] = {}
@@ -81,19 +100,30 @@ def trunk_coord_maps() -> dict[str, CoordMap]:
 
 
 class VGG16(nn.Module):
-    """VGG16 convolutions plus fc6/fc7 as convolutions, NHWC.
+    """VGG16 convolutions plus fc6/fc7 as convolutions, NHWC: the paper's backbone.
 
     Attributes:
         width: multiplier of every hidden channel count (1.0 is the paper's network).
         dtype: computation dtype; parameters stay float32.
         dropout_rate: dropout after fc6 and fc7 in training (Caffe drops single elements).
-        suffix: appended to every layer name, as the release's two-stream nets name them.
+        suffix: appended to every layer name, as the release's two-stream nets name them
+            (``conv1_1color``, ...).
+        conv_impl: ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
     """
+
+    # Output stride -> the feature map a head taps there (score_fr on fc7, skips on pools).
+    TAPS: ClassVar[dict[int, str]] = {32: "fc7", 16: "pool4", 8: "pool3"}
 
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
     dropout_rate: float = 0.5
-    suffix: str = ""  # appended to every layer name (two-stream nets: conv1_1color, ...)
+    suffix: str = ""
+    conv_impl: str = "xla"
+
+    @staticmethod
+    def coord_maps() -> dict[str, CoordMap]:
+        """Input -> output coordinate map of every feature map :meth:`__call__` returns."""
+        return trunk_coord_maps()
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> dict[str, Array]:
@@ -127,6 +157,6 @@ class VGG16(nn.Module):
             dtype=self.dtype,
             # He init for ReLU nets; only used when not starting from converted weights.
             kernel_init=nn.initializers.he_normal(),
-            conv_general_dilated=conv_fn(),  # XLA:CPU's weight gradient is slow
+            conv_general_dilated=conv_for(self.conv_impl),
             name=f"{spec.name}{self.suffix}",
         )

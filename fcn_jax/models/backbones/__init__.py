@@ -1,0 +1,31 @@
+"""Backbones: the feature extractors an FCN head taps, by name.
+
+A backbone is a Flax module class with
+
+- ``__call__(x [N, H, W, 3], *, train) -> {feature name: [N, h, w, C]}``;
+- ``TAPS``: output stride -> the feature a head reads there (the paper's head scores the
+  stride-32 map and fuses skips from the stride-16 and stride-8 ones);
+- ``coord_maps() -> {feature name: CoordMap}``: each feature's input -> output coordinate map,
+  from which the head derives its crop offsets (nothing is typed in);
+- the attributes ``width``, ``dtype``, ``dropout_rate``, ``suffix`` (appended to its layer
+  names, for multi-stream nets) and ``conv_impl``.
+
+Adding a backbone means one module here and one entry in :data:`BACKBONES` (and a converter for
+its weights in :mod:`fcn_jax.convert`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fcn_jax.models.backbones.vgg16 import VGG16
+
+BACKBONES: dict[str, Any] = {"vgg16": VGG16}
+
+
+def get_backbone(name: str) -> Any:
+    """The backbone module class called ``name``; an unknown name lists the valid ones."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None

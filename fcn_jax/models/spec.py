@@ -1,0 +1,251 @@
+"""``NetSpec``: the one description of a network, and the functions built from it.
+
+A spec names everything that decides a network's computation: the head variant (``arch``), the
+backbone, the outputs (``heads``), the inputs and their preprocessing, the streams, the width,
+the compute dtype and the convolution implementation. Configs produce one
+(:func:`fcn_jax.configs.spec_from_config`), a weights directory stores one with its provenance
+(:class:`fcn_jax.checkpoint.WeightsMetadata`), converters emit one, and every tool that runs a
+network runs it through one:
+
+- :meth:`NetSpec.module` builds the Flax module;
+- :meth:`NetSpec.logits` preprocesses uint8 records and applies the module, returning
+  ``{head: logits}`` whatever the network (one head, several heads, several streams);
+- :func:`predict_fn` is that, jitted and cached per spec: training's samples, evaluation,
+  inference and bench all call it (or trace :meth:`NetSpec.logits` inside their own step).
+
+Model variables are one collection dict (``{"params": ..., <other collections>}``) everywhere,
+so a backbone that carries state (BatchNorm statistics) travels through the same functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fcn_jax.errors import FCNError
+from fcn_jax.models.backbones import BACKBONES
+from fcn_jax.models.conv import CONV_IMPLS
+from fcn_jax.models.fcn import FCN, SINGLE_HEAD, VARIANTS
+from fcn_jax.models.layers import bilinear_init
+from fcn_jax.preprocessing import CAFFE_VOC, Preprocessing
+from fcn_jax.types import Array, PyTree
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+Variables = dict[str, PyTree]  # {"params": ..., and any other collection}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+    """Everything that decides what a network computes.
+
+    Attributes:
+        arch: the head variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        heads: ``(name, n_class)`` of every output, e.g. ``(("out", 21),)`` for the paper's
+            single output (:meth:`single`) or ``(("sem", 33), ("geo", 3))`` for SIFT Flow.
+        backbone: a key of :data:`~fcn_jax.models.backbones.BACKBONES`.
+        streams: stream suffixes of a late-fusion net (``("color", "hha")``); empty for one.
+        inputs: the record keys the network reads, one per stream (``("image", "hha")``).
+        preprocessing: the normalisation of each input, in ``inputs`` order.
+        width: channel multiplier of every hidden layer (1.0 is the paper's network).
+        dtype: compute dtype, ``float32`` or ``bfloat16`` (params stay float32).
+        learn_upsampling: whether the transposed convolutions learn (frozen bilinear otherwise).
+        conv_impl: ``auto``, ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
+    """
+
+    arch: str = "fcn8s"
+    heads: tuple[tuple[str, int], ...] = ((SINGLE_HEAD, 21),)
+    backbone: str = "vgg16"
+    streams: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ("image",)
+    preprocessing: tuple[Preprocessing, ...] = (CAFFE_VOC,)
+    width: float = 1.0
+    dtype: str = "float32"
+    learn_upsampling: bool = False
+    conv_impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "arch": (self.arch, VARIANTS),
+            "backbone": (self.backbone, BACKBONES),
+            "dtype": (self.dtype, COMPUTE_DTYPES),
+            "conv_impl": (self.conv_impl, CONV_IMPLS),
+        }
+        for key, (value, valid) in checks.items():
+            if value not in valid:
+                raise FCNError(f"network {key} {value!r} is not one of {sorted(valid)}")
+        names = [h for h, _ in self.heads]
+        if not self.heads or len(set(names)) != len(names) or any(n < 1 for _, n in self.heads):
+            raise FCNError(f"network heads {self.heads}: give distinct names, >= 1 class each")
+        if self.streams and len(self.heads) > 1:
+            raise FCNError("a network has either several streams or several heads, not both")
+        if not (len(self.inputs) == max(len(self.streams), 1) == len(self.preprocessing)):
+            raise FCNError(
+                f"network inputs {self.inputs} need one per stream {self.streams} and one "
+                f"preprocessing each (got {len(self.preprocessing)})"
+            )
+
+    @classmethod
+    def single(cls, arch: str, n_class: int, **fields: Any) -> NetSpec:
+        """A one-output network of ``n_class`` classes (output key ``out``)."""
+        return cls(arch=arch, heads=((SINGLE_HEAD, n_class),), **fields)
+
+    @property
+    def n_class(self) -> int:
+        """Classes of the first head (the only one, except SIFT Flow's)."""
+        return self.heads[0][1]
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """Output keys, in order: ``("out",)`` or ``("sem", "geo")``."""
+        return tuple(h for h, _ in self.heads)
+
+    def replace(self, **changes: Any) -> NetSpec:
+        """This spec with some fields changed (``spec.replace(dtype="bfloat16")``)."""
+        return dataclasses.replace(self, **changes)
+
+    def module(self, **overrides: Any) -> FCN:
+        """The Flax module (``overrides``: module attributes such as ``dropout_rate``)."""
+        return FCN(
+            variant=self.arch,
+            heads=self.heads,
+            width=self.width,
+            dtype=jnp.dtype(self.dtype),
+            learn_upsampling=self.learn_upsampling,
+            streams=self.streams,
+            backbone=self.backbone,
+            conv_impl=self.conv_impl,
+            **overrides,
+        )
+
+    @property
+    def backbone_scopes(self) -> tuple[str, ...]:
+        """Top-level param names of the backbone(s): ``vgg16``, or one per stream."""
+        return tuple(f"{self.backbone}{s}" for s in self.streams or ("",))
+
+    def preprocess(self, batch: Mapping[str, Any]) -> tuple[Array, ...]:
+        """Normalise the network's inputs of a batch of uint8 records, one array per input.
+
+        Args:
+            batch: holds each key of ``inputs``: [N, H, W, 3] uint8 (on the host or device).
+
+        Returns:
+            One [N, H, W, 3] float32 array per input, in ``inputs`` order.
+        """
+        return tuple(
+            p.apply(batch[k]) for k, p in zip(self.inputs, self.preprocessing, strict=True)
+        )
+
+    def mean_pixels(self) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """``(input key, RGB mean pixel)`` per input: the padding that normalises to zero."""
+        return tuple(
+            (k, p.mean_pixel()) for k, p in zip(self.inputs, self.preprocessing, strict=True)
+        )
+
+    def apply(
+        self, variables: Variables, inputs: tuple[Array, ...], **kwargs: Any
+    ) -> dict[str, Array]:
+        """The module on preprocessed inputs (one per stream): ``{head: logits}``.
+
+        ``kwargs`` go to ``module.apply`` (``train``, ``rngs``, ``mutable``).
+        """
+        x = inputs if self.streams else inputs[0]
+        return self.module().apply(variables, x, **kwargs)
+
+    def logits(
+        self, variables: Variables, batch: Mapping[str, Any], **kwargs: Any
+    ) -> dict[str, Array]:
+        """Preprocess ``batch``'s uint8 inputs and run the network: ``{head: [N, H, W, C]}``.
+
+        Traceable: jit it, or call it inside a jitted step. ``kwargs`` as :meth:`apply`.
+        """
+        return self.apply(variables, self.preprocess(batch), **kwargs)
+
+
+def _init_fn(spec: NetSpec) -> Callable[[jax.Array, tuple], Variables]:
+    module = spec.module()
+    return lambda key, x: module.init(key, x if spec.streams else x[0])
+
+
+def init_variables(
+    spec: NetSpec, key: jax.Array, image_shape: tuple[int, int] = (32, 32)
+) -> Variables:
+    """Initial variables of ``spec``'s network (score layers zero, upsampling bilinear).
+
+    Args:
+        spec: the network.
+        key: PRNG key.
+        image_shape: (H, W) of the dummy input; the variables do not depend on it.
+
+    Returns:
+        ``{"params": ...}`` (plus any other collection the backbone keeps).
+    """
+    dummy = jnp.zeros((1, *image_shape, 3), jnp.float32)
+    return dict(jax.jit(_init_fn(spec))(key, (dummy,) * len(spec.inputs)))
+
+
+def abstract_variables(spec: NetSpec) -> Variables:
+    """Shapes and dtypes of ``spec``'s variables, without allocating or computing anything."""
+    dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    return dict(jax.eval_shape(_init_fn(spec), jax.random.key(0), (dummy,) * len(spec.inputs)))
+
+
+def initial_head_params(spec: NetSpec, abstract: PyTree) -> PyTree:
+    """Initial values of every layer outside the backbone, as ``init`` would set them.
+
+    Score layers are zero and upsampling kernels bilinear, whatever the key, so converting a
+    backbone's weights into an FCN does not need to run (and compile) a full-width ``init``.
+
+    Args:
+        spec: the network.
+        abstract: its params or their shapes (``abstract_variables(spec)["params"]``).
+
+    Returns:
+        ``{layer: {leaf: array}}`` for every top-level layer except the backbone(s).
+    """
+    head = {}
+    for layer, leaves in abstract.items():
+        if layer in spec.backbone_scopes:
+            continue
+        if layer.startswith("upscore"):
+            head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}
+        else:
+            head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
+    return head
+
+
+def random_params(spec: NetSpec, seed: int = 0) -> PyTree:
+    """He-normal backbone, zero biases and the initial head, drawn in NumPy (no ``init`` compile).
+
+    For timing, where the values only need realistic magnitudes and a full-width ``init``
+    would cost more than the measurement on a CPU (bench.py, reproduce.py's timing column).
+    """
+    rng = np.random.default_rng(seed)
+    abstract = abstract_variables(spec)["params"]
+    params = initial_head_params(spec, abstract)
+    for scope in spec.backbone_scopes:
+        flat = {}
+        for path, leaf in traverse_util.flatten_dict(abstract[scope]).items():
+            if path[-1] == "kernel":
+                std = np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+                flat[path] = rng.normal(0, std, leaf.shape).astype(np.float32)
+            else:
+                flat[path] = np.zeros(leaf.shape, np.float32)
+        params[scope] = traverse_util.unflatten_dict(flat)
+    return jax.tree.map(jnp.asarray, params)
+
+
+@functools.cache
+def predict_fn(spec: NetSpec) -> Callable[[Variables, Mapping[str, Array]], dict[str, Array]]:
+    """The jitted ``(variables, {input key: [N, H, W, 3] uint8}) -> {head: logits}`` of a spec.
+
+    Preprocessing runs on the device. Cached per spec, so every caller in a process shares one
+    function and each input shape compiles once.
+    """
+    return jax.jit(spec.logits)
