@@ -61,6 +61,10 @@ class WeightsMetadata:
     def __post_init__(self) -> None:
         counts = [len(names) for names in (self.class_names, *self.head_class_names)]
         if counts != [n for _, n in self.spec.heads]:
+            if len(self.spec.heads) == 1:
+                raise FCNError(
+                    f"metadata has {counts[0]} class_names for n_class={self.spec.n_class}"
+                )
             raise FCNError(
                 f"metadata has {counts} class names for heads {self.spec.heads} "
                 "(one name per class of each head)"

@@ -12,25 +12,16 @@ from fcn_jax.checkpoint import (
     save_weights,
 )
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, abstract_params
-from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import default_class_names
-from tests.utils import NARROW
+from fcn_jax.models import NetSpec, abstract_variables
+from tests.utils import metadata_for
 
 
-def metadata(**kw):
-    base = dict(
-        arch="fcn16s",
-        n_class=3,
-        class_names=default_class_names(3),
-        width=NARROW,
-        preprocessing=CAFFE_VOC,
-    )
-    return WeightsMetadata(**{**base, **kw})
+def metadata(arch="fcn16s", n_class=3, **kw):
+    return metadata_for(arch, n_class, **kw)
 
 
 def random_params(meta, seed=0):
-    abstract = abstract_params(meta.model())
+    abstract = abstract_variables(meta.spec)["params"]
     leaves, tree = jax.tree.flatten(abstract)
     rng = np.random.default_rng(seed)
     return jax.tree.unflatten(
@@ -94,7 +85,7 @@ def test_metadata_validation():
     with pytest.raises(FCNError, match=r"lacks \['width'\]"):
         WeightsMetadata.from_json({k: v for k, v in metadata().to_json().items() if k != "width"})
     assert WeightsMetadata.from_json(metadata().to_json()) == metadata()
-    assert isinstance(metadata().model(), FCN)
+    assert isinstance(metadata().spec, NetSpec)
 
 
 def test_a_step_folder_names_its_directory_and_step(tmp_path):

@@ -9,14 +9,14 @@ import jax
 import numpy as np
 import pytest
 
-from fcn_jax.checkpoint import WeightsMetadata, load_metadata, save_weights
+from fcn_jax.checkpoint import load_metadata, save_weights
 from fcn_jax.cli import config_keys
-from fcn_jax.configs import load_config_file, model_from_config, resolve_n_class
+from fcn_jax.configs import load_config_file, resolve_n_class, spec_from_config
 from fcn_jax.data import make_dataset
 from fcn_jax.errors import FCNError
-from fcn_jax.models import VARIANTS, abstract_params
+from fcn_jax.models import VARIANTS, abstract_variables
 from fcn_jax.preprocessing import TORCHVISION
-from tests.utils import REPO, run_script, write_camvid_tree, write_mask_tree
+from tests.utils import REPO, metadata_for, run_script, write_camvid_tree, write_mask_tree
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 # Configs whose data names its classes (class_dict.csv, classes.txt): model.n_class unset.
@@ -74,7 +74,7 @@ def test_schema(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_builds_its_model(name):
     c = load_resolved(name)
-    params = abstract_params(model_from_config(c))  # shapes only, no full-width init
+    params = abstract_variables(spec_from_config(c))["params"]  # shapes only, no init
     count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     if name.startswith("voc_"):
         assert (c.model.width, c.model.n_class, c.data.name) == (1.0, 21, "voc")
@@ -121,7 +121,7 @@ def test_smoke_variant_runs_anywhere(name):
         assert record[key].shape[:2] == record["label"].shape
     if c.model.heads:  # every head's labels
         assert record["label_geo"].shape == record["label"].shape
-    model = model_from_config(c)
+    model = spec_from_config(c)
     assert len(model.streams) == (len(c.data.modalities) if model.streams else 0)
 
 
@@ -146,7 +146,7 @@ def test_builds_its_train_state(name):
     from fcn_jax.train.step import create_train_state
 
     c = load_resolved(name)
-    params = abstract_params(model_from_config(c))
+    params = abstract_variables(spec_from_config(c))["params"]
     tx = make_optimizer(c, params, steps_per_epoch=100)
     state = jax.eval_shape(lambda p: create_train_state(p, tx, c.seed), params)
     assert jax.tree.structure(state.params) == jax.tree.structure(params)
@@ -197,11 +197,11 @@ def test_class_count_comes_from_the_data(tmp_path):
         c = load(name)
         c.data.root = str(tmp_path / root)
         with pytest.raises(FCNError, match=r"config\.model\.n_class is not set"):
-            model_from_config(c)
+            spec_from_config(c)
         dataset = make_dataset(c, "train")
         resolved = resolve_n_class(c, dataset)
         assert resolved.model.n_class == n_class and c.model.n_class is None  # a copy
-        assert model_from_config(resolved).n_class == n_class
+        assert spec_from_config(resolved).n_class == n_class
         c.model.n_class = n_class  # set and right: kept
         assert resolve_n_class(c, dataset).model.n_class == n_class
     # Set and wrong: the data says how many, the error which key to fix.
@@ -260,8 +260,8 @@ def test_camvid_config_evaluates_stats_without_n_class(tmp_path):
     root = tmp_path / "data"
     write_camvid_tree(root, FOLDER_SPLITS, rows=CAMVID_ROWS)
     names = ("Road", "Car", "Sky")
-    meta = WeightsMetadata("fcn32s", 3, names, 0.0625, TORCHVISION)
-    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    meta = metadata_for("fcn32s", 3, 0.0625, TORCHVISION, class_names=names)
+    leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     params = jax.tree.unflatten(tree, [np.zeros(x.shape, np.float32) for x in leaves])
     save_weights(tmp_path / "w", params, meta)
     out = tmp_path / "m.json"

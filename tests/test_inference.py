@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_jax.checkpoint import WeightsMetadata, save_weights
+from fcn_jax.checkpoint import save_weights
 from fcn_jax.data.io import read_image
 from fcn_jax.errors import FCNError
 from fcn_jax.inference import Predictor, predict_files, save_index_png
-from fcn_jax.models import abstract_params
+from fcn_jax.models import abstract_variables
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import VOC_SAMPLE_LABEL, default_class_names, voc_palette
+from fcn_jax.resources import VOC_SAMPLE_LABEL, voc_palette
 from fcn_jax.visualize import display_scale, overlay_picture
-from tests.utils import NARROW, REPO, run_script
+from tests.utils import NARROW, REPO, metadata_for, run_script
 
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    meta = WeightsMetadata("fcn8s", 21, default_class_names(21), NARROW, CAFFE_VOC)
-    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    meta = metadata_for("fcn8s", 21, NARROW, CAFFE_VOC)
+    leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     rng = np.random.default_rng(0)
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
@@ -77,8 +77,10 @@ def test_predict_folder_writes_maps_overlays_and_logits(weights_dir, tmp_path, r
 
 def test_predict_uses_the_metadata_palette(tmp_path, rng):
     palette = ((10, 20, 30), (200, 100, 0), (0, 255, 0))
-    meta = WeightsMetadata("fcn32s", 3, ("a", "b", "c"), NARROW, CAFFE_VOC, palette=palette)
-    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    meta = metadata_for(
+        "fcn32s", 3, NARROW, CAFFE_VOC, class_names=("a", "b", "c"), palette=palette
+    )
+    leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
     )
@@ -134,9 +136,9 @@ def test_predictor_matches_plain_forward(weights_dir, rng):
     predictor = Predictor.from_dir(weights_dir)
     image = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
     logits, _ = predictor(image)
-    model = predictor.metadata.model()
+    model = predictor.metadata.spec.module()
     x = CAFFE_VOC.apply(image[None])
-    expected = model.apply({"params": predictor.params}, x)[0]
+    expected = model.apply({"params": predictor.params}, x)["out"][0]
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 

@@ -8,21 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from fcn_jax.checkpoint import WeightsMetadata, load_weights, save_weights
+from fcn_jax.checkpoint import load_weights, save_weights
 from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
 from fcn_jax.convert.check import check_parity
-from fcn_jax.convert.layout import (
-    TORCHVISION_CONVS,
-    conv_to_flax,
-    conv_to_torch,
-    deconv_to_flax,
-    deconv_to_torch,
-)
+from fcn_jax.convert.layout import conv_to_flax, conv_to_torch, deconv_to_flax, deconv_to_torch
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, get_variant, random_params
+from fcn_jax.models.backbones.vgg16 import TORCHVISION_CONVS
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
-from fcn_jax.resources import default_class_names, voc_class_names
-from tests.utils import NARROW, REPO, random_image, run_script
+from fcn_jax.resources import voc_class_names
+from tests.utils import NARROW, REPO, metadata_for, random_image, run_script
 
 ALL = sorted(VARIANTS)
 
@@ -180,8 +175,8 @@ def test_without_torch_a_pth_says_how_to_install_it(tmp_path, monkeypatch):
         FCNError, match=r"PyTorch is needed for this: pip install 'fcn-jax\[torch\]'"
     ):
         convert_torch_file(tmp_path / "x.pth", "fcn8s")
-    meta = WeightsMetadata("fcn32s", 3, default_class_names(3), NARROW, CAFFE_VOC)
-    save_weights(tmp_path / "w", random_params(meta.model()), meta)
+    meta = metadata_for("fcn32s", 3, NARROW, CAFFE_VOC)
+    save_weights(tmp_path / "w", random_params(meta.spec), meta)
     with pytest.raises(FCNError, match="PyTorch is needed"):
         export_torchfcn(tmp_path / "w", tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()

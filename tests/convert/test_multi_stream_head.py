@@ -8,20 +8,35 @@ from flax import traverse_util
 from fcn_jax.checkpoint import load_weights, save_weights
 from fcn_jax.convert import convert_torch_file, export_torchfcn
 from fcn_jax.convert.check import check_parity
-from fcn_jax.models import FCN, abstract_params
-from fcn_jax.preprocessing import NYUD_HHA, NYUD_RGB, SIFTFLOW
+from fcn_jax.models import NetSpec, abstract_variables
+from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW
 from tests.utils import NARROW, random_image
 
 STREAMS = ("color", "hha")
 HEADS = (("sem", 33), ("geo", 3))
 
 
-def layer_names(model):
-    return {path[-2] for path in traverse_util.flatten_dict(abstract_params(model))}
+def two_streams(arch: str, n_class: int) -> NetSpec:
+    return NetSpec.single(
+        arch,
+        n_class,
+        width=NARROW,
+        streams=STREAMS,
+        inputs=("image", "hha"),
+        preprocessing=(CAFFE_VOC, CAFFE_VOC),
+    )
+
+
+def abstract_params(spec: NetSpec):
+    return abstract_variables(spec)["params"]
+
+
+def layer_names(spec: NetSpec):
+    return {path[-2] for path in traverse_util.flatten_dict(abstract_params(spec))}
 
 
 def test_two_stream_names_follow_the_release():
-    names = layer_names(FCN(variant="fcn16s", n_class=40, width=NARROW, streams=STREAMS))
+    names = layer_names(two_streams("fcn16s", 40))
     for stream in STREAMS:
         assert {
             f"conv1_1{stream}",
@@ -34,7 +49,7 @@ def test_two_stream_names_follow_the_release():
 
 
 def test_two_head_names_follow_the_release():
-    names = layer_names(FCN(variant="fcn16s", width=NARROW, heads=HEADS))
+    names = layer_names(NetSpec(arch="fcn16s", width=NARROW, heads=HEADS))
     for head in ("sem", "geo"):
         assert {
             f"score_fr{head}",
@@ -47,8 +62,9 @@ def test_two_head_names_follow_the_release():
 
 def test_late_fusion_averages_the_streams():
     # With identical streams the fused score equals each stream's: weights 0.5 / 0.5.
-    model = FCN(variant="fcn32s", n_class=5, width=NARROW, streams=STREAMS)
-    leaves, tree = jax.tree.flatten(abstract_params(model))
+    spec = two_streams("fcn32s", 5)
+    model = spec.module()
+    leaves, tree = jax.tree.flatten(abstract_params(spec))
     rng = np.random.default_rng(0)
     params = jax.tree.unflatten(
         tree, [rng.standard_normal(x.shape).astype(np.float32) * 0.1 for x in leaves]
@@ -86,11 +102,11 @@ def test_convert_check_and_round_trip(tmp_path, variant, kind, rng):
     assert meta.n_class == n_class
     if kind == "streams":
         assert meta.streams == STREAMS and meta.inputs == ("image", "hha")
-        assert (meta.preprocessing, meta.input_preprocessing) == (NYUD_RGB, (NYUD_HHA,))
+        assert meta.spec.preprocessing == (NYUD_RGB, NYUD_HHA)
     else:
-        assert meta.heads == ("sem", "geo") and meta.preprocessing == SIFTFLOW
+        assert meta.spec.head_names == ("sem", "geo") and meta.preprocessing == SIFTFLOW
         assert meta.head_class_names == (("sky", "horizontal", "vertical"),)
-        assert meta.model().heads == HEADS
+        assert meta.spec.heads == HEADS
     report = check_parity(source, params, meta, random_image(rng, 37, 29))
     assert report.passed, report.format()
     assert report.confident_agreement == 100.0
