@@ -49,21 +49,15 @@ from fcn_jax.bench.device_parity import (
     run_parity,
     verdict,
 )
-from fcn_jax.bench.harness import (
-    BenchEnv,
-    Network,
-    build_network,
-    describe,
-    error_text,
-    free_device_memory,
-    git_commit,
-    measure_case,
-    prepare,
-    write_json,
-)
+from fcn_jax.bench.env import BenchEnv, git_commit, prepare
 from fcn_jax.bench.machine import describe_machine, machine_lines
+from fcn_jax.bench.markdown import describe
+from fcn_jax.bench.network import Network, build_network
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.records import error_text, write_json
 from fcn_jax.bench.scaling import format_devices
+from fcn_jax.bench.schedule import measure_case
+from fcn_jax.bench.torch_side import free_device_memory
 from fcn_jax.convert.check import PARITY_TOLERANCE
 
 VARIANTS = ("fcn8s", "fcn32s")
@@ -364,7 +358,7 @@ def run_suite(options: SuiteOptions) -> int:
 
 
 def _parity(state: SuiteState) -> None:
-    from fcn_jax.bench.harness import torch_precision
+    from fcn_jax.bench.torch_side import torch_precision
     from fcn_jax.data.io import read_image, read_index_png
     from fcn_jax.resources import VOC_SAMPLE_IMAGE, VOC_SAMPLE_LABEL
 

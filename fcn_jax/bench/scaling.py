@@ -20,16 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fcn_jax.bench.env import BenchEnv, prepare, run_metadata
 from fcn_jax.bench.flops import layer_costs, param_count
-from fcn_jax.bench.harness import (
-    BenchEnv,
-    format_table,
-    measure_all,
-    prepare,
-    run_metadata,
-    write_json,
-)
+from fcn_jax.bench.markdown import format_table
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.records import write_json
+from fcn_jax.bench.schedule import measure_all
 
 GIB = 2**30
 MEMORY_FRACTION = 0.8  # of the memory available when the run starts, left for the benchmark

@@ -15,11 +15,9 @@ missing, not as errors: a table is useful with the rows one has.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +25,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from fcn_jax.bench.harness import jax_precision
+from fcn_jax.bench.records import case_label, read_records, run_device
+from fcn_jax.bench.timing import interleave, jax_precision
 from fcn_jax.checkpoint import WeightsMetadata, best_step, load_metadata
 from fcn_jax.configs import load_config_file, model_from_config
 from fcn_jax.convert import load_weights_for_config
@@ -170,15 +169,14 @@ def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIAL
     forward = make_forward(model)
     image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
     inputs = (image,) * len(model.streams) if model.streams else image
-    times = []
+
+    def run() -> None:
+        jax.block_until_ready(forward(params, inputs))
+
     # Full float32 matmuls, as bench.py's float32 figures (a GPU would otherwise use TF32).
+    # Two untimed calls: the compile, then one warm run (allocator, autotuning).
     with jax_precision("float32"):
-        for _ in range(2):  # compile, then one warm run (allocator, autotuning)
-            jax.block_until_ready(forward(params, inputs))
-        for _ in range(trials):
-            start = time.perf_counter()
-            jax.block_until_ready(forward(params, inputs))
-            times.append(time.perf_counter() - start)
+        times = interleave({"forward": run}, warmup=2, repeats=trials)["forward"]
     return 1000.0 * float(np.median(times))
 
 
@@ -186,54 +184,31 @@ def forward_ms_from_bench(path: Path, variant: str, size: int = TIMING_SIZE) -> 
     """The forward time bench.py recorded for ``variant`` at ``size`` x ``size``, batch 1.
 
     Args:
-        path: bench.py's JSON, a list of entries with ``variant``, ``mode``, ``height``,
-            ``width``, ``batch``, ``dtype``, ``width_mult`` and ``jax_ms``.
+        path: bench.py's JSON (read by :func:`fcn_jax.bench.records.read_records`).
         variant: the FCN variant (``fcn32s``).
         size: the image side.
 
     Returns:
-        ``jax_ms`` of the matching full-width float32 inference entry.
+        ``jax_ms`` of the matching full-width float32 inference record.
+
+    Raises:
+        FCNError: the file is not bench.py's JSON, or holds no such record.
     """
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FCNError(f"cannot read the timing JSON {path}: {e}") from None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise FCNError(f"{path} is not bench.py's JSON: expected a list of objects")
-
-    def fits(e: dict) -> bool:
-        return (
-            e.get("variant") == variant
-            and e.get("mode") == FORWARD_MODE
-            and (e.get("height"), e.get("width"), e.get("batch")) == (size, size, 1)
-            and float(e.get("width_mult", 1.0)) == 1.0
-            and e.get("dtype", "float32") == "float32"
-            and isinstance(e.get("jax_ms"), int | float)
-        )
-
-    matches = [e for e in entries if fits(e)]
+    want = {"variant": variant, "mode": FORWARD_MODE, "height": size, "width": size, "batch": 1}
+    want |= {"dtype": "float32", "width_mult": 1.0}
+    records = read_records(path)
+    matches = [
+        r
+        for r in records
+        if all(r[k] == v for k, v in want.items()) and r.get("jax_ms") is not None
+    ]
     if not matches:
-        have = sorted(
-            {
-                f"{e.get('variant')}/{e.get('mode')}/{e.get('height')}x{e.get('width')}/"
-                f"b{e.get('batch')}/{e.get('dtype')}/w{e.get('width_mult')}"
-                for e in entries
-            }
-        )
+        have = sorted({case_label(r) for r in records})
         raise FCNError(
             f"{path} has no full-width float32 {variant} forward timing at {size}x{size}, batch "
             f"1 (mode {FORWARD_MODE!r}); it has: {', '.join(have) or 'nothing'}"
         )
     return float(matches[0]["jax_ms"])
-
-
-def bench_device(path: Path) -> str | None:
-    """The device of a bench.py run, from the ``run.json`` it writes beside its JSON, if any."""
-    try:
-        run = json.loads((Path(path).parent / "run.json").read_text())
-        return f"{run['device_kind']} ({run['platform']})"
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None  # a bench.json on its own still gives the figure, without the device
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -380,7 +355,7 @@ def reproduce_table(
     timing = None
     if timed:
         if timing_json is not None:
-            device = bench_device(timing_json) or "device not recorded"
+            device = run_device(timing_json) or "device not recorded"
             timing = (
                 f"from {timing_json} (bench.py, full width, {TIMING_SIZE}x{TIMING_SIZE}, "
                 f"batch 1, float32; {device})"

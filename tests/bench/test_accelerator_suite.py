@@ -25,9 +25,10 @@ from fcn_jax.bench.device_parity import (
     compare_steps,
     verdict,
 )
-from fcn_jax.bench.harness import BenchEnv
+from fcn_jax.bench.env import BenchEnv
 from fcn_jax.bench.peaks import known_peak
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.records import read_records
 from tests.utils import run_script
 
 pytestmark = pytest.mark.torch  # the suite compares against torch
@@ -66,6 +67,7 @@ def test_dry_run_end_to_end(tmp_path):
     assert all(c["confident_agreement"] == 100.0 and c["confident_pixels"] > 0 for c in f32)
 
     records = json.loads((out / "bench.json").read_text())
+    assert read_records(out / "bench.json") == records  # bench.py's schema, suite fields too
     assert [(r["variant"], r["mode"], r["dtype"]) for r in records] == [
         ("fcn8s", "train", "bfloat16"),
         ("fcn8s", "forward", "bfloat16"),
@@ -415,7 +417,7 @@ def test_data_parallel_section_spans_the_hosts_devices(tmp_path, monkeypatch):
     import jax
 
     from fcn_jax.bench import dataparallel
-    from fcn_jax.bench.harness import Network
+    from fcn_jax.bench.network import Network
 
     calls = []
 
