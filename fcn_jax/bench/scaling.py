@@ -1,7 +1,7 @@
 """How cost grows: time and memory against input size and batch, and over devices.
 
 :func:`run_scaling` measures a grid of sizes (128 to 1024 a side by default) and batches, forward
-and train, in both frameworks (the cases of :mod:`fcn_jax.bench.harness`), skips what would not
+and train, in both frameworks (the cases of :mod:`fcn_jax.bench.schedule`), skips what would not
 fit in memory (estimated from the layer geometry, :func:`estimate_bytes`), times the
 data-parallel train step on 1, 2, 4 devices (:mod:`fcn_jax.bench.dataparallel`, in a
 subprocess) and writes ``scaling.json``, ``scaling.md`` and ``scaling.png`` (ms/image against

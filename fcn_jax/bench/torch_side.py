@@ -49,8 +49,8 @@ def _autocast(device: str, dtype: str) -> Any:
 def torch_precision(dtype: str) -> Iterator[None]:
     """TF32 on in torch's matmuls and cuDNN convolutions for ``tf32`` cases only.
 
-    The run starts with TF32 off (:func:`prepare`); this turns it on for one case's calls and
-    back off after.
+    The run starts with TF32 off (:func:`fcn_jax.bench.env.prepare`); this turns it on for one
+    case's calls and back off after.
     """
     import torch
 

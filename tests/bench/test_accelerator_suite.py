@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from fcn_jax.bench import accelerator
-from fcn_jax.bench.accelerator import (
-    SuiteOptions,
-    SuiteState,
-    deadline_alarm,
-    estimate_s,
-    format_report,
-    is_out_of_memory,
-    suite_cases,
-)
+from fcn_jax.bench.accelerator import suite_cases
+from fcn_jax.bench.budget import BudgetExceeded, deadline_alarm, estimate_s, is_out_of_memory
 from fcn_jax.bench.device_parity import (
     BF16_TOLERANCE,
     ParityCheck,
@@ -29,6 +22,8 @@ from fcn_jax.bench.env import BenchEnv
 from fcn_jax.bench.peaks import known_peak
 from fcn_jax.bench.plan import Case, Plan
 from fcn_jax.bench.records import read_records
+from fcn_jax.bench.suite_report import format_report
+from fcn_jax.bench.suite_state import SuiteOptions, SuiteState
 from tests.utils import run_script
 
 pytestmark = pytest.mark.torch  # the suite compares against torch
@@ -161,7 +156,7 @@ def test_known_peaks_cover_tf32():
 
 
 def test_deadline_alarm_interrupts_python_work():
-    with pytest.raises(accelerator.BudgetExceeded), deadline_alarm(0.2):
+    with pytest.raises(BudgetExceeded), deadline_alarm(0.2):
         time.sleep(5)
     time.sleep(0.3)  # the alarm was cancelled on the way out: nothing fires later
 

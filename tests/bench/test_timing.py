@@ -48,7 +48,7 @@ def test_per_image_ms_divides_by_the_batch():
 
 def test_paper_needs_neither_torch_nor_the_harness():
     code = (
-        "import sys, fcn_jax.paper.reproduce, fcn_jax.bench.records\n"
+        "import sys, fcn_jax.paper.reproduce, fcn_jax.paper.timing\n"
         "print(sorted(m for m in ('torch', 'fcn_jax.bench.harness', 'fcn_jax.bench.schedule')"
         " if m in sys.modules))"
     )
