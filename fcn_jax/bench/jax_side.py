@@ -110,8 +110,18 @@ def compile_train(train_step: Any, state: PyTree, batch: PyTree, dtype: str) -> 
     return result
 
 
-def jax_train(net: Network, case: Case, images: np.ndarray, labels: np.ndarray, seed: int):
-    """One optimiser step of the library's train step, compiled for this case."""
+def jax_train(
+    net: Network, case: Case, images: np.ndarray, labels: np.ndarray, seed: int
+) -> Compiled:
+    """One optimiser step of the library's train step, compiled for this case.
+
+    Args:
+        net: the network (its params are copied: the step donates its state).
+        case: the case (its dtype sets the precision).
+        images: [B, H, W, 3] uint8 RGB.
+        labels: [B, H, W] int32, void 255.
+        seed: the dropout keys' seed.
+    """
     train_step, state = make_jax_train_step(net.params, case, net.n_class, seed)
     batch = jax.device_put({"image": images, "label": labels})
     return compile_train(train_step, state, batch, case.dtype)
