@@ -25,15 +25,10 @@ from typing import Any
 
 import jax
 
-from fcn_jax.bench.harness import (
-    compile_train,
-    interleave,
-    make_inputs,
-    make_jax_train_step,
-    per_image_ms,
-    train_config,
-)
+from fcn_jax.bench.jax_side import compile_train, make_jax_train_step
+from fcn_jax.bench.network import make_inputs, train_config
 from fcn_jax.bench.plan import Case
+from fcn_jax.bench.timing import interleave, per_image_ms
 from fcn_jax.configs import model_from_config
 from fcn_jax.models import random_params
 from fcn_jax.train.parallel import data_parallel

@@ -33,15 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcn_jax.bench.harness import (
-    Network,
-    build_network,
-    jax_forward,
-    jax_precision,
-    torch_forward,
-    train_config,
-)
+from fcn_jax.bench.jax_side import jax_forward
+from fcn_jax.bench.network import Network, build_network, train_config
 from fcn_jax.bench.plan import Case
+from fcn_jax.bench.timing import jax_precision
+from fcn_jax.bench.torch_side import torch_forward
 from fcn_jax.convert.check import PARITY_TOLERANCE, logit_agreement
 from fcn_jax.types import PyTree
 

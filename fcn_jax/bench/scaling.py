@@ -1,7 +1,7 @@
 """How cost grows: time and memory against input size and batch, and over devices.
 
 :func:`run_scaling` measures a grid of sizes (128 to 1024 a side by default) and batches, forward
-and train, in both frameworks (the cases of :mod:`fcn_jax.bench.harness`), skips what would not
+and train, in both frameworks (the cases of :mod:`fcn_jax.bench.schedule`), skips what would not
 fit in memory (estimated from the layer geometry, :func:`estimate_bytes`), times the
 data-parallel train step on 1, 2, 4 devices (:mod:`fcn_jax.bench.dataparallel`, in a
 subprocess) and writes ``scaling.json``, ``scaling.md`` and ``scaling.png`` (ms/image against
@@ -20,16 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fcn_jax.bench.env import BenchEnv, prepare, run_metadata
 from fcn_jax.bench.flops import layer_costs, param_count
-from fcn_jax.bench.harness import (
-    BenchEnv,
-    format_table,
-    measure_all,
-    prepare,
-    run_metadata,
-    write_json,
-)
+from fcn_jax.bench.markdown import format_table
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.records import write_json
+from fcn_jax.bench.schedule import measure_all
 
 GIB = 2**30
 MEMORY_FRACTION = 0.8  # of the memory available when the run starts, left for the benchmark

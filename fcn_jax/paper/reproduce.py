@@ -15,19 +15,14 @@ missing, not as errors: a table is useful with the rows one has.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import jax
 import ml_collections
-import numpy as np
 
-from fcn_jax.bench.harness import jax_precision
+from fcn_jax.bench.records import run_device
 from fcn_jax.checkpoint import WeightsMetadata, best_step, load_metadata
 from fcn_jax.configs import load_config_file, model_from_config
 from fcn_jax.convert import load_weights_for_config
@@ -35,13 +30,15 @@ from fcn_jax.data import SegmentationDataset, make_dataset
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import evaluate
 from fcn_jax.eval.metrics import Metrics
-from fcn_jax.models import FCN, make_forward, random_params
 from fcn_jax.paper.report import EVALUATED, MISSING, NA, Report, RowResult
 from fcn_jax.paper.tables import FORWARD_MS, Row, Table, split_column
-
-TIMING_SIZE = 500  # the paper's Table 1 times a 500x500 input
-TIMING_TRIALS = 20  # the paper averages 20 trials
-FORWARD_MODE = "forward"  # bench.py's mode timing inference (its other, "train", is a step)
+from fcn_jax.paper.timing import (
+    TIMING_SIZE,
+    TIMING_TRIALS,
+    device_description,
+    forward_ms_from_bench,
+    time_forward,
+)
 
 
 def _stderr(message: str) -> None:
@@ -144,96 +141,6 @@ def figures(metrics: Mapping[str, Metrics], columns: Sequence[str]) -> dict[str,
             )
         out[column] = 100.0 * float(getattr(metrics[metric_set], metric))
     return out
-
-
-def device_description() -> str:
-    """The device evaluation and timing run on (whole-image evaluation uses the first)."""
-    device = jax.local_devices()[0]
-    if device.platform == "cpu":  # the kind says only "cpu"; the core count is what matters
-        kind = f"CPU ({os.cpu_count()} cores)"
-    else:
-        kind = f"{device.device_kind} ({device.platform})"
-    return f"{kind}, jax {jax.__version__}"
-
-
-def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIALS) -> float:
-    """Median forward time of ``model`` on one ``size`` x ``size`` image, in milliseconds.
-
-    Jitted, compiled and warmed up first; each trial ends with ``block_until_ready`` (JAX
-    dispatches asynchronously, so an unblocked timer would measure only the dispatch). The
-    input is already on the device, as in the paper's Caffe timing of the net's forward pass.
-    """
-    if trials < 1:
-        raise FCNError(f"timing needs at least one trial, got {trials}")
-    # Time does not depend on the values; the network's init would cost more than the timing.
-    params = random_params(model)
-    forward = make_forward(model)
-    image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
-    inputs = (image,) * len(model.streams) if model.streams else image
-    times = []
-    # Full float32 matmuls, as bench.py's float32 figures (a GPU would otherwise use TF32).
-    with jax_precision("float32"):
-        for _ in range(2):  # compile, then one warm run (allocator, autotuning)
-            jax.block_until_ready(forward(params, inputs))
-        for _ in range(trials):
-            start = time.perf_counter()
-            jax.block_until_ready(forward(params, inputs))
-            times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
-
-
-def forward_ms_from_bench(path: Path, variant: str, size: int = TIMING_SIZE) -> float:
-    """The forward time bench.py recorded for ``variant`` at ``size`` x ``size``, batch 1.
-
-    Args:
-        path: bench.py's JSON, a list of entries with ``variant``, ``mode``, ``height``,
-            ``width``, ``batch``, ``dtype``, ``width_mult`` and ``jax_ms``.
-        variant: the FCN variant (``fcn32s``).
-        size: the image side.
-
-    Returns:
-        ``jax_ms`` of the matching full-width float32 inference entry.
-    """
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FCNError(f"cannot read the timing JSON {path}: {e}") from None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise FCNError(f"{path} is not bench.py's JSON: expected a list of objects")
-
-    def fits(e: dict) -> bool:
-        return (
-            e.get("variant") == variant
-            and e.get("mode") == FORWARD_MODE
-            and (e.get("height"), e.get("width"), e.get("batch")) == (size, size, 1)
-            and float(e.get("width_mult", 1.0)) == 1.0
-            and e.get("dtype", "float32") == "float32"
-            and isinstance(e.get("jax_ms"), int | float)
-        )
-
-    matches = [e for e in entries if fits(e)]
-    if not matches:
-        have = sorted(
-            {
-                f"{e.get('variant')}/{e.get('mode')}/{e.get('height')}x{e.get('width')}/"
-                f"b{e.get('batch')}/{e.get('dtype')}/w{e.get('width_mult')}"
-                for e in entries
-            }
-        )
-        raise FCNError(
-            f"{path} has no full-width float32 {variant} forward timing at {size}x{size}, batch "
-            f"1 (mode {FORWARD_MODE!r}); it has: {', '.join(have) or 'nothing'}"
-        )
-    return float(matches[0]["jax_ms"])
-
-
-def bench_device(path: Path) -> str | None:
-    """The device of a bench.py run, from the ``run.json`` it writes beside its JSON, if any."""
-    try:
-        run = json.loads((Path(path).parent / "run.json").read_text())
-        return f"{run['device_kind']} ({run['platform']})"
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None  # a bench.json on its own still gives the figure, without the device
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -380,7 +287,7 @@ def reproduce_table(
     timing = None
     if timed:
         if timing_json is not None:
-            device = bench_device(timing_json) or "device not recorded"
+            device = run_device(timing_json) or "device not recorded"
             timing = (
                 f"from {timing_json} (bench.py, full width, {TIMING_SIZE}x{TIMING_SIZE}, "
                 f"batch 1, float32; {device})"

@@ -419,7 +419,7 @@ def test_bad_input_exits_2(voc, tmp_path):
 
 def test_time_forward_and_bench_lookup(tmp_path):
     from fcn_jax.models import FCN
-    from fcn_jax.paper.reproduce import forward_ms_from_bench, time_forward
+    from fcn_jax.paper.timing import forward_ms_from_bench, time_forward
 
     ms = time_forward(FCN(variant="fcn32s", n_class=21, width=WIDTH), size=40, trials=3)
     assert 0 < ms < 10_000 and math.isfinite(ms)

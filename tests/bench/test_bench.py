@@ -10,10 +10,12 @@ import jax.numpy as jnp
 import pytest
 
 from fcn_jax.bench.flops import gflop, layer_costs
-from fcn_jax.bench.harness import format_table, interleave, per_image_ms
+from fcn_jax.bench.markdown import format_table
 from fcn_jax.bench.peaks import known_peak
 from fcn_jax.bench.plan import Case, make_plan, quick_cases
+from fcn_jax.bench.records import read_records
 from fcn_jax.bench.scaling import device_scaling, estimate_bytes
+from fcn_jax.bench.timing import interleave, per_image_ms
 from fcn_jax.errors import FCNError
 from fcn_jax.models import conv
 from tests.utils import NARROW, run_script
@@ -43,6 +45,7 @@ def test_small_case_end_to_end(tmp_path):
     proc = bench(*SMALL_CASE, "--mode", "forward,train", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = json.loads((tmp_path / "bench.json").read_text())
+    assert read_records(tmp_path / "bench.json") == records  # the reader takes its own JSON
     check_records(records)
     check_same_weights(records)
     check_xla_train_count(records)

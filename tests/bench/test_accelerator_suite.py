@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from fcn_jax.bench import accelerator
-from fcn_jax.bench.accelerator import (
-    SuiteOptions,
-    SuiteState,
-    deadline_alarm,
-    estimate_s,
-    format_report,
-    is_out_of_memory,
-    suite_cases,
-)
+from fcn_jax.bench.accelerator import suite_cases
+from fcn_jax.bench.budget import BudgetExceeded, deadline_alarm, estimate_s, is_out_of_memory
 from fcn_jax.bench.device_parity import (
     BF16_TOLERANCE,
     ParityCheck,
@@ -25,9 +18,12 @@ from fcn_jax.bench.device_parity import (
     compare_steps,
     verdict,
 )
-from fcn_jax.bench.harness import BenchEnv
+from fcn_jax.bench.env import BenchEnv
 from fcn_jax.bench.peaks import known_peak
 from fcn_jax.bench.plan import Case, Plan
+from fcn_jax.bench.records import read_records
+from fcn_jax.bench.suite_report import format_report
+from fcn_jax.bench.suite_state import SuiteOptions, SuiteState
 from tests.utils import run_script
 
 pytestmark = pytest.mark.torch  # the suite compares against torch
@@ -66,6 +62,7 @@ def test_dry_run_end_to_end(tmp_path):
     assert all(c["confident_agreement"] == 100.0 and c["confident_pixels"] > 0 for c in f32)
 
     records = json.loads((out / "bench.json").read_text())
+    assert read_records(out / "bench.json") == records  # bench.py's schema, suite fields too
     assert [(r["variant"], r["mode"], r["dtype"]) for r in records] == [
         ("fcn8s", "train", "bfloat16"),
         ("fcn8s", "forward", "bfloat16"),
@@ -159,7 +156,7 @@ def test_known_peaks_cover_tf32():
 
 
 def test_deadline_alarm_interrupts_python_work():
-    with pytest.raises(accelerator.BudgetExceeded), deadline_alarm(0.2):
+    with pytest.raises(BudgetExceeded), deadline_alarm(0.2):
         time.sleep(5)
     time.sleep(0.3)  # the alarm was cancelled on the way out: nothing fires later
 
@@ -415,7 +412,7 @@ def test_data_parallel_section_spans_the_hosts_devices(tmp_path, monkeypatch):
     import jax
 
     from fcn_jax.bench import dataparallel
-    from fcn_jax.bench.harness import Network
+    from fcn_jax.bench.network import Network
 
     calls = []
 

@@ -1,0 +1,138 @@
+"""The JAX side of a case: the network's forward pass or train step, compiled, as a runner.
+
+The jitted function is lowered and compiled explicitly (that wall time is ``jax_compile_s``),
+and the compiled executable is what gets timed, each call ended by ``block_until_ready``.
+``forward`` is :func:`fcn_jax.models.make_forward`; ``train`` is the library's own train step
+(:func:`fcn_jax.train.step.make_steps`: summed cross-entropy, the release's SGD with momentum
+0.99, weight decay, biases at 2x the rate, frozen upsampling, per example dropout keys), its
+state donated as in training.
+
+bfloat16: parameters stay float32, convolutions compute in bfloat16 (Flax's ``dtype``), the loss
+in float32. float32 compiles under ``jax.default_matmul_precision("highest")``; tf32 at the
+device's default precision (:func:`fcn_jax.bench.timing.jax_precision`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_jax.bench.network import Network, train_config
+from fcn_jax.bench.plan import Case
+from fcn_jax.bench.timing import Compiled, jax_precision
+from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.configs import model_from_config
+from fcn_jax.models import make_forward
+from fcn_jax.preprocessing import CAFFE_VOC
+from fcn_jax.resources import default_class_names
+from fcn_jax.types import PyTree
+
+
+def _xla_flop(compiled: Any) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if isinstance(cost, list | tuple):  # one entry per device program in older releases
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _xla_bytes(compiled: Any) -> int | None:
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    return int(total - m.alias_size_in_bytes)
+
+
+def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
+    """The jitted inference function on preprocessed images, compiled for this case."""
+    model = model_from_config(train_config(case, net.n_class))
+    x = jax.device_put(CAFFE_VOC.apply(images))
+    with jax_precision(case.dtype):
+        start = time.perf_counter()
+        compiled = make_forward(model).lower(net.params, x).compile()
+        compile_s = time.perf_counter() - start
+    result = Compiled(lambda: None, compile_s, _xla_bytes(compiled), _xla_flop(compiled))
+
+    def run() -> None:
+        result.last["out"] = compiled(net.params, x).block_until_ready()
+
+    result.run = run
+    return result
+
+
+def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> tuple:
+    """The library's jitted train step and a fresh state (own buffers: the step donates them).
+
+    Returns:
+        (train_step, state).
+    """
+    from fcn_jax.train.optim import make_optimizer
+    from fcn_jax.train.step import create_train_state, make_steps
+
+    config = train_config(case, n_class)
+    model = model_from_config(config)
+    tx = make_optimizer(config, params)
+    metadata = WeightsMetadata(
+        case.variant, n_class, default_class_names(n_class), case.width_mult, CAFFE_VOC
+    )
+    train_step, *_ = make_steps(model, metadata, tx, config.optim.loss, batch_size=case.batch)
+    state = create_train_state(jax.tree.map(jnp.copy, params), tx, seed)
+    return train_step, state
+
+
+def compile_train(train_step: Any, state: PyTree, batch: PyTree, dtype: str) -> Compiled:
+    """``train_step`` compiled for ``state`` and ``batch`` as placed; each run one update.
+
+    The state is donated, so each run continues from the last one's state.
+    """
+    with jax_precision(dtype):
+        start = time.perf_counter()
+        compiled = train_step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - start
+    result = Compiled(lambda: None, compile_s, _xla_bytes(compiled), _xla_flop(compiled))
+    result.last["state"] = state
+
+    def run() -> None:
+        result.last["state"], metrics = compiled(result.last["state"], batch)
+        jax.block_until_ready((result.last["state"], metrics))
+
+    result.run = run
+    return result
+
+
+def jax_train(
+    net: Network, case: Case, images: np.ndarray, labels: np.ndarray, seed: int
+) -> Compiled:
+    """One optimiser step of the library's train step, compiled for this case.
+
+    Args:
+        net: the network (its params are copied: the step donates its state).
+        case: the case (its dtype sets the precision).
+        images: [B, H, W, 3] uint8 RGB.
+        labels: [B, H, W] int32, void 255.
+        seed: the dropout keys' seed.
+    """
+    train_step, state = make_jax_train_step(net.params, case, net.n_class, seed)
+    batch = jax.device_put({"image": images, "label": labels})
+    return compile_train(train_step, state, batch, case.dtype)
+
+
+def jax_peak_bytes() -> int | None:
+    """JAX's device high-water mark so far (``peak_bytes_in_use``), where the backend keeps one.
+
+    It cannot be reset: it is the largest of this case and every case before it.
+    """
+    stats = jax.devices()[0].memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return int(stats["peak_bytes_in_use"])
