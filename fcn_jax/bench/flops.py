@@ -1,6 +1,6 @@
 """Analytic FLOP counts of the FCNs, layer by layer, from the geometry table that builds them.
 
-The walk below reads :data:`~fcn_jax.models.vgg.VGG16_BLOCKS`, :data:`~fcn_jax.models.vgg.FC_LAYERS`
+The walk below reads :data:`~fcn_jax.models.backbones.vgg16.VGG16_BLOCKS`, ``FC_LAYERS``
 and each variant's :attr:`~fcn_jax.models.fcn.VariantSpec.upsamplers`, exactly as the modules do,
 so a change of geometry changes the count with it; a test checks every computed map size against
 ``jax.eval_shape`` of :class:`~fcn_jax.models.FCN`.
@@ -38,7 +38,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from fcn_jax.models.fcn import get_variant
-from fcn_jax.models.vgg import FC_LAYERS, VGG16_BLOCKS, scaled
+from fcn_jax.models.backbones.vgg16 import FC_LAYERS, VGG16_BLOCKS, scaled
 
 # Every pool of the trunk is 2x2 with stride 2, ceil mode (fcn_jax.models.layers.max_pool_ceil).
 POOL_KERNEL = POOL_STRIDE = 2
@@ -241,14 +241,14 @@ def layer_costs(
         trunk, outputs = trunk_costs(height, width, width_mult, suffix)
         layers += trunk
         trunks.append(outputs)
-    *skip_ups, (final, f_kernel, f_stride) = spec.upsamplers
+    *skip_ups, (final, f_kernel, f_stride) = spec.upsamplers()
     for head, classes in heads or (("", n_class),):
         suffixes = streams or (head,)
         for suffix, outputs in zip(suffixes, trunks, strict=True):
             fc7 = outputs["fc7"]
             layers.append(_conv(f"score_fr{suffix}", fc7.out_hw, fc7.c_out, classes, 1, 0))
         hw = trunks[0]["fc7"].out_hw
-        for (up, kernel, stride), pool in zip(skip_ups, spec.skips, strict=True):
+        for (up, kernel, stride), pool in zip(skip_ups, spec.skip_names(), strict=True):
             layers.append(_deconv(f"{up}{head}", hw, classes, kernel, stride, learn_upsampling))
             hw = layers[-1].out_hw
             for suffix, outputs in zip(suffixes, trunks, strict=True):

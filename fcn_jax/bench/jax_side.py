@@ -2,7 +2,7 @@
 
 The jitted function is lowered and compiled explicitly (that wall time is ``jax_compile_s``),
 and the compiled executable is what gets timed, each call ended by ``block_until_ready``.
-``forward`` is :func:`fcn_jax.models.make_forward`; ``train`` is the library's own train step
+``forward`` is the network of a :class:`~fcn_jax.models.NetSpec` on preprocessed inputs; ``train`` is the library's own train step
 (:func:`fcn_jax.train.step.make_steps`: summed cross-entropy, the release's SGD with momentum
 0.99, weight decay, biases at 2x the rate, frozen upsampling, per example dropout keys), its
 state donated as in training.
@@ -25,8 +25,7 @@ from fcn_jax.bench.network import Network, train_config
 from fcn_jax.bench.plan import Case
 from fcn_jax.bench.timing import Compiled, jax_precision
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import model_from_config
-from fcn_jax.models import make_forward
+from fcn_jax.configs import spec_from_config
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
@@ -55,16 +54,17 @@ def _xla_bytes(compiled: Any) -> int | None:
 
 def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
     """The jitted inference function on preprocessed images, compiled for this case."""
-    model = model_from_config(train_config(case, net.n_class))
-    x = jax.device_put(CAFFE_VOC.apply(images))
+    spec = spec_from_config(train_config(case, net.n_class))
+    x = (jax.device_put(CAFFE_VOC.apply(images)),)
+    variables = {"params": net.params}
     with jax_precision(case.dtype):
         start = time.perf_counter()
-        compiled = make_forward(model).lower(net.params, x).compile()
+        compiled = jax.jit(spec.apply).lower(variables, x).compile()
         compile_s = time.perf_counter() - start
     result = Compiled(lambda: None, compile_s, _xla_bytes(compiled), _xla_flop(compiled))
 
     def run() -> None:
-        result.last["out"] = compiled(net.params, x).block_until_ready()
+        result.last["out"] = jax.block_until_ready(compiled(variables, x)["out"])
 
     result.run = run
     return result

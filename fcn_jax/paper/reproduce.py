@@ -24,7 +24,7 @@ import ml_collections
 
 from fcn_jax.bench.records import run_device
 from fcn_jax.checkpoint import WeightsMetadata, best_step, load_metadata
-from fcn_jax.configs import load_config_file, model_from_config
+from fcn_jax.configs import load_config_file, spec_from_config
 from fcn_jax.convert import load_weights_for_config
 from fcn_jax.data import SegmentationDataset, make_dataset
 from fcn_jax.errors import FCNError
@@ -303,8 +303,8 @@ def reproduce_table(
                     f"timing {plan.row.name}: {timing_trials} trials at {TIMING_SIZE}x{TIMING_SIZE}"
                 )
                 # The paper's network, whatever the width of the weights evaluated.
-                model = model_from_config(plan.config).clone(width=1.0)
-                forward_ms[plan.row.name] = time_forward(model, TIMING_SIZE, timing_trials)
+                spec = spec_from_config(plan.config).replace(width=1.0)
+                forward_ms[plan.row.name] = time_forward(spec, TIMING_SIZE, timing_trials)
         else:
             timing = "not measured"
         for plan in timed:

@@ -16,7 +16,7 @@ import numpy as np
 from fcn_jax.bench.records import case_label, read_records
 from fcn_jax.bench.timing import interleave, jax_precision
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, make_forward, random_params
+from fcn_jax.models import NetSpec, random_params
 
 TIMING_SIZE = 500  # the paper's Table 1 times a 500x500 input
 TIMING_TRIALS = 20  # the paper averages 20 trials
@@ -33,8 +33,8 @@ def device_description() -> str:
     return f"{kind}, jax {jax.__version__}"
 
 
-def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIALS) -> float:
-    """Median forward time of ``model`` on one ``size`` x ``size`` image, in milliseconds.
+def time_forward(spec: NetSpec, size: int = TIMING_SIZE, trials: int = TIMING_TRIALS) -> float:
+    """Median forward time of ``spec``'s network on one ``size`` x ``size`` image, in ms.
 
     Jitted, compiled and warmed up first; each trial ends with ``block_until_ready`` (JAX
     dispatches asynchronously, so an unblocked timer would measure only the dispatch). The
@@ -43,13 +43,13 @@ def time_forward(model: FCN, size: int = TIMING_SIZE, trials: int = TIMING_TRIAL
     if trials < 1:
         raise FCNError(f"timing needs at least one trial, got {trials}")
     # Time does not depend on the values; the network's init would cost more than the timing.
-    params = random_params(model)
-    forward = make_forward(model)
+    variables = {"params": random_params(spec)}
+    forward = jax.jit(spec.apply)  # the network on preprocessed inputs, as Caffe's timing
     image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
-    inputs = (image,) * len(model.streams) if model.streams else image
+    inputs = (image,) * len(spec.inputs)
 
     def run() -> None:
-        jax.block_until_ready(forward(params, inputs))
+        jax.block_until_ready(forward(variables, inputs))
 
     # Full float32 matmuls, as bench.py's float32 figures (a GPU would otherwise use TF32).
     # Two untimed calls: the compile, then one warm run (allocator, autotuning).

@@ -14,8 +14,16 @@ from fcn_jax.bench.flops import (
     taps_inside,
     train_macs,
 )
-from fcn_jax.models import FCN, VARIANTS, abstract_params, make_forward
+from fcn_jax.models import FCN, VARIANTS
 from tests.utils import NARROW
+
+
+def abstract_params(model: FCN):
+    """Param shapes of a Flax FCN module, without computing anything."""
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    inputs = (x,) * len(model.streams) if model.streams else x
+    return jax.eval_shape(model.init, jax.random.key(0), inputs)["params"]
+
 
 # FCN-8s at 500x500, typed from the paper's geometry, (H_out = W_out, k, C_in, C_out):
 # conv1 sees 500 + 2 * 100 - 2 = 698; ceil-mode pools give 349, 175, 88, 44, 22; fc6 (7x7,
@@ -156,7 +164,8 @@ def test_xla_cost_analysis_agrees():
     on the benchmark's own record in test_bench."""
     model = FCN(variant="fcn8s", width=NARROW)
     x = jax.ShapeDtypeStruct((1, 32, 40, 3), jnp.float32)
-    compiled = make_forward(model).lower(abstract_params(model), x).compile()
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    compiled = forward.lower(abstract_params(model), x).compile()
     cost = compiled.cost_analysis()
     assert isinstance(cost, dict)  # jax 0.10: one dict (older releases: a list of them)
     layers = layer_costs("fcn8s", 32, 40, NARROW)

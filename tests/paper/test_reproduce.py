@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fcn_jax.checkpoint import WeightsMetadata, save_weights
+from fcn_jax.models import NetSpec
 from fcn_jax.errors import FCNError
 from fcn_jax.paper.tables import load_tables, parse_tables
 from fcn_jax.preprocessing import CAFFE_VOC, SIFTFLOW
@@ -67,11 +68,12 @@ def save_random_weights(
     names = default_class_names(n_class)
     if heads:
         geometric = ("sky", "horizontal", "vertical")
-        kw = dict(heads=tuple(h for h, _ in heads), head_class_names=(geometric,))
-        metadata = WeightsMetadata(arch, n_class, names, WIDTH, SIFTFLOW, **kw)
+        spec = NetSpec(arch=arch, heads=heads, width=WIDTH, preprocessing=(SIFTFLOW,))
+        metadata = WeightsMetadata(spec, names, head_class_names=(geometric,))
     else:
-        metadata = WeightsMetadata(arch, n_class, names, WIDTH, CAFFE_VOC)
-    save_weights(directory, random_weights(metadata.model(), seed), metadata)
+        spec = NetSpec.single(arch, n_class, width=WIDTH, preprocessing=(CAFFE_VOC,))
+        metadata = WeightsMetadata(spec, names)
+    save_weights(directory, random_weights(metadata.spec, seed), metadata)
 
 
 def table_lines(stdout: str) -> dict[str, list[str]]:
@@ -421,7 +423,7 @@ def test_time_forward_and_bench_lookup(tmp_path):
     from fcn_jax.models import FCN
     from fcn_jax.paper.timing import forward_ms_from_bench, time_forward
 
-    ms = time_forward(FCN(variant="fcn32s", n_class=21, width=WIDTH), size=40, trials=3)
+    ms = time_forward(NetSpec.single("fcn32s", 21, width=WIDTH), size=40, trials=3)
     assert 0 < ms < 10_000 and math.isfinite(ms)
     bench = tmp_path / "bench.json"
     entry = dict(variant="fcn8s", mode="train", height=500, width=500, batch=1)
