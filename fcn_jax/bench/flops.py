@@ -37,8 +37,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from fcn_jax.models.fcn import get_variant
 from fcn_jax.models.backbones.vgg16 import FC_LAYERS, VGG16_BLOCKS, scaled
+from fcn_jax.models.fcn import get_variant
 
 # Every pool of the trunk is 2x2 with stride 2, ceil mode (fcn_jax.models.layers.max_pool_ceil).
 POOL_KERNEL = POOL_STRIDE = 2

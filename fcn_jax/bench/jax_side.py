@@ -2,7 +2,8 @@
 
 The jitted function is lowered and compiled explicitly (that wall time is ``jax_compile_s``),
 and the compiled executable is what gets timed, each call ended by ``block_until_ready``.
-``forward`` is the network of a :class:`~fcn_jax.models.NetSpec` on preprocessed inputs; ``train`` is the library's own train step
+``forward`` is a :class:`~fcn_jax.models.NetSpec`'s network on preprocessed inputs (as torch's
+side is timed); ``train`` is the library's own train step
 (:func:`fcn_jax.train.step.make_steps`: summed cross-entropy, the release's SGD with momentum
 0.99, weight decay, biases at 2x the rate, frozen upsampling, per example dropout keys), its
 state donated as in training.

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from fcn_jax.checkpoint import WeightsMetadata, save_weights
-from fcn_jax.models import NetSpec
 from fcn_jax.errors import FCNError
+from fcn_jax.models import NetSpec
 from fcn_jax.paper.tables import load_tables, parse_tables
 from fcn_jax.preprocessing import CAFFE_VOC, SIFTFLOW
 from fcn_jax.resources import default_class_names
@@ -420,7 +420,6 @@ def test_bad_input_exits_2(voc, tmp_path):
 
 
 def test_time_forward_and_bench_lookup(tmp_path):
-    from fcn_jax.models import FCN
     from fcn_jax.paper.timing import forward_ms_from_bench, time_forward
 
     ms = time_forward(NetSpec.single("fcn32s", 21, width=WIDTH), size=40, trials=3)
