@@ -1,7 +1,8 @@
 """Conversion between PyTorch weights (torchvision VGG16, torchfcn FCNs) and weights directories.
 
 - :func:`convert_torch_file`: a ``.pth`` file -> Flax params + metadata (the preprocessing the
-  source expects included);
+  source expects included), by the converter of its kind (:data:`~fcn_jax.convert.sources.SOURCES`:
+  one module per weight source);
 - :func:`export_torchfcn`: a weights directory -> a torchfcn-layout checkpoint;
 - :func:`fcn_jax.convert.check.check_parity`: runs both frameworks on one image and reports.
 
@@ -17,28 +18,19 @@ from pathlib import Path
 import ml_collections
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights, sha256_file
-from fcn_jax.convert.torch_files import (
-    TORCHVISION_VGG16,
-    TorchWeights,
-    read_torch_weights,
-    write_torchfcn_checkpoint,
-)
+from fcn_jax.convert.sources import SOURCES
+from fcn_jax.convert.torch_files import TorchWeights, read_torch_weights, write_torchfcn_checkpoint
 from fcn_jax.convert.torchfcn import (
     CONFIG_OPTIONS,
     FLAG_OPTIONS,
     flax_to_torchfcn,
-    read_structure,
-    spec_for,
     torchfcn_to_flax,
 )
-from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
 from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.preprocessing import PRESETS, reconcile
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
-
-GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
 
 __all__ = [
     "TorchWeights",
@@ -47,6 +39,7 @@ __all__ = [
     "load_any_weights",
     "load_weights_for_config",
     "read_torch_weights",
+    "torchfcn_to_flax",
     "warn_network_differs",
 ]
 
@@ -80,16 +73,8 @@ def convert_torch_file(
     if arch not in VARIANTS:
         raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
     weights = read_torch_weights(src)
-    head_class_names: tuple[tuple[str, ...], ...] = ()
-    if weights.kind == TORCHVISION_VGG16:
-        params, spec = vgg16_to_fcn(weights, arch, 21 if n_class is None else n_class)
-    else:
-        params = torchfcn_to_flax(weights, arch, n_class, options)
-        spec = spec_for(read_structure(weights), arch)
-        head_class_names = tuple(
-            GEOMETRIC_CLASSES if (h, n) == ("geo", 3) else default_class_names(n)
-            for h, n in spec.heads[1:]
-        )
+    converted = SOURCES[weights.kind].convert(weights, arch, n_class, options)
+    params, spec = converted.params, converted.spec
     if preprocessing_name is not None:
         if preprocessing_name not in PRESETS:
             raise FCNError(
@@ -103,7 +88,7 @@ def convert_torch_file(
     metadata = WeightsMetadata(
         spec=spec,
         class_names=names,
-        head_class_names=head_class_names,
+        head_class_names=converted.head_class_names,
         source=weights.kind,
         source_sha256=sha256_file(src),
     )

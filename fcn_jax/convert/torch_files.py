@@ -46,7 +46,8 @@ class TorchWeights:
 
     Attributes:
         path: the file.
-        kind: ``torchvision_vgg16`` or ``torchfcn``, recognised by the keys.
+        kind: a key of :data:`fcn_jax.convert.sources.SOURCES` (``torchvision_vgg16``,
+            ``torchfcn``), recognised by the keys.
         state: key -> array, exactly as stored (float32 for the known sources).
         arch: the checkpoint's own ``arch`` entry, if it has one.
     """
@@ -59,22 +60,6 @@ class TorchWeights:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Key -> shape."""
         return {k: tuple(v.shape) for k, v in self.state.items()}
-
-
-def detect_kind(path: Path, keys: list[str]) -> str:
-    """Recognise the source by its keys: torchvision VGG16 or a torchfcn FCN."""
-    if any(k.startswith("features.") for k in keys) and any(
-        k.startswith("classifier.") for k in keys
-    ):
-        return TORCHVISION_VGG16
-    # conv1_1.weight, or conv1_1color.weight / conv1_1hha.weight in the two-stream nets.
-    if any(k.startswith("conv1_1") for k in keys) and any(k.startswith("score_fr") for k in keys):
-        return TORCHFCN
-    raise FCNError(
-        f"{path} is neither a torchvision VGG16 state dict (features.N.*, classifier.N.*) nor a "
-        "torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*); its keys: "
-        + format_list(sorted(keys))
-    )
 
 
 def read_torch_weights(path: str | Path) -> TorchWeights:
@@ -115,7 +100,10 @@ def read_torch_weights(path: str | Path) -> TorchWeights:
         state[key] = (
             value.detach().cpu().float().numpy() if value.is_floating_point() else value.numpy()
         )
-    return TorchWeights(path, detect_kind(path, list(state)), state, str(arch) if arch else None)
+    # The sources import this module (TorchWeights): their table is read here, not at import.
+    from fcn_jax.convert.sources import detect_kind
+
+    return TorchWeights(path, detect_kind(path, set(state)), state, str(arch) if arch else None)
 
 
 def write_torchfcn_checkpoint(path: str | Path, state: Mapping[str, np.ndarray], arch: str) -> Path:

@@ -14,8 +14,11 @@ from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, NetSpec, abstract_variables
 from fcn_jax.models.fcn import SINGLE_HEAD
 from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW
+from fcn_jax.resources import default_class_names
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
+
+GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
 
 # torchfcn class names (its checkpoints' ``arch``) and our own names -> variant.
 ARCH_ALIASES = {spec.torch_name.lower(): name for name, spec in VARIANTS.items()} | {
@@ -26,6 +29,13 @@ ARCH_ALIASES = {spec.torch_name.lower(): name for name, spec in VARIANTS.items()
 def variant_from_arch_entry(arch: str) -> str | None:
     """The variant a checkpoint's ``arch`` entry names, or None if unknown."""
     return ARCH_ALIASES.get(arch.lower())
+
+
+def recognises(keys: set[str]) -> bool:
+    """A torchfcn FCN: ``conv1_1.*`` (``conv1_1color.*`` in two-stream nets) and ``score_fr*``."""
+    return any(k.startswith("conv1_1") for k in keys) and any(
+        k.startswith("score_fr") for k in keys
+    )
 
 
 def guess_variant(keys: set[str]) -> str:
@@ -179,25 +189,35 @@ def torchfcn_to_flax(
     return traverse_util.unflatten_dict(flat)
 
 
-def spec_for(structure: Structure, variant: str) -> NetSpec:
+def spec_for(structure: Structure, variant: str) -> tuple[NetSpec, tuple[tuple[str, ...], ...]]:
     """The network a checkpoint of this structure converts into, with the release's inputs.
 
     The release's nets take Caffe inputs: VOC's mean by default, NYUDv2's for the RGB-HHA
     streams (``color`` reads ``image``), SIFT Flow's for the semantic + geometric net.
+
+    Returns:
+        (the spec, class names of its heads after the first: SIFT Flow's geometric classes
+        for a 3-class ``geo`` head, ``class_<i>`` otherwise).
     """
     common = dict(arch=variant, width=structure.width)
     if structure.streams:
         inputs = tuple("image" if s == "color" else s for s in structure.streams)
-        return NetSpec(
+        spec = NetSpec(
             heads=((SINGLE_HEAD, structure.n_class),),
             streams=structure.streams,
             inputs=inputs,
             preprocessing=(NYUD_RGB, *(NYUD_HHA,) * (len(inputs) - 1)),
             **common,
         )
+        return spec, ()
     if structure.heads:
-        return NetSpec(heads=structure.heads, preprocessing=(SIFTFLOW,), **common)
-    return NetSpec.single(n_class=structure.n_class, preprocessing=(CAFFE_VOC,), **common)
+        spec = NetSpec(heads=structure.heads, preprocessing=(SIFTFLOW,), **common)
+        names = tuple(
+            GEOMETRIC_CLASSES if (h, n) == ("geo", 3) else default_class_names(n)
+            for h, n in structure.heads[1:]
+        )
+        return spec, names
+    return NetSpec.single(n_class=structure.n_class, preprocessing=(CAFFE_VOC,), **common), ()
 
 
 def flax_to_torchfcn(params: PyTree) -> dict[str, np.ndarray]:

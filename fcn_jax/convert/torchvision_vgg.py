@@ -19,6 +19,13 @@ from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
 
+def recognises(keys: set[str]) -> bool:
+    """A torchvision VGG: ``features.N.*`` and ``classifier.N.*`` keys."""
+    return any(k.startswith("features.") for k in keys) and any(
+        k.startswith("classifier.") for k in keys
+    )
+
+
 def _expected_shapes(trunk: PyTree) -> dict[str, tuple[int, ...]]:
     """Torchvision key -> shape, for a Flax trunk (``params["vgg16"]``) of some width."""
     shapes = {}

@@ -1,0 +1,87 @@
+"""The PyTorch weight sources fcn-jax converts: one converter module each, one entry here.
+
+A source is recognised by the keys of its state dict and converted into Flax params plus the
+:class:`~fcn_jax.models.NetSpec` they belong to (the preprocessing its weights expect
+included). Adding a source (a new backbone's ImageNet weights, another project's FCNs) means
+one converter module and one entry in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from fcn_jax.convert import torchfcn, torchvision_vgg
+from fcn_jax.convert.torch_files import TORCHFCN, TORCHVISION_VGG16, TorchWeights
+from fcn_jax.errors import FCNError, format_list
+from fcn_jax.models import NetSpec
+from fcn_jax.types import PyTree
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """A converted state dict.
+
+    Attributes:
+        params: Flax params (numpy arrays).
+        spec: the network they belong to, with the preprocessing the source expects.
+        head_class_names: class names of ``spec.heads[1:]`` where the source implies them.
+    """
+
+    params: PyTree
+    spec: NetSpec
+    head_class_names: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One kind of PyTorch weights.
+
+    Attributes:
+        looks_like: what its keys look like, for the error that lists the known kinds.
+        recognises: whether a state dict's key set is of this kind.
+        convert: ``(weights, arch, n_class or None, options) -> Converted``; ``options`` name
+            the user's settings of arch and class count in errors.
+    """
+
+    looks_like: str
+    recognises: Callable[[set[str]], bool]
+    convert: Callable[[TorchWeights, str, int | None, Mapping[str, str]], Converted]
+
+
+def _torchfcn(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
+    params = torchfcn.torchfcn_to_flax(src, arch, n_class, options)
+    spec, head_class_names = torchfcn.spec_for(torchfcn.read_structure(src), arch)
+    return Converted(params, spec, head_class_names)
+
+
+def _torchvision_vgg16(src: TorchWeights, arch: str, n_class: int | None, _: Mapping[str, str]):
+    return Converted(*torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class))
+
+
+SOURCES: dict[str, Source] = {
+    TORCHVISION_VGG16: Source(
+        "a torchvision VGG16 state dict (features.N.*, classifier.N.*)",
+        torchvision_vgg.recognises,
+        _torchvision_vgg16,
+    ),
+    TORCHFCN: Source(
+        "a torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*)",
+        torchfcn.recognises,
+        _torchfcn,
+    ),
+}
+
+
+def detect_kind(path: Path, keys: set[str]) -> str:
+    """The kind of :data:`SOURCES` a state dict's keys belong to.
+
+    Raises:
+        FCNError: no known kind; the message lists what each looks like and the file's keys.
+    """
+    for kind, source in SOURCES.items():
+        if source.recognises(keys):
+            return kind
+    known = " nor ".join(s.looks_like for s in SOURCES.values())
+    raise FCNError(f"{path} is neither {known}; its keys: " + format_list(sorted(keys)))
