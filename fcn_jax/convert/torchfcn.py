@@ -173,9 +173,8 @@ def torchfcn_to_flax(
     """
     check_fits(src, variant, n_class, options)
     structure = read_structure(src)
-    abstract = traverse_util.flatten_dict(
-        abstract_variables(spec_for(structure, variant))["params"]
-    )
+    spec, _ = spec_for(structure, variant)
+    abstract = traverse_util.flatten_dict(abstract_variables(spec)["params"])
     expected = {
         torch_key(path): _torch_shape(torch_key(path), leaf.shape)
         for path, leaf in abstract.items()
