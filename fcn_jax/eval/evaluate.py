@@ -272,11 +272,12 @@ def evaluate(
     check_dataset(metadata, dataset)
     feed = _feed(options, devices, metadata)
     comparison = TorchComparison(params, metadata) if against_torch else None
+    watchers = [*observers, *([comparison] if comparison else [])]
     step, traces = _eval_step(metadata, dtype)
     traces_before = traces[0]
     start = time.perf_counter()
-    with jax.default_matmul_precision("highest" if against_torch else None):  # torch: TF32 off
-        watchers = [*observers, *([comparison] if comparison else [])]
+    # Beside torch, like for like: full float32 matmuls (no TF32 / bf16 passes).
+    with jax.default_matmul_precision("highest" if against_torch else None):
         confusions, n_images, batches = _run(
             step, params, metadata, dataset, feed, watchers, progress
         )
