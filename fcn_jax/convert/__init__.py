@@ -32,6 +32,7 @@ from fcn_jax.convert.torchfcn import (
     torchfcn_to_flax,
 )
 from fcn_jax.convert.torchvision_vgg import vgg16_to_fcn
+from fcn_jax.data.siftflow import GEOMETRIC_CLASSES
 from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import VARIANTS, get_variant
 from fcn_jax.preprocessing import (
@@ -45,8 +46,6 @@ from fcn_jax.preprocessing import (
 )
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
-
-GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
 
 __all__ = [
     "TorchWeights",
