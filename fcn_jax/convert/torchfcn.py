@@ -10,6 +10,7 @@ from flax import traverse_util
 
 from fcn_jax.convert.layout import to_flax, to_torch, torch_key
 from fcn_jax.convert.torch_files import TorchWeights
+from fcn_jax.data.siftflow import GEOMETRIC_CLASSES
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, NetSpec, abstract_variables
 from fcn_jax.models.fcn import SINGLE_HEAD
@@ -17,8 +18,6 @@ from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW
 from fcn_jax.resources import default_class_names
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
-
-GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # SIFT Flow's geometric labels
 
 # torchfcn class names (its checkpoints' ``arch``) and our own names -> variant.
 ARCH_ALIASES = {spec.torch_name.lower(): name for name, spec in VARIANTS.items()} | {

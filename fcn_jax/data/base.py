@@ -2,8 +2,9 @@
 
 A *record* is a dict with
 
-- one or more *image keys* (:data:`IMAGE_KEYS`): ``image`` ([H, W, 3] uint8 RGB) and/or ``hha``
-  ([H, W, 3] uint8, NYUDv2's depth encoding);
+- one or more *image keys* (:attr:`SegmentationDataset.image_keys`): ``image`` ([H, W, 3] uint8
+  RGB) and whatever other image-like inputs a dataset declares (NYUDv2's ``hha`` depth
+  encoding), each [H, W, 3] uint8;
 - ``label`` ([H, W] uint8 class indices, :data:`IGNORE_LABEL` (255) = void) and possibly more
   *label keys* (``label_geo``, SIFT Flow's geometric classes), each with its own class count;
 - ``id``: the sample's id in its split (the file stem), used to name outputs.
@@ -25,7 +26,7 @@ from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_palette
 
 IGNORE_LABEL = 255
-IMAGE_KEYS = ("image", "hha")  # per-pixel inputs a model may consume, as streams
+DEFAULT_IMAGE_KEYS = ("image",)  # the per-pixel inputs of a record unless its dataset declares more
 Record = dict[str, Any]
 
 
@@ -36,12 +37,15 @@ class SegmentationDataset(abc.ABC):
 
     Attributes:
         name: dataset name (the key of ``DATASETS``).
+        image_keys: the record keys that may hold [H, W, 3] uint8 network inputs (streams); a
+            record needs at least one. RGB ``image`` unless a dataset declares others.
         split: split name or list file it was built from.
         ids: sample ids, in split order.
         class_names: one name per class index.
     """
 
     name: str = "dataset"
+    image_keys: tuple[str, ...] = DEFAULT_IMAGE_KEYS
 
     def __init__(self, split: str, ids: Sequence[str], class_names: Sequence[str]) -> None:
         self.split = split
@@ -71,7 +75,8 @@ class SegmentationDataset(abc.ABC):
         record = self.load(sample_id)
         files = ", ".join(map(str, self.files(sample_id)))
         where = f"{self.name} {sample_id}" + (f" ({files})" if files else "")
-        validate_record(record, {k: len(v) for k, v in self.label_classes.items()}, where=where)
+        classes = {k: len(v) for k, v in self.label_classes.items()}
+        validate_record(record, classes, where=where, image_keys=self.image_keys)
         return record
 
     def __repr__(self) -> str:
@@ -90,13 +95,20 @@ class SegmentationDataset(abc.ABC):
         """Read one record (unchecked; ``__getitem__`` checks it)."""
 
 
-def validate_record(record: Record, n_classes: int | dict[str, int], where: str) -> None:
+def validate_record(
+    record: Record,
+    n_classes: int | dict[str, int],
+    where: str,
+    image_keys: Sequence[str] = DEFAULT_IMAGE_KEYS,
+) -> None:
     """Check a record's images and labels; errors name ``where`` (the sample and its files).
 
     Args:
         record: the record.
         n_classes: class count of ``label``, or of each label key.
         where: description of the sample for error messages.
+        image_keys: the keys that may hold images (its dataset's
+            :attr:`SegmentationDataset.image_keys`).
 
     Raises:
         FCNError: no image key, an image not [H, W, 3] uint8, a label not [H, W] uint8 of the
@@ -104,9 +116,9 @@ def validate_record(record: Record, n_classes: int | dict[str, int], where: str)
     """
     if isinstance(n_classes, int):
         n_classes = {"label": n_classes}
-    images = {k: record[k] for k in IMAGE_KEYS if k in record}
+    images = {k: record[k] for k in image_keys if k in record}
     if not images:
-        raise FCNError(f"{where}: record has none of the image keys {IMAGE_KEYS}")
+        raise FCNError(f"{where}: record has none of the image keys {tuple(image_keys)}")
     size = None
     for key, image in images.items():
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

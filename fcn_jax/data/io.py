@@ -235,16 +235,19 @@ def read_mat_field(path: str | Path, *fields: str) -> np.ndarray:
         fields: the variable, then struct fields inside it.
 
     Returns:
-        The array found there.
+        The array found there, with MATLAB's shape: a label map stays [H, W] even when H or W
+        is 1 (``squeeze_me`` would make a 1xN map 1-D, which the datasets then refuse).
     """
     path = Path(path)
     if not path.is_file():
         raise FCNError(f"label {path} does not exist")
     try:
-        value = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+        value = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
     except Exception as e:  # scipy raises ValueError, TypeError, OSError... for bad files
         raise FCNError(f"{path} is not a MATLAB .mat file scipy can read (corrupt?): {e}") from None
     for i, field in enumerate(fields):
+        if i > 0:
+            value = _one_struct(value)
         try:
             value = value[field] if i == 0 else getattr(value, field)
         except (KeyError, AttributeError):
@@ -257,6 +260,13 @@ def read_mat_field(path: str | Path, *fields: str) -> np.ndarray:
                 f"{path} has no {'.'.join(fields[: i + 1])} (found {have}); is it the right file?"
             ) from None
     return np.asarray(value)
+
+
+def _one_struct(value: object) -> object:
+    """The struct inside a 1x1 struct array (unsqueezed loadmat wraps every struct in one)."""
+    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        return value.item()
+    return value
 
 
 def check_label_values(

@@ -27,7 +27,6 @@ from PIL import Image, UnidentifiedImageError
 
 from fcn_jax.data.base import (
     IGNORE_LABEL,
-    IMAGE_KEYS,
     Record,
     SegmentationDataset,
     config_root,
@@ -55,6 +54,7 @@ LAYOUT = """\
 SPLITS = ("train", "val", "test", "trainval")
 TRAINVAL_PARTS = ("train", "val")  # the paper's 795 training images are both lists together
 N_CLASS = 40
+MODALITIES = ("image", "hha")  # RGB and Gupta et al.'s HHA depth encoding, in stream order
 
 
 def class_names() -> tuple[str, ...]:
@@ -66,13 +66,13 @@ def _modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
     """Check and order the requested inputs; ``"image,hha"`` (a flag value) is accepted too."""
     if isinstance(modalities, str):
         modalities = [m.strip() for m in modalities.split(",") if m.strip()]
-    unknown = [m for m in modalities if m not in IMAGE_KEYS]
+    unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities:
         raise FCNError(
-            f"NYUDv2 modalities must be a non-empty subset of {IMAGE_KEYS} (image = RGB, hha = "
+            f"NYUDv2 modalities must be a non-empty subset of {MODALITIES} (image = RGB, hha = "
             f"the depth encoding), got {tuple(modalities)}"
         )
-    return tuple(k for k in IMAGE_KEYS if k in modalities)
+    return tuple(k for k in MODALITIES if k in modalities)
 
 
 class NYUDv2(SegmentationDataset):
@@ -86,6 +86,7 @@ class NYUDv2(SegmentationDataset):
     """
 
     name = "nyud"
+    image_keys = MODALITIES
 
     def __init__(
         self,

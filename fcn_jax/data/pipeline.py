@@ -107,15 +107,7 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
     # Threads read ahead inside each process; worker processes decode in parallel.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=options.prefetch))
     if options.worker_count > 0:
-        # grain's workers read its absl flags; outside an absl app nobody has parsed them.
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        # CPython's resource tracker (which passes our -W options on to its process) reports
-        # shared memory that a worker created and the consumer unlinked as "leaked" at exit
-        # (bpo-38119); grain frees every block (/dev/shm stays bounded), so it is noise.
-        quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
-        if quiet not in sys.warnoptions:
-            sys.warnoptions.append(quiet)
+        _prepare_worker_processes()
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=options.worker_count, per_worker_buffer_size=options.prefetch
@@ -125,6 +117,26 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
         # frees each block at once instead of whenever (or, at exit, after) the batch is dropped.
         it = it.map(_to_plain_arrays)
     return it
+
+
+# CPython's resource tracker (which passes our -W options on to its process) reports shared
+# memory that a worker created and the consumer unlinked as "leaked" at exit (bpo-38119); grain
+# frees every block (/dev/shm stays bounded), so it is noise.
+QUIET_RESOURCE_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _prepare_worker_processes() -> None:
+    """Make the process-wide settings grain's worker processes need.
+
+    Called by the first pipeline that has workers, never at import: importing this module
+    must leave the process as it was. Marks absl's flags parsed (grain's workers read them;
+    outside an absl app nobody parsed them) and adds :data:`QUIET_RESOURCE_TRACKER` to
+    ``sys.warnoptions``.
+    """
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    if QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_RESOURCE_TRACKER)
 
 
 def _to_plain_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

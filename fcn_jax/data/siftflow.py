@@ -54,6 +54,10 @@ LAYOUT = f"""\
 SPLITS = ("trainval", "test")
 N_SEMANTIC = 33
 N_GEOMETRIC = 3
+GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")  # label_geo's classes, in label order
+# The release's two-head net names its outputs ``sem`` and ``geo``: output suffix -> (label key
+# of the records, name of its metric set). The evaluator scores each head against its key.
+HEAD_LABELS = {"sem": ("label", "semantic"), "geo": ("label_geo", "geometric")}
 
 
 @functools.cache
@@ -81,7 +85,7 @@ def class_names() -> dict[str, tuple[str, ...]]:
         elif section and (match := re.fullmatch(r"(\d+)\s+(\S.*)", line)):
             lists[section].append(match.group(2))
     names = {key: tuple(v) for key, v in lists.items()}
-    if (len(names["label"]), len(names["label_geo"])) != (N_SEMANTIC, N_GEOMETRIC):
+    if len(names["label"]) != N_SEMANTIC or names["label_geo"] != GEOMETRIC_CLASSES:
         raise RuntimeError(f"{path} is damaged: parsed {names}")
     return names
 

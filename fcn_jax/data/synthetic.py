@@ -15,6 +15,8 @@ import zlib
 import numpy as np
 
 from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset
+from fcn_jax.data.nyud import MODALITIES
+from fcn_jax.data.siftflow import GEOMETRIC_CLASSES
 
 
 def class_colours(n_class: int) -> np.ndarray:
@@ -43,6 +45,7 @@ class SyntheticSegmentation(SegmentationDataset):
     """
 
     name = "synthetic"
+    image_keys = MODALITIES  # it stands in for NYUDv2's RGB and HHA streams too
 
     def __init__(
         self,
@@ -105,7 +108,7 @@ class SyntheticSegmentation(SegmentationDataset):
         """``label`` classes, plus the geometric ones when asked for."""
         classes = {"label": self.class_names}
         if self.geometric:
-            classes["label_geo"] = ("sky", "horizontal", "vertical")
+            classes["label_geo"] = GEOMETRIC_CLASSES
         return classes
 
     def _background(self, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:

@@ -14,6 +14,11 @@ With ``d = diag(hist)``, row sums ``r`` (ground truth) and column sums ``c`` (pr
 - per class also precision ``d / c``, recall ``d / r`` and Dice ``2 d / (r + c)``.
 
 A ratio with a zero denominator is NaN and every mean leaves NaN out.
+
+A split whose every pixel is void gives an all-zero matrix. Its scores are those of the
+release's ``score.py`` and torchfcn's ``label_accuracy_score`` on such a matrix: pixel accuracy,
+mean accuracy, mean IU and every per-class value are NaN (0/0; NaN in the JSON is ``null``),
+while f.w. IU is 0.0, a sum over no present class.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ class Metrics:
         pixel_acc: pixel accuracy, a fraction in [0, 1] (NaN for an empty matrix).
         mean_acc: mean over classes of per-class accuracy (recall), NaN classes left out.
         mean_iou: mean IU over the classes where it is defined.
-        fw_iou: frequency-weighted IU (NaN for an empty matrix).
+        fw_iou: frequency-weighted IU (0.0 for an empty matrix, as the paper's ``score.py``).
         class_names: (n,) the class names, in index order.
         iou: [n] float64 per-class IU, NaN where undefined.
         dice: [n] float64 per-class Dice (F1), NaN where undefined.
@@ -179,7 +184,8 @@ def compute_metrics(
             predicted would otherwise count with IU 0).
 
     Returns:
-        The :class:`Metrics`; an all-zero matrix gives NaN everywhere.
+        The :class:`Metrics`; an all-zero matrix (an all-void split) gives NaN everywhere but
+        f.w. IU, which is 0.0 as in the paper's ``score.py``.
     """
     hist = np.asarray(hist)
     if hist.ndim != 2 or hist.shape[0] != hist.shape[1]:
@@ -201,7 +207,8 @@ def compute_metrics(
     dice = _divide(2.0 * diag, rows + cols)
     freq = _divide(rows, np.full_like(rows, total))
     present = freq > 0  # NaN > 0 is False: an empty matrix has no present class
-    fw_iou = float((freq[present] * iou[present]).sum()) if total > 0 else float("nan")
+    # An empty matrix sums over no class: 0.0, as the references' (freq[freq > 0] * iu[...]).sum().
+    fw_iou = float((freq[present] * iou[present]).sum())
     for array in (hist, iou, dice, precision, recall):
         array.setflags(write=False)
     return Metrics(

@@ -12,8 +12,10 @@ from PIL import Image
 
 from fcn_jax.data.io import read_image, read_index_png, read_mat_field
 from fcn_jax.data.splits import read_split_file, resolve_split, shipped_split_dir
+from fcn_jax.data.voc import SBDSegmentation
 from fcn_jax.errors import FCNError
 from fcn_jax.resources import voc_palette
+from tests.utils import write_sbd_mat, write_sbd_tree
 
 # --- read_image ---------------------------------------------------------------------------------
 
@@ -209,3 +211,24 @@ def test_resolve_split_unknown_lists_names(tmp_path: Path) -> None:
     assert "classes" not in message.split("Known splits:")[1]
     with pytest.raises(FCNError, match=r"Known splits: none"):
         resolve_split("tset", [tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (5, 1), (1, 1)])
+def test_read_mat_field_keeps_a_thin_segmentation_2d(tmp_path: Path, shape: tuple) -> None:
+    # squeeze_me used to turn a 1xN or Nx1 map into a 1-D array that SBD then refused.
+    seg = np.arange(1, np.prod(shape) + 1, dtype=np.uint8).reshape(shape)
+    path = tmp_path / "cls" / "2008_000002.mat"
+    write_sbd_mat(path, seg)
+    out = read_mat_field(path, "GTcls", "Segmentation")
+    assert out.shape == shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, seg)
+    scipy.io.savemat(tmp_path / "s.mat", {"S": seg.astype(np.float64)})
+    assert read_mat_field(tmp_path / "s.mat", "S").shape == shape  # a top-level variable too
+
+
+@pytest.mark.parametrize("size", [(1, 6), (6, 1)])
+def test_sbd_reads_a_one_pixel_thin_image(tmp_path: Path, size: tuple[int, int]) -> None:
+    labels = write_sbd_tree(tmp_path, {"2008_000002": size}, split="train")
+    record = SBDSegmentation(tmp_path, "train")[0]
+    assert record["image"].shape == (*size, 3)
+    np.testing.assert_array_equal(record["label"], labels["2008_000002"])

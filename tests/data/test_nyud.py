@@ -13,7 +13,7 @@ import scipy.io
 from PIL import Image
 
 from fcn_jax.data import nyud
-from fcn_jax.data.base import IGNORE_LABEL
+from fcn_jax.data.base import IGNORE_LABEL, SegmentationDataset, validate_record
 from fcn_jax.data.nyud import NYUDv2
 from fcn_jax.data.splits import read_split_file, shipped_split_dir
 from fcn_jax.errors import FCNError
@@ -373,3 +373,15 @@ def test_make_without_root() -> None:
     config = ml_collections.ConfigDict({"data": {"name": "nyud", "root": ""}})
     with pytest.raises(FCNError, match=r"config\.data\.root is not set"):
         nyud.make(config, "test")
+
+
+def test_nyud_declares_its_image_keys(tree: Tree) -> None:
+    # HHA is NYUDv2's knowledge: other datasets' records hold RGB ``image`` only.
+    assert NYUDv2.image_keys == nyud.MODALITIES == ("image", "hha")
+    assert SegmentationDataset.image_keys == ("image",)
+    record = NYUDv2(tree.root, "val", modalities=("hha",))[0]
+    assert "image" not in record and record["hha"].shape[2] == 3
+    classes = {"label": nyud.N_CLASS}
+    validate_record(record, classes, "nyud", image_keys=nyud.MODALITIES)
+    with pytest.raises(FCNError, match=r"nyud: record has none of the image keys \('image',\)"):
+        validate_record(record, classes, "nyud")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +25,7 @@ from fcn_jax.data.transforms import (
     void_like,
 )
 from fcn_jax.errors import FCNError
+from tests.utils import REPO
 
 
 def _record(rng: np.random.Generator, h: int, w: int, sample_id: str = "x") -> dict:
@@ -509,3 +513,37 @@ def test_worker_processes_resume_from_state() -> None:
         _assert_batches_equal(_take(resumed, m), expected)
     finally:
         resumed.close()
+
+
+IMPORT_SIDE_EFFECTS = """
+import json, sys
+from absl import flags
+before = (flags.FLAGS.is_parsed(), list(sys.warnoptions))
+import fcn_jax.data, fcn_jax.data.pipeline as pipeline
+from fcn_jax.data.synthetic import SyntheticSegmentation
+imported = (flags.FLAGS.is_parsed(), list(sys.warnoptions))
+data = SyntheticSegmentation("val", 3, num_images=2, min_size=8, max_size=8)
+pipeline.make_pipeline(data, pipeline.PipelineOptions())
+in_process = (flags.FLAGS.is_parsed(), list(sys.warnoptions))
+pipeline.make_pipeline(data, pipeline.PipelineOptions(worker_count=1))
+workers = (flags.FLAGS.is_parsed(), list(sys.warnoptions))
+print(json.dumps([before, imported, in_process, workers, pipeline.QUIET_RESOURCE_TRACKER]))
+"""
+
+
+def test_importing_the_pipeline_leaves_flags_and_warnings_alone() -> None:
+    # A fresh interpreter: this one has made worker pipelines already. Only a pipeline with
+    # worker processes marks absl's flags parsed and quiets the resource tracker.
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORT_SIDE_EFFECTS],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    before, imported, in_process, workers, quiet = json.loads(run.stdout.splitlines()[-1])
+    assert before[0] is False  # a plain interpreter: nobody parsed absl's flags
+    assert imported == in_process == before
+    assert workers == [True, [*before[1], quiet]]

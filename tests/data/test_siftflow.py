@@ -351,3 +351,14 @@ def test_make(tree: Tree) -> None:
     config.data.root = None
     with pytest.raises(FCNError, match=r"config\.data\.root is not set"):
         siftflow.make(config, "test")
+
+
+def test_siftflow_names_its_heads_and_geometric_classes(tree: Tree) -> None:
+    # What the evaluator and the converter know of SIFT Flow comes from here.
+    ds = SIFTFlow(tree.root, "test")
+    assert ds.label_classes["label_geo"] == siftflow.GEOMETRIC_CLASSES
+    assert siftflow.HEAD_LABELS == {
+        "sem": ("label", "semantic"),
+        "geo": ("label_geo", "geometric"),
+    }
+    assert {key for key, _ in siftflow.HEAD_LABELS.values()} == set(ds.label_classes)

@@ -199,3 +199,14 @@ def test_synthetic_data_needs_a_class_count():
         make_dataset(config, "train")
     config.model.n_class = 3
     assert make_dataset(config, "train").n_class == 3
+
+
+def test_synthetic_two_streams_and_two_heads_pass_their_checks() -> None:
+    # It stands in for NYUDv2 (hha) and SIFT Flow (label_geo) and declares their keys.
+    ds = SyntheticSegmentation(
+        "val", 4, num_images=1, min_size=8, max_size=8, modalities=("hha",), geometric=True
+    )
+    record = ds[0]  # checked by validate_record with the dataset's image keys
+    assert set(record) == {"hha", "label", "label_geo", "id"}
+    assert ds.image_keys == ("image", "hha")
+    assert ds.label_classes["label_geo"] == ("sky", "horizontal", "vertical")

@@ -1,5 +1,6 @@
 """Scoring weights on a split: whole-image and bucketed, one and four devices, beside PyTorch."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -16,7 +17,7 @@ from fcn_jax.convert import warn_network_differs
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
-from fcn_jax.eval.evaluate import EvalOptions, evaluate
+from fcn_jax.eval.evaluate import EvalOptions, evaluate, head_targets
 from fcn_jax.eval.metrics import compute_metrics
 from fcn_jax.models import abstract_params, make_forward
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION, reconcile
@@ -240,3 +241,16 @@ def test_four_devices_equal_one_device(setup):
     assert compute_metrics(np.array(out["confusion"]), dataset.class_names).mean_iou == (
         single.metrics[""].mean_iou
     )
+
+
+def test_head_targets_name_the_datasets_label_keys(setup):
+    meta, _, _ = setup
+    assert head_targets(meta) == {"": ("label", "")}
+    two = dataclasses.replace(
+        meta, heads=("sem", "geo", "depth"), head_class_names=(("s", "h", "v"), ("near", "far"))
+    )
+    assert head_targets(two) == {
+        "sem": ("label", "semantic"),
+        "geo": ("label_geo", "geometric"),
+        "depth": ("label_depth", "depth"),
+    }

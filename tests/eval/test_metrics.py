@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -63,13 +64,10 @@ def ref_metrics(hist: np.ndarray) -> dict:
     precision = [ratio(tp[c], pred_count[c]) for c in range(n)]
     iou = [ratio(tp[c], gt_count[c] + pred_count[c] - tp[c]) for c in range(n)]
     dice = [ratio(2 * tp[c], gt_count[c] + pred_count[c]) for c in range(n)]
-    if total == 0:
-        fw = math.nan
-    else:
-        fw = 0.0
-        for c in range(n):
-            if gt_count[c] > 0:
-                fw += gt_count[c] / total * iou[c]
+    fw = 0.0  # a sum over the present classes: 0.0 when none is (an all-void split)
+    for c in range(n):
+        if gt_count[c] > 0:
+            fw += gt_count[c] / total * iou[c]
     return {
         "pixel_acc": ratio(sum(tp), total),
         "mean_acc": mean_without_nan(recall),
@@ -253,14 +251,48 @@ def test_all_void_batch_gives_empty_matrix_and_nan_without_warnings(recwarn):
     with np.errstate(all="raise"):
         m = compute_metrics(hist, names(4))
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    for key in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou"):
+    for key in ("pixel_acc", "mean_acc", "mean_iou"):
         assert math.isnan(getattr(m, key)), key
+    assert m.fw_iou == 0.0  # as the paper's score.py and torchfcn: a sum over no class
     for values in (m.iou, m.dice, m.precision, m.recall):
         assert np.isnan(values).all()
     assert_matches_reference(m, hist)
     out = m.to_json()
     assert out["mean_iou"] is None and all(v is None for v in out["per_class_iou"].values())
+    assert out["fw_iou"] == 0.0
     json.dumps(out, allow_nan=False)
+
+
+def release_scores(hist: np.ndarray) -> tuple[float, float, float, float]:
+    """The four scores as the release's score.py and torchfcn's label_accuracy_score compute
+    them (float matrix, plain numpy division, nanmean, fwavacc over freq > 0)."""
+    hist = hist.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN slice
+        acc = np.diag(hist).sum() / hist.sum()
+        acc_cls = np.nanmean(np.diag(hist) / hist.sum(1))
+        iu = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist))
+        freq = hist.sum(1) / hist.sum()
+        return (
+            float(acc),
+            float(acc_cls),
+            float(np.nanmean(iu)),
+            float((freq[freq > 0] * iu[freq > 0]).sum()),
+        )
+
+
+@pytest.mark.parametrize("all_void", [True, False])
+def test_scores_follow_the_release_including_an_all_void_split(all_void):
+    rng = np.random.default_rng(3)
+    labels, preds = random_batch(rng, 5, (2, 6, 8))
+    if all_void:
+        labels = np.full_like(labels, 255)
+    hist = np.asarray(confusion_matrix(labels, preds, 5)).astype(np.int64)
+    m = compute_metrics(hist, names(5))
+    got = (m.pixel_acc, m.mean_acc, m.mean_iou, m.fw_iou)
+    np.testing.assert_allclose(got, release_scores(hist), rtol=1e-12, equal_nan=True)
+    if all_void:  # NaN but f.w. IU, which is 0.0 (what used to be NaN here)
+        assert math.isnan(m.pixel_acc) and math.isnan(m.mean_iou) and m.fw_iou == 0.0
 
 
 def test_accumulation_over_batches_equals_one_matrix_over_all_data():
