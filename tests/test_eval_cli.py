@@ -7,17 +7,18 @@ import jax
 import numpy as np
 import pytest
 
-from fcn_jax.checkpoint import WeightsMetadata, save_weights
+from fcn_jax.checkpoint import save_weights
 from fcn_jax.configs import load_config_file
 from fcn_jax.data import make_dataset
-from fcn_jax.models import abstract_params
+from fcn_jax.models import abstract_variables
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import default_class_names, voc_class_names
+from fcn_jax.resources import voc_class_names
 from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
     NARROW,
     REPO,
     device_env,
+    metadata_for,
     run_script,
     save_random_weights,
     write_mask_tree,
@@ -62,7 +63,7 @@ def pth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def voc_weights(tmp_path_factory):
     """A weights directory of a random narrow FCN-8s for VOC (what converting a .pth gives)."""
-    meta = WeightsMetadata("fcn8s", 21, voc_class_names(), NARROW, CAFFE_VOC)
+    meta = metadata_for("fcn8s", 21, NARROW, CAFFE_VOC, class_names=voc_class_names())
     return save_random_weights(tmp_path_factory.mktemp("voc") / "fcn8s", meta, seed=3)
 
 
@@ -178,16 +179,14 @@ SMOKE_WIDTH = 0.0625
 
 
 def smoke_metadata(preprocessing=CAFFE_VOC):
-    return WeightsMetadata(
-        "fcn8s", 5, default_class_names(5), SMOKE_WIDTH, preprocessing, palette=None
-    )
+    return metadata_for("fcn8s", 5, SMOKE_WIDTH, preprocessing)
 
 
 @pytest.fixture(scope="module")
 def smoke_weights(tmp_path_factory):
     """A weights directory that fits the smoke config: fcn8s, 5 classes, width 0.0625."""
     meta = smoke_metadata()
-    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     rng = np.random.default_rng(0)
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]

@@ -36,7 +36,7 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
 from fcn_jax.errors import FCNError
-from fcn_jax.eval.heads import HEAD_LABELS, head_class_counts, head_targets, outputs
+from fcn_jax.eval.heads import HEAD_LABELS, head_class_counts, head_targets
 from fcn_jax.eval.metrics import Metrics, compute_metrics, confusion_matrix
 from fcn_jax.eval.observers import Observer
 from fcn_jax.eval.options import BF16_MIOU_TOLERANCE, COMPUTE_DTYPES, EvalOptions
@@ -67,8 +67,8 @@ def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, 
     head -> int32 confusion matrix; preprocessing runs on the device. Cached per network and
     compute dtype, so the periodic validations of a training run compile each shape once.
     """
-    model = metadata.model(dtype=jnp.dtype(dtype))
-    classes = {head: len(names) for head, names in metadata.head_classes.items()}
+    spec = metadata.spec.replace(dtype=dtype)
+    classes = head_class_counts(metadata)
     traces = [0]
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -76,7 +76,7 @@ def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, 
         hists: dict[str, Array], params: PyTree, inputs: dict[str, Array], labels: dict[str, Array]
     ) -> tuple[dict[str, Array], dict[str, Array]]:
         traces[0] += 1  # runs at trace time only: one per compilation
-        logits = outputs(model.apply({"params": params}, metadata.preprocess(inputs)))
+        logits = spec.logits({"params": params}, inputs)
         preds = {h: jnp.argmax(x, axis=-1).astype(jnp.uint8) for h, x in logits.items()}
         hists = {h: hists[h] + confusion_matrix(labels[h], preds[h], classes[h]) for h in hists}
         return hists, preds
@@ -97,12 +97,13 @@ def check_dataset(metadata: WeightsMetadata, dataset: SegmentationDataset) -> No
             f"the weights read {metadata.inputs} but {dataset!r} records lack {missing}: set the "
             "dataset's modalities (data.modalities) to the network's inputs"
         )
+    several = len(metadata.spec.heads) > 1
     for head, (key, _) in head_targets(metadata).items():
         wanted = len(metadata.head_classes[head])
         have = len(dataset.label_classes.get(key, ()))
         if have != wanted:
             raise FCNError(
-                f"the weights predict {wanted} classes{f' ({head})' if head else ''} but "
+                f"the weights predict {wanted} classes{f' ({head})' if several else ''} but "
                 f"{dataset!r} has {have} for {key!r}: evaluate them on a dataset with the "
                 "same classes"
             )
@@ -136,7 +137,7 @@ def _feed(options: EvalOptions, devices: list[jax.Device], metadata: WeightsMeta
         buckets=options.buckets,
         pad_last_batch=True,
         worker_count=options.worker_count,
-        fill=metadata.mean_pixels(),
+        fill=metadata.spec.mean_pixels(),
     )
     return _Feed(NamedSharding(mesh, P("data")), NamedSharding(mesh, P()), pipeline)
 

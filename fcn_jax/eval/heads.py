@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.siftflow import HEAD_LABELS
 
@@ -14,12 +12,13 @@ def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
     The first head of any network reads ``label``; a head the datasets name (SIFT Flow's
     ``sem`` / ``geo``, :data:`fcn_jax.data.siftflow.HEAD_LABELS`) takes their metric-set name,
     any other head ``h`` reads ``label_h`` and is scored as ``h``. A single-head network's one
-    output is keyed ``""`` and so is its metric set.
+    output (``out``) is scored as the metric set ``""``, written flat in the metrics JSON.
     """
-    if not metadata.heads:
-        return {"": ("label", "")}
+    names = metadata.spec.head_names
+    if len(names) == 1:
+        return {names[0]: ("label", "")}
     targets = {}
-    for i, head in enumerate(metadata.heads):
+    for i, head in enumerate(names):
         key, name = HEAD_LABELS.get(head, (f"label_{head}", head))
         targets[head] = ("label" if i == 0 else key, name)
     return targets
@@ -28,8 +27,3 @@ def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
 def head_class_counts(metadata: WeightsMetadata) -> dict[str, int]:
     """Output key -> class count of every head (the keys of :func:`head_targets`)."""
     return {head: len(names) for head, names in metadata.head_classes.items()}
-
-
-def outputs(logits: Any) -> dict[str, Any]:
-    """A network's output as ``{head: logits}`` (key ``""`` for a single head)."""
-    return logits if isinstance(logits, dict) else {"": logits}

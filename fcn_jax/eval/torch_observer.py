@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.eval.heads import head_class_counts, head_targets, outputs
+from fcn_jax.eval.heads import head_class_counts, head_targets
 from fcn_jax.eval.metrics import confusion_matrix
 from fcn_jax.types import PyTree
 
@@ -50,10 +50,7 @@ class TorchComparison:
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = metadata.model()
-        self.net = TorchFCN(
-            metadata.arch, metadata.n_class, metadata.width, model.streams, model.heads
-        )
+        self.net = TorchFCN.from_spec(metadata.spec)
         state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_torchfcn(params).items()}
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
@@ -92,16 +89,18 @@ class TorchComparison:
                 self.pixels += int(h) * int(w)
 
     def _forward(self, batch: Mapping[str, np.ndarray]) -> dict:
-        """Head -> [B, C, H, W] torch logits of the batch's inputs."""
-        x = self.metadata.preprocess({k: batch[k] for k in self.metadata.inputs})
+        """Head -> [B, C, H, W] torch logits of the batch's inputs (JAX's head keys)."""
+        spec = self.metadata.spec
         xs = tuple(
             self.torch.from_numpy(np.ascontiguousarray(np.asarray(xi).transpose(0, 3, 1, 2))).to(
                 self.device
             )
-            for xi in (x if self.metadata.streams else (x,))
+            for xi in spec.preprocess(batch)
         )
         with self.torch.no_grad():
-            return outputs(self.net(xs if self.metadata.streams else xs[0]))
+            out = self.net(xs if spec.streams else xs[0])
+        # The reference returns a bare tensor for one head, as torchfcn does.
+        return out if isinstance(out, dict) else {spec.head_names[0]: out}
 
     def result(self) -> TorchComparisonResult:
         """The reference's confusion matrices and the pixel agreement."""

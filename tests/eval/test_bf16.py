@@ -1,15 +1,13 @@
 """bf16 evaluation of float32 weights: within the promised tolerance of float32."""
 
-import jax.numpy as jnp
 import numpy as np
 
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.configs import base
 from fcn_jax.data import make_dataset
 from fcn_jax.eval.evaluate import BF16_MIOU_TOLERANCE, evaluate
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import voc_class_names
-from tests.utils import NARROW, random_weights, write_voc_tree
+from tests.utils import NARROW, metadata_for, random_weights, write_voc_tree
 
 SIZES = {
     "2007_000033": (64, 48),
@@ -22,8 +20,8 @@ SIZES = {
 def test_bf16_eval_of_float32_weights_stays_within_tolerance(tmp_path):
     write_voc_tree(tmp_path, SIZES, split="seg11valid")
     # Random in every layer, as a converted torchfcn FCN-8s would be (float32, Caffe VOC input).
-    metadata = WeightsMetadata("fcn8s", 21, voc_class_names(), NARROW, CAFFE_VOC)
-    params = random_weights(metadata.model(), seed=5)
+    metadata = metadata_for("fcn8s", 21, NARROW, CAFFE_VOC, class_names=voc_class_names())
+    params = random_weights(metadata.spec, seed=5)
     config = base()
     config.data.root = str(tmp_path)
     dataset = make_dataset(config, "seg11valid")
@@ -35,10 +33,10 @@ def test_bf16_eval_of_float32_weights_stays_within_tolerance(tmp_path):
     assert abs(a.pixel_acc - b.pixel_acc) <= BF16_MIOU_TOLERANCE
     # It did compute in bf16: the logits move, by about bf16's precision of their scale.
     image = dataset[0]["image"][None]
-    x = metadata.preprocess({"image": image})
     logits = {
         dtype: np.asarray(
-            metadata.model(dtype=jnp.dtype(dtype)).apply({"params": params}, x), np.float32
+            metadata.spec.replace(dtype=dtype).logits({"params": params}, {"image": image})["out"],
+            np.float32,
         )
         for dtype in ("float32", "bfloat16")
     }

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.configs import base
 from fcn_jax.convert import warn_network_differs
 from fcn_jax.data.synthetic import SyntheticSegmentation
@@ -19,15 +18,15 @@ from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import EvalOptions, evaluate, head_targets
 from fcn_jax.eval.metrics import compute_metrics
-from fcn_jax.models import abstract_params, make_forward
+from fcn_jax.models import NetSpec, abstract_variables
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION, reconcile
-from tests.utils import METRIC_KEYS, NARROW, REPO, device_env
+from tests.utils import METRIC_KEYS, NARROW, REPO, device_env, metadata_for
 
 N_CLASS = 4
 
 
 def random_params(meta, seed=0, scale=0.05):
-    leaves, tree = jax.tree.flatten(abstract_params(meta.model()))
+    leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     rng = np.random.default_rng(seed)
     return jax.tree.unflatten(
         tree, [(scale * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
@@ -36,18 +35,18 @@ def random_params(meta, seed=0, scale=0.05):
 
 @pytest.fixture(scope="module")
 def setup():
-    meta = WeightsMetadata("fcn16s", N_CLASS, ("bg", "a", "b", "c"), NARROW, CAFFE_VOC)
+    meta = metadata_for("fcn16s", N_CLASS, NARROW, CAFFE_VOC, class_names=("bg", "a", "b", "c"))
     dataset = SyntheticSegmentation("val", N_CLASS, num_images=6, min_size=20, max_size=30)
     return meta, random_params(meta), dataset
 
 
 def reference_confusion(meta, params, dataset):
     """Image by image, through the plain jitted forward and numpy: independent of evaluate()."""
-    forward = make_forward(meta.model())
+    forward = jax.jit(meta.spec.module().apply)
     hist = np.zeros((N_CLASS, N_CLASS), np.int64)
     for i in range(len(dataset)):
         r = dataset[i]
-        logits = forward(params, CAFFE_VOC.apply(r["image"][None]))
+        logits = forward({"params": params}, CAFFE_VOC.apply(r["image"][None]))["out"]
         pred = np.asarray(logits[0]).argmax(-1)
         keep = r["label"] < N_CLASS
         np.add.at(hist, (r["label"][keep], pred[keep]), 1)
@@ -198,13 +197,12 @@ def test_batches_count_the_steps(setup):
 
 MULTI_DEVICE = """
 import json, jax, numpy as np
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import evaluate
-from fcn_jax.preprocessing import CAFFE_VOC
 from tests.eval.test_evaluate import random_params
-meta = WeightsMetadata("fcn16s", 4, ("bg", "a", "b", "c"), 0.125, CAFFE_VOC)
+from tests.utils import metadata_for
+meta = metadata_for("fcn16s", 4, 0.125, class_names=("bg", "a", "b", "c"))
 params = random_params(meta)
 data = SyntheticSegmentation("val", 4, num_images=6, min_size=20, max_size=30)
 try:
@@ -245,9 +243,12 @@ def test_four_devices_equal_one_device(setup):
 
 def test_head_targets_name_the_datasets_label_keys(setup):
     meta, _, _ = setup
-    assert head_targets(meta) == {"": ("label", "")}
+    assert head_targets(meta) == {"out": ("label", "")}
+    heads = (("sem", 4), ("geo", 3), ("depth", 2))
     two = dataclasses.replace(
-        meta, heads=("sem", "geo", "depth"), head_class_names=(("s", "h", "v"), ("near", "far"))
+        meta,
+        spec=NetSpec(arch="fcn16s", heads=heads, width=NARROW),
+        head_class_names=(("s", "h", "v"), ("near", "far")),
     )
     assert head_targets(two) == {
         "sem": ("label", "semantic"),

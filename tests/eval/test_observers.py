@@ -12,14 +12,15 @@ from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.eval.evaluate import evaluate
 from fcn_jax.eval.metrics import compute_metrics
 from fcn_jax.eval.observers import ImageScore, PerImageMetrics
+from fcn_jax.models import NetSpec
 from fcn_jax.preprocessing import CAFFE_VOC
 from tests.eval.test_evaluate import N_CLASS, random_params, reference_confusion
-from tests.utils import NARROW
+from tests.utils import NARROW, metadata_for
 
 
 @pytest.fixture(scope="module")
 def setup():
-    meta = WeightsMetadata("fcn16s", N_CLASS, ("bg", "a", "b", "c"), NARROW, CAFFE_VOC)
+    meta = metadata_for("fcn16s", N_CLASS, NARROW, CAFFE_VOC, class_names=("bg", "a", "b", "c"))
     dataset = SyntheticSegmentation("val", N_CLASS, num_images=6, min_size=20, max_size=30)
     return meta, random_params(meta), dataset
 
@@ -64,7 +65,7 @@ def test_per_image_metrics_of_whole_images(setup):
     assert [s.id for s in scores[""]] == dataset.ids
     for score, (ids, _, labels, preds) in zip(scores[""], recorder.result(), strict=True):
         assert ids == [score.id]
-        expected = scores_of(labels[""][0], preds[""][0], N_CLASS)
+        expected = scores_of(labels["out"][0], preds["out"][0], N_CLASS)
         np.testing.assert_allclose((score.pixel_acc, score.mean_iou), expected, rtol=1e-12)
     # The observers changed nothing: the split's confusion is the independent reference's.
     np.testing.assert_array_equal(
@@ -90,7 +91,7 @@ def test_per_image_metrics_skip_padding_of_buckets(setup):
     scores = per_image.result()[""]
     assert [s.id for s in scores] == dataset.ids
     expected = [
-        scores_of(labels[""][i], preds[""][i], N_CLASS)
+        scores_of(labels["out"][i], preds["out"][i], N_CLASS)
         for _, valid, labels, preds in recorder.result()
         for i in np.flatnonzero(valid)
     ]
@@ -119,12 +120,8 @@ def test_per_image_metrics_by_hand():
 
 def test_per_image_metrics_for_a_two_head_network():
     meta = WeightsMetadata(
-        "fcn16s",
-        4,
+        NetSpec(arch="fcn16s", heads=(("sem", 4), ("geo", 3)), width=NARROW),
         ("bg", "a", "b", "c"),
-        NARROW,
-        CAFFE_VOC,
-        heads=("sem", "geo"),
         head_class_names=(("sky", "horizontal", "vertical"),),
     )
     assert PerImageMetrics.for_network(meta).heads == {
