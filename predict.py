@@ -69,8 +69,8 @@ def define_flags(fv: flags.FlagValues) -> None:
         "alpha",
         0.5,
         "opacity of the mask in --overlay blend, 0 (image only) to 1 (mask only)",
-        lower_bound=0.0,
-        upper_bound=1.0,
+        lower_bound=0,  # shown in errors: "not a number in the range [0, 1]"
+        upper_bound=1,
         flag_values=fv,
     )
 

@@ -112,11 +112,11 @@ def parse_into(
         raise FCNError(absl_message(str(e))) from None
     if config and fv.config is None:
         raise FCNError("--config is required, e.g. --config configs/voc_fcn8s.py")
+    if len(rest) > 1:
+        raise FCNError(f"unexpected arguments {rest[1:]}")
     for name, what in required.items():
         if fv[name].value is None:
             raise FCNError(f"--{name} is required: {what}")
-    if len(rest) > 1:
-        raise FCNError(f"unexpected arguments {rest[1:]}")
     return to_args(fv, config)
 
 
