@@ -50,114 +50,120 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from absl import flags
 
 from fcn_jax.bench.plan import quick_summary
-from fcn_jax.cli import help_requested
-from fcn_jax.errors import FCNError, run_cli
+from fcn_jax.cli import Args, parse_flags, run
+from fcn_jax.errors import FCNError
 
-flags.DEFINE_list("variants", None, "FCN variants (default fcn32s,fcn16s,fcn8s; --scaling: fcn8s)")
-flags.DEFINE_list("sizes", None, "input sizes, S or HxW (default 256,384,500,512)")
-flags.DEFINE_list("batch", None, "batch sizes (default 1; --scaling: 1,4)")
-flags.DEFINE_list("dtype", None, "float32 and/or bfloat16 (default float32)")
-flags.DEFINE_list("mode", None, "forward and/or train (default both)")
-flags.DEFINE_list("width", None, "channel width multipliers, multiples of 1/64 (default 1.0)")
-flags.DEFINE_integer("repeats", None, "timed calls per framework and case (default 10)")
-flags.DEFINE_integer("warmup", None, "untimed calls after compiling (default 2)")
-flags.DEFINE_bool("torch-compile", None, "also time torch.compile (default: on, off in --quick)")
-flags.DEFINE_bool("quick", False, f"a small plan: {quick_summary()}")
-flags.DEFINE_bool("scaling", False, "time and memory against size, batch and device count")
-flags.DEFINE_list("devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run")
-flags.DEFINE_float("mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)")
-flags.DEFINE_bool("single-thread", False, "CPU: one thread for each framework (shared machines)")
-flags.DEFINE_integer("n-class", 21, "classes of the network")
-flags.DEFINE_integer("seed", 0, "seed of the weights and inputs")
-flags.DEFINE_enum("suite", None, ["accelerator"], "a fixed suite; accelerator: see above")
-flags.DEFINE_float("budget-s", None, "--suite: seconds for the whole run (default 480)")
-flags.DEFINE_integer(
-    "throughput-batch", None, "--suite: batch of the throughput cases (default 16; halved to fit)"
+# (kind, name, default, help): one row a flag, in --help's order.
+FLAG_TABLE = (
+    ("list", "variants", None, "FCN variants (default fcn32s,fcn16s,fcn8s; --scaling: fcn8s)"),
+    ("list", "sizes", None, "input sizes, S or HxW (default 256,384,500,512)"),
+    ("list", "batch", None, "batch sizes (default 1; --scaling: 1,4)"),
+    ("list", "dtype", None, "float32 and/or bfloat16 (default float32)"),
+    ("list", "mode", None, "forward and/or train (default both)"),
+    ("list", "width", None, "channel width multipliers, multiples of 1/64 (default 1.0)"),
+    ("int", "repeats", None, "timed calls per framework and case (default 10)"),
+    ("int", "warmup", None, "untimed calls after compiling (default 2)"),
+    ("bool", "torch-compile", None, "also time torch.compile (default: on, off in --quick)"),
+    ("bool", "quick", False, f"a small plan: {quick_summary()}"),
+    ("bool", "scaling", False, "time and memory against size, batch and device count"),
+    ("list", "devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run"),
+    ("float", "mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)"),
+    ("bool", "single-thread", False, "CPU: one thread for each framework (shared machines)"),
+    ("int", "n-class", 21, "classes of the network"),
+    ("int", "seed", 0, "seed of the weights and inputs"),
+    ("float", "budget-s", None, "--suite: seconds for the whole run (default 480)"),
+    (
+        "int",
+        "throughput-batch",
+        None,
+        "--suite: batch of the throughput cases (default 16; halved to fit)",
+    ),
+    ("bool", "dry-run", None, "--suite: the CPU rehearsal (default: on when JAX has no GPU/TPU)"),
+    ("str", "out", None, "output directory (default outputs/bench, outputs/accelerator)"),
 )
-flags.DEFINE_bool(
-    "dry-run", None, "--suite: the CPU rehearsal (default: on when JAX has no GPU/TPU)"
-)
-flags.DEFINE_string("out", None, "output directory (default outputs/bench, outputs/accelerator)")
-FLAGS = flags.FLAGS
 
 
-def given(name: str) -> object:
-    """A flag's value if it was on the command line, else None."""
-    return FLAGS[name].value if FLAGS[name].present else None
+def define_flags(fv: flags.FlagValues) -> None:
+    """bench.py's flags; a None default means "not given" (the plan or the suite decides)."""
+    define = {
+        "list": flags.DEFINE_list,
+        "int": flags.DEFINE_integer,
+        "float": flags.DEFINE_float,
+        "bool": flags.DEFINE_bool,
+        "str": flags.DEFINE_string,
+    }
+    for kind, name, default, text in FLAG_TABLE:
+        define[kind](name, default, text, flag_values=fv)
+    flags.DEFINE_enum(
+        "suite", None, ["accelerator"], "a fixed suite; accelerator: see above", flag_values=fv
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, then benchmark; returns the exit code."""
-    argv = list(sys.argv if argv is None else argv)
-    if help_requested(argv):
-        return 0
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        raise FCNError(str(e)) from None
-    if len(rest) > 1:
-        raise FCNError(f"unexpected arguments {rest[1:]}")
-    from fcn_jax.bench.plan import (
-        CASE_FLAGS,
-        check_suite_flags,
-        make_plan,
-        parse_ints,
-        single_thread_environment,
-    )
+    args = parse_flags(define_flags, argv, __doc__)
+    command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]  # recorded in run.json
+    from fcn_jax.bench.plan import CASE_FLAGS, check_suite_flags
 
-    suite_flags = {k: given(k) for k in ("budget-s", "throughput-batch", "dry-run")}
-    if FLAGS.suite:
+    suite_flags = {k: args.if_given(k) for k in ("budget-s", "throughput-batch", "dry-run")}
+    if args.suite:
         others = (*CASE_FLAGS, "devices", "mem-cap-gib", "n-class", "single-thread")
-        case_flags = {k: given(k) for k in others}
-        case_flags |= {"quick": FLAGS.quick or None, "scaling": FLAGS.scaling or None}
-        options = check_suite_flags(FLAGS.suite, case_flags, suite_flags)
+        case_flags = {k: args.if_given(k) for k in others}
+        case_flags |= {"quick": args.quick or None, "scaling": args.scaling or None}
+        options = check_suite_flags(args.suite, case_flags, suite_flags)
         options |= {
-            "repeats": given("repeats"),
-            "warmup": given("warmup"),
-            "torch_compile": given("torch-compile"),
-            "seed": FLAGS.seed,
+            "repeats": args.if_given("repeats"),
+            "warmup": args.if_given("warmup"),
+            "torch_compile": args.if_given("torch-compile"),
+            "seed": args.seed,
         }
-        return run_suite(options, FLAGS.out or "outputs/accelerator", argv)
+        return run_suite(options, args.out or "outputs/accelerator", command)
     unused = [f"--{k}" for k, v in suite_flags.items() if v is not None]
     if unused:
         verb = "applies" if len(unused) == 1 else "apply"
         raise FCNError(f"{', '.join(unused)} only {verb} to --suite accelerator")
-    out = FLAGS.out or "outputs/bench"
+    return run_cases(args, command)
 
-    if FLAGS["single-thread"].value:
+
+def run_cases(args: Args, command: list[str]) -> int:
+    """The plain benchmark or ``--scaling``: check --out, then time."""
+    from fcn_jax.bench.plan import make_plan, parse_ints, single_thread_environment
+
+    out = args.out or "outputs/bench"
+    if args.single_thread:
         single_thread_environment()  # before JAX's backend and torch start
 
     plan = make_plan(
-        variants=given("variants"),
-        sizes=given("sizes"),
-        batches=given("batch"),
-        dtypes=given("dtype"),
-        modes=given("mode"),
-        widths=given("width"),
-        repeats=given("repeats"),
-        warmup=given("warmup"),
-        torch_compile=given("torch-compile"),
-        quick=FLAGS.quick,
-        scaling=FLAGS.scaling,
-        n_class=FLAGS["n-class"].value,
-        seed=FLAGS.seed,
-        single_thread=FLAGS["single-thread"].value,
+        variants=args.if_given("variants"),
+        sizes=args.if_given("sizes"),
+        batches=args.if_given("batch"),
+        dtypes=args.if_given("dtype"),
+        modes=args.if_given("mode"),
+        widths=args.if_given("width"),
+        repeats=args.if_given("repeats"),
+        warmup=args.if_given("warmup"),
+        torch_compile=args.if_given("torch-compile"),
+        quick=args.quick,
+        scaling=args.scaling,
+        n_class=args.n_class,
+        seed=args.seed,
+        single_thread=args.single_thread,
     )
-    devices = parse_ints("devices", FLAGS.devices)
-    cap = FLAGS["mem-cap-gib"].value
+    devices = parse_ints("devices", args.devices)
+    cap = args.mem_cap_gib
     if cap is not None and cap <= 0:
         raise FCNError(f"--mem-cap-gib must be positive, got {cap}")
     from fcn_jax.outputs import output_dir
 
     output_dir(out, "--out")  # a folder that can be written, before any timing
-    if FLAGS.scaling:
+    if args.scaling:
         from fcn_jax.bench.scaling import run_scaling
 
-        run_scaling(plan, out, devices, cap, argv)
+        run_scaling(plan, out, devices, cap, command)
     else:
         from fcn_jax.bench.harness import run_bench
 
-        run_bench(plan, out, argv)
+        run_bench(plan, out, command)
     return 0
 
 
@@ -171,13 +177,13 @@ def run_suite(options: dict[str, object], out: str, argv: list[str]) -> int:
     import jax
 
     from fcn_jax.bench.accelerator import SuiteOptions
-    from fcn_jax.bench.accelerator import run_suite as run
+    from fcn_jax.bench.accelerator import run_suite as run_accelerator_suite
 
     if options["dry_run"] is None:  # a CPU cannot run the real suite: rehearse it
         options["dry_run"] = jax.default_backend() == "cpu"
     given = {k: v for k, v in options.items() if v is not None}
-    return run(SuiteOptions.create(Path(out), command=" ".join(argv), **given))
+    return run_accelerator_suite(SuiteOptions.create(Path(out), command=" ".join(argv), **given))
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run(main)

@@ -11,43 +11,54 @@ Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
+
 from fcn_jax.checkpoint import load_weights, save_weights
-from fcn_jax.errors import FCNError, run_cli
+from fcn_jax.cli import Args, parse_flags, run
+from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS
 from fcn_jax.outputs import output_dir, output_file
 from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
 
+REQUIRED = {
+    "src": "the .pth file (or, with --to-torch, the weights directory) to convert",
+    "out": "the weights directory (or, with --to-torch, the .pth file) to write",
+}
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+
+def define_flags(fv: flags.FlagValues) -> None:
     """The command line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--src", required=True, help=".pth file (or, with --to-torch, a weights dir)")
-    p.add_argument("--arch", choices=sorted(VARIANTS), help="FCN variant to build")
-    p.add_argument("--out", required=True, help="weights directory (or .pth with --to-torch)")
-    p.add_argument("--n-class", type=int, help="class count (checked against a checkpoint's)")
-    p.add_argument("--class-names", type=Path, help="text file, one class name per line")
-    p.add_argument(
-        "--preprocessing",
-        help="preset the weights expect (caffe, torchvision, caffe-nyud, caffe-nyud-hha, "
+    flags.DEFINE_string(
+        "src", None, ".pth file (or, with --to-torch, a weights dir)", flag_values=fv
+    )
+    flags.DEFINE_enum("arch", None, sorted(VARIANTS), "FCN variant to build", flag_values=fv)
+    flags.DEFINE_string("out", None, "weights directory (or .pth with --to-torch)", flag_values=fv)
+    flags.DEFINE_integer(
+        "n-class", None, "class count (checked against a checkpoint's)", flag_values=fv
+    )
+    flags.DEFINE_string("class-names", None, "text file, one class name per line", flag_values=fv)
+    flags.DEFINE_string(
+        "preprocessing",
+        None,
+        "preset the weights expect (caffe, torchvision, caffe-nyud, caffe-nyud-hha, "
         "caffe-siftflow, caffe-context); default: from the source's kind",
+        flag_values=fv,
     )
-    p.add_argument("--check", action="store_true", help="compare PyTorch and Flax outputs")
-    p.add_argument(
-        "--image",
-        type=Path,
-        default=VOC_SAMPLE_IMAGE,
-        help="input for --check (default: the bundled VOC sample)",
+    flags.DEFINE_bool("check", False, "compare PyTorch and Flax outputs", flag_values=fv)
+    flags.DEFINE_string(
+        "image",
+        str(VOC_SAMPLE_IMAGE),
+        "input for --check (default: the bundled VOC sample)",
+        flag_values=fv,
     )
-    p.add_argument("--to-torch", action="store_true", help="weights dir -> torchfcn checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    return p.parse_args(argv)
+    flags.DEFINE_bool("to-torch", False, "weights dir -> torchfcn checkpoint", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace an existing --out", flag_values=fv)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: Args) -> None:
     """Every input exists and ``--out`` can take the result, before anything is loaded.
 
     Conversion reads and converts ~500 MB; a bad ``--out`` must fail before that, and no
@@ -58,9 +69,9 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise FCNError(f"--src {args.src} does not exist: give the {what} to convert")
     if not args.to_torch and args.arch is None:
         raise FCNError("--arch is required: one of " + ", ".join(sorted(VARIANTS)))
-    if args.class_names is not None and not args.class_names.is_file():
+    if args.class_names is not None and not Path(args.class_names).is_file():
         raise FCNError(f"--class-names file {args.class_names} does not exist")
-    if args.check and not args.image.is_file():
+    if args.check and not Path(args.image).is_file():
         raise FCNError(f"--image {args.image} does not exist: the --check input")
     inputs = {"--src": args.src, "--class-names": args.class_names, "--image": args.image}
     hint = "choose another --out or pass --overwrite"
@@ -79,7 +90,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Convert (or export), optionally check; returns the exit code."""
-    args = parse_args(argv)
+    args = parse_flags(define_flags, argv, __doc__, required=REQUIRED)
     # Imported here so that --help answers without loading jax and torch.
     from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
     from fcn_jax.convert.check import check_parity
@@ -92,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = read_torch_weights(out)
         params, metadata = load_weights(args.src, as_numpy=True)
     else:
-        names = read_class_names(args.class_names) if args.class_names else None
+        names = read_class_names(Path(args.class_names)) if args.class_names else None
         params, metadata, source = convert_torch_file(
             args.src, args.arch, args.n_class, names, args.preprocessing
         )
@@ -104,11 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not args.check:
         return 0
-    report = check_parity(source, params, metadata, read_image(args.image))
+    report = check_parity(source, params, metadata, read_image(Path(args.image)))
     print(f"\nparity check on {args.image}:")
     print(report.format())
     return 0 if report.passed else 1
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run(main)

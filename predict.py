@@ -4,6 +4,8 @@
     python predict.py --weights weights/fcn8s --input image.jpg --out predictions/ [--save-logits]
     python predict.py --weights weights/fcn8s --input photos/ --out predictions/
     python predict.py --weights weights/fcn8s --input photos/ --out preds/ --overlay blend
+    python predict.py --weights W --input IN --out OUT [--overlay {side,blend}] [--alpha A]
+        [--save-logits] [--step N | --best]
 
 Writes, for each input, OUT/<stem>.png (class indices as a palette PNG in the dataset's colours,
 the input's height and width as displayed), OUT/<stem>_overlay.png (the image beside its
@@ -30,64 +32,69 @@ be read (each is named, with why, at the end).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fcn_jax.errors import FCNError, format_list, run_cli
+from absl import flags
+
+from fcn_jax.cli import parse_flags, run
+from fcn_jax.errors import FCNError, format_list
+
+REQUIRED = {
+    "weights": "a weights directory",
+    "input": "an image file or a folder of images",
+    "out": "the output folder",
+}
 
 
-def _alpha(text: str) -> float:
-    """--alpha: a number in [0, 1] (argparse reports anything else as a usage error)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
+def define_flags(fv: flags.FlagValues) -> None:
+    """predict.py's flags."""
+    flags.DEFINE_string("weights", None, "weights directory", flag_values=fv)
+    flags.DEFINE_string("input", None, "image file or folder of images", flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder (created if missing)", flag_values=fv)
+    flags.DEFINE_bool("save-logits", False, "also write <stem>.npy logits", flag_values=fv)
+    flags.DEFINE_integer(
+        "step", None, "checkpoint step of --weights (default: latest)", flag_values=fv
+    )
+    flags.DEFINE_bool("best", False, "a training workdir's best checkpoint", flag_values=fv)
+    flags.DEFINE_enum(
+        "overlay",
+        "side",
+        ["side", "blend"],
+        "<stem>_overlay.png: the image beside its mask (side) or the mask over it",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "alpha",
+        0.5,
+        "opacity of the mask in --overlay blend, 0 (image only) to 1 (mask only)",
+        lower_bound=0,  # shown in errors: "not a number in the range [0, 1]"
+        upper_bound=1,
+        flag_values=fv,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Predict; returns the exit code."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--weights", required=True, type=Path, help="weights directory")
-    p.add_argument("--input", required=True, type=Path, help="image file or folder of images")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    p.add_argument("--save-logits", action="store_true", help="also write <stem>.npy logits")
-    p.add_argument("--step", type=int, help="checkpoint step of --weights (default: latest)")
-    p.add_argument("--best", action="store_true", help="a training workdir's best checkpoint")
-    p.add_argument(
-        "--overlay",
-        choices=("side", "blend"),
-        default="side",
-        help="<stem>_overlay.png: the image beside its mask (side, default) or the mask over it",
-    )
-    p.add_argument(
-        "--alpha",
-        type=_alpha,
-        default=0.5,
-        help="opacity of the mask in --overlay blend, 0 (image only) to 1 (mask only); default 0.5",
-    )
-    args = p.parse_args(argv)
+    args = parse_flags(define_flags, argv, __doc__, required=REQUIRED)
     from fcn_jax.checkpoint import best_step
     from fcn_jax.inference import predict_files
 
-    step = best_step(args.weights) if args.best else args.step
+    weights = Path(args.weights)
     result = predict_files(
-        args.weights,
-        args.input,
-        args.out,
+        weights,
+        Path(args.input),
+        Path(args.out),
         args.save_logits,
-        step=step,
+        step=best_step(weights) if args.best else args.step,
         overlay=args.overlay,
         alpha=args.alpha,
     )
     if result.inputs.subfolders:
         names = format_list([f"{p.name}/" for p in result.inputs.subfolders])
         print(f"note: predict does not enter subfolders; not read: {names}", file=sys.stderr)
-    print(f"wrote {len(result.written)} prediction(s) to {args.out}")
+    print(f"wrote {len(result.written)} prediction(s) to {Path(args.out)}")
     if result.failed:
         n, total = len(result.failed), len(result.inputs.images)
         reasons = "".join(f"\n  {why}" for _, why in result.failed)  # each names its file
@@ -98,4 +105,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run(main)

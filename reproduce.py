@@ -18,48 +18,67 @@ Exit codes: 0 the report was made (a table without producible rows, such as Tabl
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
-from fcn_jax.errors import FCNError, run_cli
+from absl import flags
+
+from fcn_jax.cli import parse_flags, run
+from fcn_jax.errors import FCNError
 from fcn_jax.paper.tables import load_tables
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+def define_flags(fv: flags.FlagValues, tables: Iterable[str]) -> None:
+    """reproduce.py's flags; ``tables``: the keys ``--table`` accepts."""
+    flags.DEFINE_enum("table", None, sorted(tables), "which table", flag_values=fv)
+    flags.DEFINE_string("data-root", None, "the folder holding the table's dataset", flag_values=fv)
+    flags.DEFINE_string(
+        "weights-dir", None, "the folder holding each row's weights", flag_values=fv
+    )
+    flags.DEFINE_string("out", None, "also write table_<key>.md and .json here", flag_values=fv)
+    flags.DEFINE_bool("best", False, "training workdirs' best checkpoint", flag_values=fv)
+    flags.DEFINE_bool("no-timing", False, "skip Table 1's forward time", flag_values=fv)
+    flags.DEFINE_string("timing-json", None, "take the forward time from bench.py", flag_values=fv)
+    flags.DEFINE_integer("timing-trials", 20, "trials of the forward time", flag_values=fv)
+
+
+def optional_path(value: str | None) -> Path | None:
+    """A flag's path, or None when the flag was not given."""
+    return None if value is None else Path(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Reproduce a table; returns the exit code."""
     tables = load_tables()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--table", required=True, choices=sorted(tables), help="which table")
-    p.add_argument("--data-root", type=Path, help="the folder holding the table's dataset")
-    p.add_argument("--weights-dir", type=Path, help="the folder holding each row's weights")
-    p.add_argument("--out", type=Path, help="also write table_<key>.md and .json here")
-    p.add_argument("--best", action="store_true", help="training workdirs' best checkpoint")
-    timing = p.add_mutually_exclusive_group()
-    timing.add_argument("--no-timing", action="store_true", help="skip Table 1's forward time")
-    timing.add_argument("--timing-json", type=Path, help="take the forward time from bench.py")
-    p.add_argument("--timing-trials", type=int, default=20, help="trials of the forward time")
-    args = p.parse_args(argv)
+    required = {"table": "one of " + ", ".join(sorted(tables))}
+    args = parse_flags(partial(define_flags, tables=tables), argv, __doc__, required=required)
     table = tables[args.table]
+    if args.no_timing and args.timing_json is not None:
+        raise FCNError("--no-timing and --timing-json exclude each other: give one")
     if args.timing_trials < 1:
         raise FCNError(f"--timing-trials must be at least 1, got {args.timing_trials}")
+    out = optional_path(args.out)
+    weights_dir = optional_path(args.weights_dir)
+    data_root = optional_path(args.data_root)
+    timing_json = optional_path(args.timing_json)
 
     from fcn_jax.cli import enable_compilation_cache
     from fcn_jax.outputs import output_dir
     from fcn_jax.paper.reproduce import reproduce_table
 
-    if args.out:  # checked before the evaluations, never on top of what the run reads
+    if out:  # checked before the evaluations, never on top of what the run reads
         output_dir(
-            args.out,
+            out,
             "--out",
             inputs={
-                "--timing-json": args.timing_json,
-                "--weights-dir": args.weights_dir,
-                "--data-root": args.data_root,
+                "--timing-json": timing_json,
+                "--weights-dir": weights_dir,
+                "--data-root": data_root,
             },
             files=(f"table_{table.key}.md", f"table_{table.key}.json"),
         )
@@ -67,30 +86,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
     report = reproduce_table(
         table,
-        args.data_root,
-        args.weights_dir,
+        data_root,
+        weights_dir,
         CONFIGS,
         measure_timing=not args.no_timing,
-        timing_json=args.timing_json,
+        timing_json=timing_json,
         timing_trials=args.timing_trials,
         best=args.best,
     )
     text = report.to_markdown()
     print(text, end="")
-    if args.out:
-        (args.out / f"table_{table.key}.md").write_text(text)
-        (args.out / f"table_{table.key}.json").write_text(
+    if out:
+        (out / f"table_{table.key}.md").write_text(text)
+        (out / f"table_{table.key}.json").write_text(
             json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
         )
-        print(f"wrote {args.out / f'table_{table.key}.md'} and .json", file=sys.stderr)
+        print(f"wrote {out / f'table_{table.key}.md'} and .json", file=sys.stderr)
     if table.producible_rows and not report.evaluated:
         raise FCNError(
             f"no row of table {table.key} could be evaluated: none of their weights is under "
-            f"{args.weights_dir} (the missing rows above say what goes where; see "
+            f"{weights_dir} (the missing rows above say what goes where; see "
             "docs/reproducing.md)"
         )
     return 0
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run(main)

@@ -12,7 +12,8 @@ init.from_. Resuming with another model (arch, n_class, width, streams, heads) o
 exits 2; other config changes are listed, then training continues with them.
 Every device of the host trains (data parallel; config.parallel = sharding | pmap). Several
 hosts: run the same command on each, under SLURM (srun) or on a TPU pod slice it joins the others
-by itself; elsewhere add --coordinator_address host:port --num_processes N --process_id i.
+by itself; elsewhere add --coordinator-address host:port --num-processes N --process-id i (the
+underscore spellings --coordinator_address, ... are aliases).
 A start-of-run summary, the progress bar and messages go to stderr; stdout holds the validation
 lines and, at the end, the JSON summary.
 Ctrl-C (SIGINT) or SIGTERM: any checkpoint being written is finished, the step a rerun resumes
@@ -25,40 +26,60 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 
 from absl import flags
-from ml_collections import config_flags
 
-from fcn_jax.cli import FLAGS, define_config_flag, enable_compilation_cache, run_config_cli
+from fcn_jax.cli import parse_flags, run
 
-define_config_flag()
-flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples")
-flags.DEFINE_string("coordinator_address", None, "multi-host: process 0's host:port")
-flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (hosts)")
-flags.DEFINE_integer("process_id", None, "multi-host: this process's index, 0 .. N-1")
+# Multi-host flags, hyphenated like every other flag; the underscore spellings (jax's own
+# argument names, documented before) stay as aliases.
+MULTI_HOST = {
+    "coordinator-address": "coordinator_address",
+    "num-processes": "num_processes",
+    "process-id": "process_id",
+}
 
 
-def main() -> int:
+def define_flags(fv: flags.FlagValues) -> None:
+    """train.py's own flags (parse_flags adds --config)."""
+    flags.DEFINE_string(
+        "workdir", None, "directory for checkpoints, logs and samples", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "coordinator-address", None, "multi-host: process 0's host:port", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "num-processes", None, "multi-host: number of processes (hosts)", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "process-id", None, "multi-host: this process's index, 0 .. N-1", flag_values=fv
+    )
+    for name, alias in MULTI_HOST.items():
+        flags.DEFINE_alias(alias, name, flag_values=fv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Train; returns the exit code."""
+    required = {"workdir": "where checkpoints, logs and samples go"}
+    args = parse_flags(define_flags, argv, __doc__, config=True, required=required)
     from fcn_jax import distributed
-    from fcn_jax.errors import FCNError
+    from fcn_jax.cli import enable_compilation_cache
     from fcn_jax.train.interrupts import TrainingInterrupted
     from fcn_jax.train.loop import train_and_evaluate
     from fcn_jax.train.workdir import check_workdir
 
-    if not FLAGS.workdir:
-        raise FCNError("--workdir is required: where checkpoints, logs and samples go")
-    check_workdir(FLAGS.config, FLAGS.workdir)  # before any work (the loop checks it again)
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    check_workdir(args.config, args.workdir)  # before any work (the loop checks it again)
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     enable_compilation_cache()
     import jax
 
     try:
         summary = train_and_evaluate(
-            FLAGS.config,
-            FLAGS.workdir,
-            config_file=config_flags.get_config_filename(FLAGS["config"]),
-            overrides=config_flags.get_override_values(FLAGS["config"]),
+            args.config,
+            args.workdir,
+            config_file=args.config_file,
+            overrides=args.config_overrides,
         )
     except TrainingInterrupted as e:
         if jax.process_index() == 0:
@@ -71,7 +92,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     try:
-        run_config_cli(main)
+        run(main)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (imports, ...)
         print("interrupted; no checkpoint was being written", file=sys.stderr)
         sys.exit(130)

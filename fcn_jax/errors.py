@@ -1,9 +1,9 @@
-"""User-facing errors and the CLI wrapper that turns them into a message and exit code 2."""
+"""User-facing errors and warnings; :func:`fcn_jax.cli.run` turns an error into exit status 2."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 EXIT_USER_ERROR = 2
 
@@ -32,13 +32,3 @@ def warn(message: str) -> None:
     and never filtered or shown only once.
     """
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def run_cli(main: Callable[[Sequence[str] | None], int | None]) -> None:
-    """Run a CLI ``main(argv)``; an :class:`FCNError` becomes ``error: ...`` on stderr, exit 2."""
-    try:
-        code = main(None)
-    except FCNError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    sys.exit(code or 0)
