@@ -51,7 +51,7 @@ from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import COMPUTE_DTYPES, EvalOptions, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
-from fcn_jax.train.checkpoints import TrainCheckpoints
+from fcn_jax.train.snapshots import TrainCheckpoints
 from fcn_jax.train.interrupts import (
     Interrupted,
     Interrupts,
