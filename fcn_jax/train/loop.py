@@ -51,7 +51,6 @@ from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import COMPUTE_DTYPES, EvalOptions, evaluate, head_targets
 from fcn_jax.models import FCN, init_params
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
-from fcn_jax.train.snapshots import TrainCheckpoints
 from fcn_jax.train.interrupts import (
     Interrupted,
     Interrupts,
@@ -66,6 +65,7 @@ from fcn_jax.train.optim import (
     param_labels,
 )
 from fcn_jax.train.parallel import DataParallel, data_parallel
+from fcn_jax.train.snapshots import TrainCheckpoints
 from fcn_jax.train.step import create_train_state, make_steps
 from fcn_jax.train.workdir import (
     check_resumed_architecture,

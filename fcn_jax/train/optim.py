@@ -24,6 +24,7 @@ from flax import traverse_util
 from fcn_jax.errors import FCNError
 from fcn_jax.types import PyTree
 
+
 def param_labels(
     params: PyTree, learn_upsampling: bool = False, trainable: str | None = None
 ) -> PyTree:
