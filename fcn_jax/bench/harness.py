@@ -293,7 +293,9 @@ def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> 
     metadata = WeightsMetadata(
         case.variant, n_class, default_class_names(n_class), case.width_mult, CAFFE_VOC
     )
-    train_step, *_ = make_steps(model, metadata, tx, config.optim.loss, batch_size=case.batch)
+    train_step = make_steps(
+        model, metadata, tx, config.optim.loss, batch_size=case.batch
+    ).train_step
     state = create_train_state(jax.tree.map(jnp.copy, params), tx, seed)
     return train_step, state
 

@@ -1,4 +1,4 @@
-"""Where a run's first params come from: scratch, or ``init.from_`` merged strictly.
+"""Merging another network's params into a fresh model's, strictly (``init.from_``).
 
 Staged training (FCN-32s -> 16s -> 8s, a VGG16 into an FCN) starts from another network's
 params. :func:`merge_params` takes them strictly (as big_vision's ``merge_params``): the layers
@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, abstract_params, init_params
-from fcn_jax.train.workdir import init_source
 from fcn_jax.types import PyTree
 
 SHOWN = 3  # paths shown per kind of difference in an error (then a count of the rest)
@@ -148,36 +143,3 @@ def stream_trunks(params: PyTree, streams: tuple[str, ...]) -> PyTree:
         return params
     trunks = {f"vgg16{s}": {f"{k}{s}": v for k, v in params["vgg16"].items()} for s in streams}
     return {**params, **trunks}
-
-
-def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
-    """Fresh params, merged with ``init.from_``'s if the config names a source.
-
-    Args:
-        config: the experiment config (``seed``, ``init.from_``, ``model``).
-        model: the FCN being trained.
-
-    Returns:
-        (params, the source's metadata or None, the layers left at their initialisation).
-
-    Raises:
-        FCNError: the source does not exist, or does not fit (:func:`merge_params`).
-    """
-    params = init_params(model, jax.random.PRNGKey(config.seed))
-    source = init_source(config)
-    if source is None:
-        return params, None, []
-    from fcn_jax.convert import load_any_weights
-
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise FCNError(
-            f"init.from_ {path} does not exist: give a weights directory, a training "
-            "workdir or a .pth file"
-        )
-    src_params, src_meta = load_any_weights(path, config.model.arch, config.model.n_class)
-    src_params = stream_trunks(src_params, model.streams)
-    # What the source's architecture has (with the copied trunks): a layer it lacks is new.
-    src_arch = stream_trunks(abstract_params(src_meta.model()), model.streams)
-    params, new_layers = stage_params(src_params, params, f"init.from_ {path}", src_arch)
-    return params, src_meta, new_layers
