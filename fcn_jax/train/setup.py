@@ -209,6 +209,38 @@ def _pipeline(config: Any, dataset: SegmentationDataset, host_batch: int, fill: 
     return iter(make_pipeline(dataset, options))
 
 
+def _first_params(
+    config: Any,
+    model: FCN,
+    dataset: SegmentationDataset,
+    snapshots: TrainCheckpoints,
+    start: int | None,
+) -> tuple[PyTree, WeightsMetadata, list[str]]:
+    """The params a run starts from, its weights' metadata, and the layers ``init.from_`` lacked.
+
+    A resumed run's params are fresh ones the snapshot's replace (``init.from_`` is not read:
+    it may even be the workdir itself), with the preprocessing the run was trained with.
+
+    Raises:
+        FCNError: the snapshot is of another architecture, ``init.from_`` does not fit, or the
+            model's class count is not the data's.
+    """
+    if start is not None:
+        params, new_layers = init_params(model, jax.random.PRNGKey(config.seed)), []
+        preprocessing = check_resumed_architecture(snapshots, model).preprocessing
+    else:
+        params, source_meta, new_layers = initial_params(config, model)
+        preprocessing = None
+        if source_meta is not None:
+            preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
+    metadata = build_metadata(config, dataset, preprocessing)
+    if len(metadata.head_classes[metadata.heads[0] if metadata.heads else ""]) != dataset.n_class:
+        raise FCNError(
+            f"model.n_class={config.model.n_class} but {dataset!r} has {dataset.n_class} classes"
+        )
+    return params, metadata, new_layers
+
+
 def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> PreparedRun:
     """Check, build and restore everything a run needs (see the module docstring).
 
@@ -243,20 +275,7 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
 
     if start is not None:
         check_resumed_config(snapshots, start, config, model, steps_per_epoch, chief)
-        # The snapshot's params replace these: init.from_ is not read (it may even be the
-        # workdir itself), and the preprocessing is the one the run was trained with.
-        params, new_layers = init_params(model, jax.random.PRNGKey(config.seed)), []
-        preprocessing = check_resumed_architecture(snapshots, model).preprocessing
-    else:
-        params, source_meta, new_layers = initial_params(config, model)
-        preprocessing = None
-        if source_meta is not None:
-            preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
-    metadata = build_metadata(config, train_ds, preprocessing)
-    if len(metadata.head_classes[metadata.heads[0] if metadata.heads else ""]) != train_ds.n_class:
-        raise FCNError(
-            f"model.n_class={config.model.n_class} but {train_ds!r} has {train_ds.n_class} classes"
-        )
+    params, metadata, new_layers = _first_params(config, model, train_ds, snapshots, start)
     tx = make_optimizer(config, params, steps_per_epoch)
     # The state as one host holds it; dp.put_state replicates it over the devices.
     host_state = create_train_state(params, tx, config.seed)
