@@ -18,7 +18,7 @@ from fcn_jax.checkpoint import WeightsMetadata, load_weights, save_weights
 from fcn_jax.models import random_params
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.resources import default_class_names
-from fcn_jax.train.checkpoints import training_steps
+from fcn_jax.train.snapshots import training_steps
 from tests.utils import REPO, device_env, run_script, write_list, write_voc_tree
 
 SMOKE = str(REPO / "configs/synthetic_fcn8s.py:smoke")

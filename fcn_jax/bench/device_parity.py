@@ -310,7 +310,7 @@ def train_step_parity(
     params = jax.device_get(net.params)
     tx = make_optimizer(config, params)
     metadata = WeightsMetadata(variant, n_class, default_class_names(n_class), width, CAFFE_VOC)
-    train_step, *_ = make_steps(model, metadata, tx, config.optim.loss, batch_size=1)
+    train_step = make_steps(model, metadata, tx, config.optim.loss, batch_size=1).train_step
     batch = {"image": image[None], "label": label[None].astype(np.int32)}
     after = {}
     for name, device in (("device", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):

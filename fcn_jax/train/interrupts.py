@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fcn_jax.train.checkpoints import TrainCheckpoints
+from fcn_jax.train.snapshots import TrainCheckpoints
 
 
 class TrainingInterrupted(Exception):

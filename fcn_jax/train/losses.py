@@ -3,8 +3,8 @@
 The release sums the loss over pixels (Caffe's ``SoftmaxWithLoss`` with ``normalize: false``),
 which is why its learning rates are 1e-10 to 1e-14; the CVPR recipe averages. Returning the sum
 and the number of valid pixels lets the step apply the config's normalisation once, after
-summing both over micro-batches (and, later, devices): a step then means the same thing however
-its images are split.
+summing both over micro-batches and devices (:mod:`fcn_jax.train.step`): a step then means the
+same thing however its images are split.
 """
 
 from __future__ import annotations

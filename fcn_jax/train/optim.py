@@ -24,8 +24,6 @@ from flax import traverse_util
 from fcn_jax.errors import FCNError
 from fcn_jax.types import PyTree
 
-GROUPS = ("weight", "bias", "frozen")
-
 
 def param_labels(
     params: PyTree, learn_upsampling: bool = False, trainable: str | None = None

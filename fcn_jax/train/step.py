@@ -24,6 +24,7 @@ with one device.)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,51 @@ class Accumulator:
     count: Array
 
 
+class TraceCounter:
+    """How many times the gradient computation was traced: one per compilation.
+
+    Incremented by the step's Python body, which runs at trace time only; a test (or the run's
+    summary) reads :attr:`count` to see that steps on one shape compile once.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __repr__(self) -> str:
+        return f"TraceCounter(count={self.count})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The jitted steps of one training run (:func:`make_steps`).
+
+    Attributes:
+        train_step: ``(state, batch) -> (state, metrics)``, one micro-batch per step.
+        accumulate: ``(acc, state, batch, micro) -> acc``, summing a micro-batch's gradient
+            (``acc`` None for the first; ``micro`` its int32 index in the step).
+        apply_accumulated: ``(state, acc) -> (state, metrics)``, the optimiser step.
+        traces: compilations of the gradient computation so far.
+    """
+
+    train_step: Callable[[TrainState, dict], tuple[TrainState, Metrics]]
+    accumulate: Callable[..., Accumulator]
+    apply_accumulated: Callable[[TrainState, Accumulator], tuple[TrainState, Metrics]]
+    traces: TraceCounter
+
+    def run(self, state: TrainState, batches: Callable[[], dict], accum_steps: int) -> tuple:
+        """One optimiser step over ``accum_steps`` micro-batches, each from ``batches()``.
+
+        Returns:
+            (the new state, the step's metrics).
+        """
+        if accum_steps == 1:
+            return self.train_step(state, batches())
+        acc = None
+        for micro in range(accum_steps):
+            acc = self.accumulate(acc, state, batches(), jnp.int32(micro))
+        return self.apply_accumulated(state, acc)
+
+
 def make_steps(
     model: FCN,
     metadata: WeightsMetadata,
@@ -93,7 +139,7 @@ def make_steps(
     batch_size: int,
     accum_steps: int = 1,
     parallel: str = "sharding",
-) -> tuple[Callable, Callable, Callable, list[int]]:
+) -> Steps:
     """Build the jitted steps of one training run.
 
     Args:
@@ -108,94 +154,126 @@ def make_steps(
             state and batches with a leading device axis, see :mod:`fcn_jax.train.parallel`).
 
     Returns:
-        ``train_step(state, batch) -> (state, metrics)`` (one micro-batch per step),
-        ``accumulate(acc, state, batch, micro) -> acc``,
-        ``apply_accumulated(state, acc) -> (state, metrics)``, and a one-element list counting
-        compilations (traces) of the gradient computation. Under ``pmap`` the metrics carry a
-        leading device axis (equal rows).
+        The jitted :class:`Steps`. Under ``pmap`` the metrics carry a leading device axis
+        (equal rows).
     """
     if parallel not in PARALLEL_MODES:
         raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
-    pmapped = parallel == "pmap"
     from fcn_jax.eval.evaluate import head_targets
 
-    targets = head_targets(metadata)
-    classes = {head: len(names) for head, names in metadata.head_classes.items()}
-    traces = [0]
-
-    def summed_loss(params: PyTree, batch: dict, rng: Array, first_index: Array) -> tuple:
-        inputs = metadata.preprocess({k: batch[k] for k in metadata.inputs})
-        n = batch[metadata.inputs[0]].shape[0]
-        if pmapped:  # this device's slice starts at its index times the per-device batch
-            first_index = first_index + lax.axis_index(AXIS) * n
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, first_index + i))(jnp.arange(n))
-
-        def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
-            x1 = jax.tree.map(lambda a: a[None], x)
-            out = model.apply({"params": params}, x1, train=True, rngs={"dropout": key})
-            return jax.tree.map(lambda a: a[0], out)
-
-        logits = jax.vmap(one)(inputs, keys)
-        logits = logits if isinstance(logits, dict) else {"": logits}
-        loss, count = jnp.zeros(()), jnp.zeros(())
-        for head, (key, _) in targets.items():
-            s, c = cross_entropy_sum(logits[head], batch[key], classes[head])
-            loss, count = loss + s, count + c
-        return loss, count
-
-    def grads_of_sum(params: PyTree, batch: dict, rng: Array, first_index: Array) -> tuple:
-        traces[0] += 1  # at trace time only: one per compilation
-        (loss, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(
-            params, batch, rng, first_index
-        )
-        return grads, loss, count
-
-    def reduce(grads: PyTree, loss: Array, count: Array) -> tuple:
-        """Sum the per-device partial sums (pmap); under jit the sums are global already."""
-        return lax.psum((grads, loss, count), AXIS) if pmapped else (grads, loss, count)
-
-    def step_rng(state: TrainState) -> Array:
-        return jax.random.fold_in(state.rng, state.step)
-
-    def apply(state: TrainState, grads: PyTree, loss: Array, count: Array) -> tuple:
-        scale = 1.0 / jnp.maximum(count, 1.0) if loss_mode == "mean" else 1.0
-        grads = jax.tree.map(lambda g: g * scale, grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": normalise(loss, count, loss_mode),
-            "pixels": count,
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
-        first = state.step * accum_steps * batch_size
-        grads = grads_of_sum(state.params, batch, step_rng(state), first)
-        return apply(state, *reduce(*grads))
-
-    def accumulate(acc: Accumulator | None, state: TrainState, batch: dict, micro: Array):
-        # Per-device partial sums under pmap: reduced once, in apply_accumulated.
-        first = (state.step * accum_steps + micro) * batch_size
-        grads, loss, count = grads_of_sum(state.params, batch, step_rng(state), first)
-        if acc is None:
-            return Accumulator(grads, loss, count)
-        return Accumulator(
-            jax.tree.map(jnp.add, acc.grads, grads), acc.loss + loss, acc.count + count
-        )
-
-    def apply_accumulated(state: TrainState, acc: Accumulator) -> tuple[TrainState, Metrics]:
-        return apply(state, *reduce(acc.grads, acc.loss, acc.count))
-
+    s = _StepSetup(
+        model=model,
+        metadata=metadata,
+        tx=tx,
+        loss_mode=loss_mode,
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        pmapped=parallel == "pmap",
+        targets=head_targets(metadata),
+        classes={head: len(names) for head, names in metadata.head_classes.items()},
+        traces=TraceCounter(),
+    )
+    bound = [functools.partial(f, s) for f in (_train_step, _accumulate, _apply_accumulated)]
     # The state (and the accumulator) is donated: updated in place, no second copy of params
     # and optimiser state on the device.
-    if pmapped:
-        wrap = functools.partial(jax.pmap, axis_name=AXIS, donate_argnums=0)
-        return (
-            wrap(train_step),
-            jax.pmap(accumulate, axis_name=AXIS, donate_argnums=0, in_axes=(0, 0, 0, None)),
-            wrap(apply_accumulated),
-            traces,
+    if s.pmapped:
+        pmap = functools.partial(jax.pmap, axis_name=AXIS, donate_argnums=0)
+        train_step, accumulate, apply_accumulated = bound
+        return Steps(
+            pmap(train_step),
+            pmap(accumulate, in_axes=(0, 0, 0, None)),
+            pmap(apply_accumulated),
+            s.traces,
         )
-    wrap = functools.partial(jax.jit, donate_argnums=0)
-    return wrap(train_step), wrap(accumulate), wrap(apply_accumulated), traces
+    return Steps(*(jax.jit(f, donate_argnums=0) for f in bound), s.traces)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepSetup:
+    """What the step functions read besides their arguments (:func:`make_steps`'s)."""
+
+    model: FCN
+    metadata: WeightsMetadata
+    tx: optax.GradientTransformation
+    loss_mode: str
+    batch_size: int
+    accum_steps: int
+    pmapped: bool
+    targets: dict[str, tuple[str, int]]  # head -> (label key, classes): head_targets
+    classes: dict[str, int]  # head -> classes
+    traces: TraceCounter
+
+
+def _summed_loss(s: _StepSetup, params: PyTree, batch: dict, rng: Array, first: Array) -> tuple:
+    """(summed loss, valid pixels) of a micro-batch whose first example is number ``first``."""
+    inputs = s.metadata.preprocess({k: batch[k] for k in s.metadata.inputs})
+    n = batch[s.metadata.inputs[0]].shape[0]
+    if s.pmapped:  # this device's slice starts at its index times the per-device batch
+        first = first + lax.axis_index(AXIS) * n
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, first + i))(jnp.arange(n))
+
+    def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
+        x1 = jax.tree.map(lambda a: a[None], x)
+        out = s.model.apply({"params": params}, x1, train=True, rngs={"dropout": key})
+        return jax.tree.map(lambda a: a[0], out)
+
+    logits = jax.vmap(one)(inputs, keys)
+    logits = logits if isinstance(logits, dict) else {"": logits}
+    loss, count = jnp.zeros(()), jnp.zeros(())
+    for head, (key, _) in s.targets.items():
+        part, c = cross_entropy_sum(logits[head], batch[key], s.classes[head])
+        loss, count = loss + part, count + c
+    return loss, count
+
+
+def _grads_of_sum(s: _StepSetup, state: TrainState, batch: dict, first: Array) -> tuple:
+    """(gradient of the summed loss, summed loss, valid pixels): this device's partial sums."""
+    s.traces.count += 1  # at trace time only: one per compilation
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, count), grads = jax.value_and_grad(functools.partial(_summed_loss, s), has_aux=True)(
+        state.params, batch, rng, first
+    )
+    return grads, loss, count
+
+
+def _reduce(s: _StepSetup, grads: PyTree, loss: Array, count: Array) -> tuple:
+    """Sum the per-device partial sums (pmap); under jit the sums are global already."""
+    return lax.psum((grads, loss, count), AXIS) if s.pmapped else (grads, loss, count)
+
+
+def _apply(
+    s: _StepSetup, state: TrainState, grads: PyTree, loss: Array, count: Array
+) -> tuple[TrainState, Metrics]:
+    """Normalise the summed gradient once and take the optimiser step."""
+    scale = 1.0 / jnp.maximum(count, 1.0) if s.loss_mode == "mean" else 1.0
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": normalise(loss, count, s.loss_mode),
+        "pixels": count,
+        "grad_norm": optax.tree.norm(grads),
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def _train_step(s: _StepSetup, state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
+    first = state.step * s.accum_steps * s.batch_size
+    return _apply(s, state, *_reduce(s, *_grads_of_sum(s, state, batch, first)))
+
+
+def _accumulate(
+    s: _StepSetup, acc: Accumulator | None, state: TrainState, batch: dict, micro: Array
+) -> Accumulator:
+    # Per-device partial sums under pmap: reduced once, in _apply_accumulated.
+    first = (state.step * s.accum_steps + micro) * s.batch_size
+    grads, loss, count = _grads_of_sum(s, state, batch, first)
+    if acc is None:
+        return Accumulator(grads, loss, count)
+    return Accumulator(jax.tree.map(jnp.add, acc.grads, grads), acc.loss + loss, acc.count + count)
+
+
+def _apply_accumulated(
+    s: _StepSetup, state: TrainState, acc: Accumulator
+) -> tuple[TrainState, Metrics]:
+    return _apply(s, state, *_reduce(s, acc.grads, acc.loss, acc.count))

@@ -23,8 +23,8 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, init_params
 from fcn_jax.outputs import output_dir
-from fcn_jax.train.checkpoints import TrainCheckpoints, training_steps, weights_steps
 from fcn_jax.train.optim import state_layout
+from fcn_jax.train.snapshots import TrainCheckpoints, training_steps, weights_steps
 from fcn_jax.types import PyTree
 
 # init.from_ values meaning "from scratch": --config.init.from_=None arrives as the string "None"

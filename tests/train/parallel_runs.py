@@ -17,7 +17,8 @@ from flax import traverse_util
 from fcn_jax.checkpoint import load_weights
 from fcn_jax.cli import enable_compilation_cache
 from fcn_jax.configs import load_config_file, model_from_config
-from fcn_jax.train.loop import initial_params, train_and_evaluate
+from fcn_jax.train.loop import train_and_evaluate
+from fcn_jax.train.setup import initial_params
 
 REPO = Path(__file__).resolve().parents[2]
 # (loss, optimiser overrides): plain SGD, because Adam would hide a gradient off by a constant

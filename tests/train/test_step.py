@@ -1,5 +1,5 @@
 """fcn_jax.train.step: accumulation, frozen upsampling, overfitting, determinism, compilations;
-and fcn_jax.train.loop.copy_layers (staged initialisation).
+and fcn_jax.train.init.stage_params (staged initialisation).
 
 Compilations dominate the cost, so the module compiles few steps: one Adam train step shared by
 the overfitting, freezing, determinism and trace tests, and per loss normalisation one big-batch
@@ -24,7 +24,7 @@ from fcn_jax.errors import FCNError
 from fcn_jax.models import FCN, abstract_params, initial_head_params
 from fcn_jax.models.layers import bilinear_init, bilinear_kernel
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.train.loop import copy_layers
+from fcn_jax.train.init import stage_params
 from fcn_jax.train.optim import make_optimizer
 from fcn_jax.train.step import Accumulator, create_train_state, make_steps
 
@@ -114,10 +114,9 @@ def accumulation(data, params0):
         model = model_from_config(c)
         assert model.learn_upsampling == learn_up
         tx = make_optimizer(c, params0)
-        big_step, *_ = make_steps(model, metadata, tx, loss, batch_size=4)
-        _, accumulate, apply_accumulated, _ = make_steps(
-            model, metadata, tx, loss, batch_size=1, accum_steps=4
-        )
+        big_step = make_steps(model, metadata, tx, loss, batch_size=4).train_step
+        steps = make_steps(model, metadata, tx, loss, batch_size=1, accum_steps=4)
+        accumulate, apply_accumulated = steps.accumulate, steps.apply_accumulated
         big = create_train_state(copy(params0), tx, seed=7)
         small = create_train_state(copy(params0), tx, seed=7)
         big_metrics, small_metrics = [], []
@@ -188,7 +187,8 @@ def adam(data, params0):
     c = make_config("adam", 1e-3, "mean")
     model = model_from_config(c)
     tx = make_optimizer(c, params0)
-    train_step, _, _, traces = make_steps(model, metadata, tx, "mean", batch_size=2)
+    steps = make_steps(model, metadata, tx, "mean", batch_size=2)
+    train_step, traces = steps.train_step, steps.traces
 
     def run(seed: int, steps: int, batch: dict):
         state = create_train_state(copy(params0), tx, seed)
@@ -251,16 +251,16 @@ def test_repeated_steps_on_one_shape_compile_once(adam, data):
     run, traces = adam
     run(0, 4, two(data))
     run(3, 2, two(data))  # a fresh state (another seed) is the same pytree type
-    assert traces[0] == 1
+    assert traces.count == 1
 
 
-# --- (f) copy_layers ----------------------------------------------------------------------------
+# --- (f) stage_params: staged initialisation ----------------------------------------------------
 
 
-def test_copy_layers_32s_into_16s():
+def test_stage_params_32s_into_16s():
     src = make_params(FCN(variant="fcn32s", n_class=N_CLASS, width=WIDTH), 1, score_std=0.1)
     target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
-    new, new_layers = copy_layers(target, src, "fcn32s.pth")
+    new, new_layers = stage_params(src, target, "fcn32s.pth")
     assert new_layers == ["score_pool4", "upscore16", "upscore2"]
     fs, ft, fn = flat(src), flat(target), flat(new)
     assert fn.keys() == ft.keys()  # the 32s "upscore" is not carried over
@@ -279,14 +279,23 @@ def test_copy_layers_32s_into_16s():
         assert np.count_nonzero(kernel) == np.count_nonzero(bilinear_kernel(k)) * N_CLASS
 
 
-def test_copy_layers_shape_mismatch_names_the_layer():
+def test_stage_params_shape_mismatch_names_the_layer():
     src = make_params(FCN(variant="fcn32s", n_class=21, width=WIDTH), 1)
     target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
     with pytest.raises(FCNError, match=r"weights\.pth.*score_fr/kernel"):
-        copy_layers(target, src, "weights.pth")
+        stage_params(src, target, "weights.pth")
 
 
-def test_copy_layers_disjoint_trees_raise():
+def test_stage_params_disjoint_trees_raise():
     target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
     with pytest.raises(FCNError, match="shares no layer"):
-        copy_layers(target, {"other": {"kernel": np.zeros((3, 3))}}, "other.pth")
+        stage_params({"other": {"kernel": np.zeros((3, 3))}}, target, "other.pth")
+
+
+def test_stage_params_refuses_a_source_missing_a_layer_of_its_own_arch():
+    # A 32s file without score_fr: before, score_fr silently kept its zero initialisation.
+    arch = make_params(FCN(variant="fcn32s", n_class=N_CLASS, width=WIDTH), 1)
+    src = {k: v for k, v in arch.items() if k != "score_fr"}
+    target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
+    with pytest.raises(FCNError, match=r"2 missing params: score_fr/bias, score_fr/kernel"):
+        stage_params(src, target, "fcn32s.pth", source=arch)

@@ -1,4 +1,7 @@
-"""Training checkpoints: the weights-directory format plus what exact resumption needs.
+"""Training snapshots: the weights-directory format plus what exact resumption needs.
+
+(Not :mod:`fcn_jax.checkpoint`, which reads and writes weights directories: a snapshot is a
+weights directory's step plus the training state.)
 
 A training workdir is an orbax ``CheckpointManager`` directory whose steps hold
 
