@@ -22,16 +22,15 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.splits import shipped_split_dir
 from fcn_jax.preprocessing import NYUD_HHA, NYUD_RGB
-from fcn_jax.resources import default_class_names
 from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
     NARROW,
     REPO,
     SIFTFLOW_SEMANTIC,
     SIFTFLOW_SUBDIR,
+    metadata_for,
     save_random_weights,
     write_camvid_tree,
     write_context_tree,
@@ -331,9 +330,9 @@ def test_rgbhha_without_hha_fails_cleanly(tmp_path: Path) -> None:
     """A two-stream eval on a tree without data/hha names the missing HHA files, no traceback."""
     root = tmp_path
     write_nyud_tree(root, NYUD_SPLITS, hha=False)
-    meta = WeightsMetadata(
-        "fcn16s", 40, default_class_names(40), NARROW, NYUD_RGB, inputs=("image", "hha"),
-        input_preprocessing=(NYUD_HHA,), streams=("color", "hha"),
+    meta = metadata_for(
+        "fcn16s", 40, NARROW, (NYUD_RGB, NYUD_HHA), inputs=("image", "hha"),
+        streams=("color", "hha"),
     )  # fmt: skip
     weights = save_random_weights(root / "rgbhha", meta, seed=5)
     r = run_eval("nyud_fcn16s_rgbhha", weights, root, "test", "--out", root / "m.json")

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from fcn_jax.checkpoint import WeightsMetadata, load_weights, save_weights
+from fcn_jax.checkpoint import load_weights, save_weights
 from fcn_jax.models import random_params
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import default_class_names
 from fcn_jax.train.snapshots import training_steps
-from tests.utils import REPO, device_env, run_script, write_list, write_voc_tree
+from tests.utils import REPO, device_env, metadata_for, run_script, write_list, write_voc_tree
 
 SMOKE = str(REPO / "configs/synthetic_fcn8s.py:smoke")
 # The smoke data's largest bucket for every batch: one compilation a run, not one per bucket.
@@ -250,14 +249,8 @@ def test_bad_workdir_exits_2_before_any_work(case, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     weights = tmp_path / "parent" / "weights"
     if "weights" in case:  # a converted weights directory: step 0, params and metadata only
-        meta = WeightsMetadata(
-            arch="fcn8s",
-            n_class=5,
-            class_names=default_class_names(5),
-            width=0.0625,
-            preprocessing=CAFFE_VOC,
-        )
-        save_weights(weights, random_params(meta.model()), meta)
+        meta = metadata_for("fcn8s", 5, 0.0625, CAFFE_VOC)
+        save_weights(weights, random_params(meta.spec), meta)
     voc = [
         "--config",
         REPO / "configs/voc_fcn32s.py",

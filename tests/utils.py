@@ -333,6 +333,7 @@ def write_context_tree(
 def metadata_for(arch: str, n_class: int, width: float = NARROW, preprocessing=None, **fields):
     """The metadata of a one-head VGG16 FCN with default class names (``class_<i>``).
 
+    ``preprocessing``: the input's (CAFFE_VOC by default), or a tuple with one per input;
     ``fields``: more :class:`~fcn_jax.models.NetSpec` fields, or ``class_names`` / ``palette`` /
     ``source``.
     """
@@ -342,9 +343,9 @@ def metadata_for(arch: str, n_class: int, width: float = NARROW, preprocessing=N
     from fcn_jax.resources import default_class_names
 
     own = {k: fields.pop(k) for k in ("class_names", "palette", "source") if k in fields}
-    spec = NetSpec.single(
-        arch, n_class, width=width, preprocessing=(preprocessing or CAFFE_VOC,), **fields
-    )
+    if not isinstance(preprocessing, tuple):  # one input's, or one per input
+        preprocessing = (preprocessing or CAFFE_VOC,)
+    spec = NetSpec.single(arch, n_class, width=width, preprocessing=preprocessing, **fields)
     own.setdefault("class_names", default_class_names(n_class))
     return WeightsMetadata(spec=spec, **own)
 

@@ -296,21 +296,17 @@ def train_step_parity(
     seed: int,
 ) -> dict[str, Any]:
     """One train step on JAX's default device and on the CPU from the same state: compared."""
-    from fcn_jax.checkpoint import WeightsMetadata
-    from fcn_jax.configs import model_from_config
-    from fcn_jax.preprocessing import CAFFE_VOC
-    from fcn_jax.resources import default_class_names
+    from fcn_jax.configs import spec_from_config
     from fcn_jax.train.optim import make_optimizer
     from fcn_jax.train.step import create_train_state, make_steps
 
     case = Case(variant, "train", *image.shape[:2], 1, "float32", width)
     config = train_config(case, n_class)
     config.learning_rate = PARITY_LEARNING_RATE
-    model = model_from_config(config)
     params = jax.device_get(net.params)
     tx = make_optimizer(config, params)
-    metadata = WeightsMetadata(variant, n_class, default_class_names(n_class), width, CAFFE_VOC)
-    train_step = make_steps(model, metadata, tx, config.optim.loss, batch_size=1).train_step
+    spec = spec_from_config(config)
+    train_step = make_steps(spec, tx, config.optim.loss, batch_size=1).train_step
     batch = {"image": image[None], "label": label[None].astype(np.int32)}
     after = {}
     for name, device in (("device", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):

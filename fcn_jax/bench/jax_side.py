@@ -25,10 +25,8 @@ import numpy as np
 from fcn_jax.bench.network import Network, train_config
 from fcn_jax.bench.plan import Case
 from fcn_jax.bench.timing import Compiled, jax_precision
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.configs import spec_from_config
 from fcn_jax.preprocessing import CAFFE_VOC
-from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
 
@@ -81,12 +79,9 @@ def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> 
     from fcn_jax.train.step import create_train_state, make_steps
 
     config = train_config(case, n_class)
-    model = model_from_config(config)
     tx = make_optimizer(config, params)
-    metadata = WeightsMetadata(
-        case.variant, n_class, default_class_names(n_class), case.width_mult, CAFFE_VOC
-    )
-    train_step, *_ = make_steps(model, metadata, tx, config.optim.loss, batch_size=case.batch)
+    steps = make_steps(spec_from_config(config), tx, config.optim.loss, batch_size=case.batch)
+    train_step = steps.train_step
     state = create_train_state(jax.tree.map(jnp.copy, params), tx, seed)
     return train_step, state
 

@@ -68,7 +68,7 @@ def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, 
     compute dtype, so the periodic validations of a training run compile each shape once.
     """
     spec = metadata.spec.replace(dtype=dtype)
-    classes = head_class_counts(metadata)
+    classes = head_class_counts(metadata.spec)
     traces = [0]
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -98,7 +98,7 @@ def check_dataset(metadata: WeightsMetadata, dataset: SegmentationDataset) -> No
             "dataset's modalities (data.modalities) to the network's inputs"
         )
     several = len(metadata.spec.heads) > 1
-    for head, (key, _) in head_targets(metadata).items():
+    for head, (key, _) in head_targets(metadata.spec).items():
         wanted = len(metadata.head_classes[head])
         have = len(dataset.label_classes.get(key, ()))
         if have != wanted:
@@ -183,9 +183,9 @@ def _run(
     Returns:
         (head -> [n, n] int64 confusion matrix of the split, images scored, batches run).
     """
-    targets = head_targets(metadata)
+    targets = head_targets(metadata.spec)
     params = jax.device_put(params, feed.replicated)
-    confusions = _Confusions(head_class_counts(metadata), feed.replicated)
+    confusions = _Confusions(head_class_counts(metadata.spec), feed.replicated)
     n_images = batches = 0
     bar = tqdm(total=len(dataset), unit="img", desc="eval", disable=not progress)
     # try/finally: a bad record raises mid-loop; closing the bar ends its line, so the CLI's
@@ -215,7 +215,7 @@ def _score(
     present_only = getattr(dataset, "score_present_classes_only", False)
     return {
         name: compute_metrics(confusions[h], dataset.label_classes[key], present_only)
-        for h, (key, name) in head_targets(metadata).items()
+        for h, (key, name) in head_targets(metadata.spec).items()
     }
 
 

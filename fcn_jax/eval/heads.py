@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.siftflow import HEAD_LABELS
+from fcn_jax.models import NetSpec
 
 
-def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
+def head_targets(spec: NetSpec) -> dict[str, tuple[str, str]]:
     """Output key -> (label key, metric-set name) for every head of a network.
 
     The first head of any network reads ``label``; a head the datasets name (SIFT Flow's
@@ -14,7 +14,7 @@ def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
     any other head ``h`` reads ``label_h`` and is scored as ``h``. A single-head network's one
     output (``out``) is scored as the metric set ``""``, written flat in the metrics JSON.
     """
-    names = metadata.spec.head_names
+    names = spec.head_names
     if len(names) == 1:
         return {names[0]: ("label", "")}
     targets = {}
@@ -24,6 +24,6 @@ def head_targets(metadata: WeightsMetadata) -> dict[str, tuple[str, str]]:
     return targets
 
 
-def head_class_counts(metadata: WeightsMetadata) -> dict[str, int]:
+def head_class_counts(spec: NetSpec) -> dict[str, int]:
     """Output key -> class count of every head (the keys of :func:`head_targets`)."""
-    return {head: len(names) for head, names in metadata.head_classes.items()}
+    return dict(spec.heads)

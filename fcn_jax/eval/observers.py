@@ -107,8 +107,8 @@ class PerImageMetrics:
     @classmethod
     def for_network(cls, metadata: WeightsMetadata) -> PerImageMetrics:
         """Every head of the network ``metadata`` describes, named as its metrics are."""
-        counts = head_class_counts(metadata)
-        return cls({h: (counts[h], name) for h, (_, name) in head_targets(metadata).items()})
+        counts = head_class_counts(metadata.spec)
+        return cls({h: (counts[h], name) for h, (_, name) in head_targets(metadata.spec).items()})
 
     def on_batch(
         self,

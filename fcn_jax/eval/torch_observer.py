@@ -55,8 +55,8 @@ class TorchComparison:
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
         self.metadata = metadata
-        self.classes = head_class_counts(metadata)
-        self.label_keys = {head: key for head, (key, _) in head_targets(metadata).items()}
+        self.classes = head_class_counts(metadata.spec)
+        self.label_keys = {head: key for head, (key, _) in head_targets(metadata.spec).items()}
         self.hists = {h: np.zeros((n, n), np.int64) for h, n in self.classes.items()}
         self.agree = 0
         self.pixels = 0

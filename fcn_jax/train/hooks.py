@@ -8,7 +8,6 @@ host round-trip of a step that logs, validates or saves).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import signal
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import EvalOptions, evaluate
+from fcn_jax.models import predict_fn
 from fcn_jax.train.parallel import DataParallel
 from fcn_jax.train.progress import Progress
 from fcn_jax.train.snapshots import TrainCheckpoints
@@ -165,25 +165,13 @@ class Validation:
         return first.mean_iou
 
 
-@functools.cache
-def _predict_fn(metadata: WeightsMetadata) -> Any:
-    """Jitted ``(params, inputs) -> class map`` of the first head (compiled once per run)."""
-    model = metadata.model()
-
-    @jax.jit
-    def predict(params: PyTree, inputs: dict) -> jax.Array:
-        logits = model.apply({"params": params}, metadata.preprocess(inputs))
-        logits = logits[metadata.heads[0]] if metadata.heads else logits
-        return jnp.argmax(logits, -1).astype(jnp.uint8)
-
-    return predict
-
-
 def sample_picture(params: PyTree, metadata: WeightsMetadata, record: dict) -> np.ndarray:
     """Image | label | prediction for one validation record, [H, 3W, 3] uint8 (enlarged)."""
     palette = metadata.palette_array()
-    inputs = {k: record[k][None] for k in metadata.inputs}
-    pred = np.asarray(_predict_fn(metadata)(params, inputs)[0])
+    spec = metadata.spec
+    inputs = {k: record[k][None] for k in spec.inputs}
+    logits = predict_fn(spec)({"params": params}, inputs)[spec.head_names[0]]
+    pred = np.asarray(jnp.argmax(logits[0], -1).astype(jnp.uint8))
     image = record[metadata.inputs[0]]
     picture = np.concatenate(
         [image, colourise(record["label"], palette), colourise(pred, palette)], axis=1

@@ -133,13 +133,14 @@ def stage_params(
     return merged, new
 
 
-def stream_trunks(params: PyTree, streams: tuple[str, ...]) -> PyTree:
-    """One VGG16 trunk for every stream, as the release initialises its two-stream nets.
+def stream_trunks(params: PyTree, streams: tuple[str, ...], backbone: str = "vgg16") -> PyTree:
+    """One backbone for every stream, as the release initialises its two-stream nets.
 
     ``vgg16/conv1_1`` -> ``vgg16color/conv1_1color``, ``vgg16hha/conv1_1hha``; ``params`` is
-    returned as is where it has no single trunk (``vgg16``) or there are no streams.
+    returned as is where it has no single backbone (``vgg16``) or there are no streams.
     """
-    if not streams or "vgg16" not in params:
+    if not streams or backbone not in params:
         return params
-    trunks = {f"vgg16{s}": {f"{k}{s}": v for k, v in params["vgg16"].items()} for s in streams}
+    one = params[backbone]
+    trunks = {f"{backbone}{s}": {f"{k}{s}": v for k, v in one.items()} for s in streams}
     return {**params, **trunks}

@@ -20,15 +20,15 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import model_from_config, resolve_n_class
+from fcn_jax.configs import resolve_n_class, spec_from_config
 from fcn_jax.data import make_dataset
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
 from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import COMPUTE_DTYPES, EvalOptions, head_targets
-from fcn_jax.models import FCN, abstract_params, init_params
-from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
+from fcn_jax.models import NetSpec, abstract_variables, init_variables
+from fcn_jax.preprocessing import Preprocessing, reconcile
 from fcn_jax.train.init import stage_params, stream_trunks
 from fcn_jax.train.interrupts import RunProgress
 from fcn_jax.train.optim import divergence_warning, make_optimizer, param_labels
@@ -90,45 +90,27 @@ class PreparedRun:
         return self.dp.put_batch({k: v for k, v in batch.items() if k in self.feed_keys})
 
 
-def _preprocessing(name: str) -> Preprocessing:
-    if name not in PRESETS:
-        raise FCNError(f"config.data.preprocessing {name!r} is not one of {sorted(PRESETS)}")
-    return PRESETS[name]
-
-
 def build_metadata(
     config: Any, dataset: SegmentationDataset, preprocessing: Preprocessing | None = None
 ) -> WeightsMetadata:
-    """What the trained weights will say about themselves (classes, inputs, preprocessing)."""
-    m, d = config.model, config.data
-    modalities = tuple(d.modalities)
-    streams = tuple(m.streams)
-    presets = {"image": PRESETS.get(d.preprocessing), "hha": PRESETS["caffe-nyud-hha"]}
-    first = preprocessing or _preprocessing(d.preprocessing)
-    heads = tuple(h for h, _ in m.heads)
+    """What the trained weights will say about themselves: the network, classes, palette.
+
+    Args:
+        config: the experiment config (its ``model``, ``data`` and ``dtype``).
+        dataset: the training split (class names and colours of each head).
+        preprocessing: the first input's normalisation where the starting weights decide it.
+    """
+    spec = spec_from_config(config, preprocessing)
     head_names: tuple[tuple[str, ...], ...] = ()
-    if heads:
+    if len(spec.heads) > 1:
         classes = dataset.label_classes
         extra = [k for k in classes if k != "label"]
-        head_names = tuple(classes[k] for k in extra[: len(heads) - 1])
+        head_names = tuple(classes[k] for k in extra[: len(spec.heads) - 1])
     palette = tuple(tuple(int(v) for v in c) for c in dataset.palette[: dataset.n_class])
-    return WeightsMetadata(
-        arch=m.arch,
-        n_class=m.n_class,
-        class_names=dataset.class_names,
-        width=m.width,
-        preprocessing=first if modalities[0] == "image" else presets.get(modalities[0], first),
-        source="fcn-jax",
-        palette=palette,
-        inputs=modalities,
-        input_preprocessing=tuple(presets[k] for k in modalities[1:]),
-        streams=streams,
-        heads=heads,
-        head_class_names=head_names,
-    )
+    return WeightsMetadata(spec, dataset.class_names, head_names, "fcn-jax", palette=palette)
 
 
-def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
+def initial_params(config: Any, spec: NetSpec) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
     """Fresh params, merged with ``init.from_``'s if the config names a source.
 
     New layers are those the source's architecture lacks (:func:`stage_params`); a two-stream
@@ -136,7 +118,7 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
 
     Args:
         config: the experiment config (``seed``, ``init.from_``, ``model``).
-        model: the FCN being trained.
+        spec: the network being trained.
 
     Returns:
         (params, the source's metadata or None, the layers left at their initialisation).
@@ -144,7 +126,7 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
     Raises:
         FCNError: the source does not exist, or does not fit (:func:`merge_params`).
     """
-    params = init_params(model, jax.random.PRNGKey(config.seed))
+    params = init_variables(spec, jax.random.PRNGKey(config.seed))["params"]
     source = init_source(config)
     if source is None:
         return params, None, []
@@ -157,10 +139,12 @@ def initial_params(config: Any, model: FCN) -> tuple[PyTree, WeightsMetadata | N
             "workdir or a .pth file"
         )
     src_params, src_meta = load_any_weights(path, config.model.arch, config.model.n_class)
-    src_arch = stream_trunks(abstract_params(src_meta.model()), model.streams)
-    params, new_layers = stage_params(
-        stream_trunks(src_params, model.streams), params, f"init.from_ {path}", src_arch
-    )
+
+    def trunks(tree: PyTree) -> PyTree:
+        return stream_trunks(tree, spec.streams, spec.backbone)
+
+    src_arch = trunks(abstract_variables(src_meta.spec)["params"])
+    params, new_layers = stage_params(trunks(src_params), params, f"init.from_ {path}", src_arch)
     return params, src_meta, new_layers
 
 
@@ -211,7 +195,7 @@ def _pipeline(config: Any, dataset: SegmentationDataset, host_batch: int, fill: 
 
 def _first_params(
     config: Any,
-    model: FCN,
+    spec: NetSpec,
     dataset: SegmentationDataset,
     snapshots: TrainCheckpoints,
     start: int | None,
@@ -226,15 +210,15 @@ def _first_params(
             model's class count is not the data's.
     """
     if start is not None:
-        params, new_layers = init_params(model, jax.random.PRNGKey(config.seed)), []
-        preprocessing = check_resumed_architecture(snapshots, model).preprocessing
+        params, new_layers = init_variables(spec, jax.random.PRNGKey(config.seed))["params"], []
+        preprocessing = check_resumed_architecture(snapshots, spec).preprocessing
     else:
-        params, source_meta, new_layers = initial_params(config, model)
+        params, source_meta, new_layers = initial_params(config, spec)
         preprocessing = None
         if source_meta is not None:
             preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
     metadata = build_metadata(config, dataset, preprocessing)
-    if len(metadata.head_classes[metadata.heads[0] if metadata.heads else ""]) != dataset.n_class:
+    if metadata.n_class != dataset.n_class:
         raise FCNError(
             f"model.n_class={config.model.n_class} but {dataset!r} has {dataset.n_class} classes"
         )
@@ -263,7 +247,7 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
     # workers), checked here, before the first step rather than at the first validation.
     eval_options = EvalOptions.from_config(config)
     chief = jax.process_index() == 0
-    model = model_from_config(config)
+    spec = spec_from_config(config)
     warning = divergence_warning(config)
     if warning and chief:
         print(f"WARNING: {warning}", file=sys.stderr)
@@ -274,27 +258,26 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
     steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
 
     if start is not None:
-        check_resumed_config(snapshots, start, config, model, steps_per_epoch, chief)
-    params, metadata, new_layers = _first_params(config, model, train_ds, snapshots, start)
+        check_resumed_config(snapshots, start, config, spec, steps_per_epoch, chief)
+    params, metadata, new_layers = _first_params(config, spec, train_ds, snapshots, start)
     tx = make_optimizer(config, params, steps_per_epoch)
     # The state as one host holds it; dp.put_state replicates it over the devices.
     host_state = create_train_state(params, tx, config.seed)
-    iterator = _pipeline(config, train_ds, host_batch, metadata.mean_pixels())
+    iterator = _pipeline(config, train_ds, host_batch, metadata.spec.mean_pixels())
     if start is not None:
         # Restored as one host's arrays, then laid out for this run's devices: a run saved on
         # any number of devices resumes on any other.
         host_state, data_state = snapshots.restore(host_state)
         iterator.set_state(data_state)
     steps = make_steps(
-        model,
-        metadata,
+        metadata.spec,
         tx,
         config.optim.loss,
         config.batch_size,
         config.optim.accum_steps,
         parallel=dp.mode,
     )
-    keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata).values()}
+    keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata.spec).values()}
     return PreparedRun(
         config=config,
         workdir=workdir,

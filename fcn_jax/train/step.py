@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.models import FCN
+from fcn_jax.eval.heads import head_class_counts, head_targets
+from fcn_jax.models import NetSpec
 from fcn_jax.train.losses import cross_entropy_sum, normalise
 from fcn_jax.types import Array, PyTree
 
@@ -132,8 +132,7 @@ class Steps:
 
 
 def make_steps(
-    model: FCN,
-    metadata: WeightsMetadata,
+    spec: NetSpec,
     tx: optax.GradientTransformation,
     loss_mode: str,
     batch_size: int,
@@ -143,8 +142,8 @@ def make_steps(
     """Build the jitted steps of one training run.
 
     Args:
-        model: the FCN being trained.
-        metadata: its inputs (record keys and preprocessing) and heads (label keys, classes).
+        spec: the network being trained: its inputs (record keys and preprocessing), heads
+            (label keys, classes), compute dtype.
         tx: the optimiser.
         loss_mode: ``sum`` or ``mean`` (applied once per optimiser step).
         batch_size: examples per micro-batch (global: over all devices and hosts).
@@ -159,18 +158,15 @@ def make_steps(
     """
     if parallel not in PARALLEL_MODES:
         raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
-    from fcn_jax.eval.evaluate import head_targets
-
     s = _StepSetup(
-        model=model,
-        metadata=metadata,
+        spec=spec,
         tx=tx,
         loss_mode=loss_mode,
         batch_size=batch_size,
         accum_steps=accum_steps,
         pmapped=parallel == "pmap",
-        targets=head_targets(metadata),
-        classes={head: len(names) for head, names in metadata.head_classes.items()},
+        targets=head_targets(spec),
+        classes=head_class_counts(spec),
         traces=TraceCounter(),
     )
     bound = [functools.partial(f, s) for f in (_train_step, _accumulate, _apply_accumulated)]
@@ -192,8 +188,7 @@ def make_steps(
 class _StepSetup:
     """What the step functions read besides their arguments (:func:`make_steps`'s)."""
 
-    model: FCN
-    metadata: WeightsMetadata
+    spec: NetSpec
     tx: optax.GradientTransformation
     loss_mode: str
     batch_size: int
@@ -206,19 +201,18 @@ class _StepSetup:
 
 def _summed_loss(s: _StepSetup, params: PyTree, batch: dict, rng: Array, first: Array) -> tuple:
     """(summed loss, valid pixels) of a micro-batch whose first example is number ``first``."""
-    inputs = s.metadata.preprocess({k: batch[k] for k in s.metadata.inputs})
-    n = batch[s.metadata.inputs[0]].shape[0]
+    inputs = s.spec.preprocess(batch)
+    n = batch[s.spec.inputs[0]].shape[0]
     if s.pmapped:  # this device's slice starts at its index times the per-device batch
         first = first + lax.axis_index(AXIS) * n
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, first + i))(jnp.arange(n))
 
     def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
         x1 = jax.tree.map(lambda a: a[None], x)
-        out = s.model.apply({"params": params}, x1, train=True, rngs={"dropout": key})
+        out = s.spec.apply({"params": params}, x1, train=True, rngs={"dropout": key})
         return jax.tree.map(lambda a: a[0], out)
 
     logits = jax.vmap(one)(inputs, keys)
-    logits = logits if isinstance(logits, dict) else {"": logits}
     loss, count = jnp.zeros(()), jnp.zeros(())
     for head, (key, _) in s.targets.items():
         part, c = cross_entropy_sum(logits[head], batch[key], s.classes[head])

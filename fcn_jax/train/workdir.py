@@ -17,11 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, init_params
+from fcn_jax.models import NetSpec, abstract_variables
 from fcn_jax.outputs import output_dir
 from fcn_jax.train.optim import state_layout
 from fcn_jax.train.snapshots import TrainCheckpoints, training_steps, weights_steps
@@ -175,7 +173,7 @@ def check_resumed_config(
     checkpoints: TrainCheckpoints,
     step: int,
     config: Any,
-    model: FCN,
+    spec: NetSpec,
     steps_per_epoch: int,
     chief: bool,
 ) -> None:
@@ -186,7 +184,7 @@ def check_resumed_config(
     changes = config_changes(saved, config)
     if not changes:
         return
-    abstract = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    abstract = abstract_variables(spec)["params"]
     refused = refused_changes(changes, config, abstract, steps_per_epoch)
     lines = {key: f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes}
     if refused:
@@ -206,7 +204,7 @@ def check_resumed_config(
         )
 
 
-def check_resumed_architecture(checkpoints: TrainCheckpoints, model: FCN) -> WeightsMetadata:
+def check_resumed_architecture(checkpoints: TrainCheckpoints, spec: NetSpec) -> WeightsMetadata:
     """A workdir may only be resumed by the same architecture; its latest metadata.
 
     (The config comparison names the keys; this also covers checkpoints saved without one.)
@@ -214,10 +212,9 @@ def check_resumed_architecture(checkpoints: TrainCheckpoints, model: FCN) -> Wei
     from fcn_jax.checkpoint import load_metadata
 
     metadata = load_metadata(checkpoints.directory)
-    saved = metadata.model()
-    fields = ("variant", "n_class", "width", "streams", "heads")
-    theirs = {f: getattr(saved, f) for f in fields}
-    ours = {f: getattr(model, f) for f in fields}
+    fields = ("arch", "backbone", "heads", "width", "streams")
+    theirs = {f: getattr(metadata.spec, f) for f in fields}
+    ours = {f: getattr(spec, f) for f in fields}
     if theirs != ours:
         raise FCNError(
             f"workdir {checkpoints.directory} holds a checkpoint of {theirs}, but the config "

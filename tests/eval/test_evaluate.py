@@ -243,14 +243,14 @@ def test_four_devices_equal_one_device(setup):
 
 def test_head_targets_name_the_datasets_label_keys(setup):
     meta, _, _ = setup
-    assert head_targets(meta) == {"out": ("label", "")}
+    assert head_targets(meta.spec) == {"out": ("label", "")}
     heads = (("sem", 4), ("geo", 3), ("depth", 2))
     two = dataclasses.replace(
         meta,
         spec=NetSpec(arch="fcn16s", heads=heads, width=NARROW),
         head_class_names=(("s", "h", "v"), ("near", "far")),
     )
-    assert head_targets(two) == {
+    assert head_targets(two.spec) == {
         "sem": ("label", "semantic"),
         "geo": ("label_geo", "geometric"),
         "depth": ("label_depth", "depth"),

@@ -16,7 +16,7 @@ from flax import traverse_util
 
 from fcn_jax.checkpoint import load_weights
 from fcn_jax.cli import enable_compilation_cache
-from fcn_jax.configs import load_config_file, model_from_config
+from fcn_jax.configs import load_config_file, spec_from_config
 from fcn_jax.train.loop import train_and_evaluate
 from fcn_jax.train.setup import initial_params
 
@@ -72,7 +72,7 @@ def main(case: str, workdir: str) -> None:
         params = traverse_util.flatten_dict(load_weights(Path(workdir) / name, as_numpy=True)[0])
         if reference is None:
             reference = params
-            start = traverse_util.flatten_dict(initial_params(c, model_from_config(c))[0])
+            start = traverse_util.flatten_dict(initial_params(c, spec_from_config(c))[0])
         out[name] = {
             "devices": summary["devices"],
             "parallel": summary["parallel"],

@@ -8,7 +8,7 @@ from flax import traverse_util
 
 from fcn_jax.configs import base
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, abstract_params
+from fcn_jax.models import NetSpec, abstract_variables
 from fcn_jax.train.optim import (
     divergence_warning,
     learning_rate_schedule,
@@ -23,7 +23,7 @@ SCORE_8S = {"score_fr", "score_pool4", "score_pool3"}
 
 @pytest.fixture(scope="module")
 def abstract8s():
-    return abstract_params(FCN(variant="fcn8s", n_class=5, width=NARROW))
+    return abstract_variables(NetSpec.single("fcn8s", 5, width=NARROW))["params"]
 
 
 def flat_labels(params, **kwargs) -> dict[tuple[str, ...], str]:
@@ -93,7 +93,7 @@ def small_config(name: str = "sgd", momentum: float = 0.0, lr: float = 0.1, wd: 
 @pytest.fixture(scope="module")
 def params8s():
     """Random float32 values in the shapes of a narrow FCN-8s (no compilation)."""
-    abstract = abstract_params(FCN(variant="fcn8s", n_class=5, width=0.0625))
+    abstract = abstract_variables(NetSpec.single("fcn8s", 5, width=0.0625))["params"]
     rng = np.random.default_rng(0)
     return jax.tree.map(
         lambda a: jnp.asarray(rng.standard_normal(a.shape).astype(np.float32)), abstract

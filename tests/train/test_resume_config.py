@@ -2,11 +2,10 @@
 
 import json
 
-import jax
 import pytest
 
-from fcn_jax.configs import load_config_file, model_from_config
-from fcn_jax.models import init_params
+from fcn_jax.configs import load_config_file, spec_from_config
+from fcn_jax.models import abstract_variables
 from fcn_jax.train.workdir import config_changes, init_source, refused_changes
 from tests.utils import REPO
 
@@ -34,8 +33,7 @@ def saved(config):
 
 def refused(before, after):
     changes = config_changes(saved(before), after)
-    model = model_from_config(after)
-    params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    params = abstract_variables(spec_from_config(after))["params"]
     return changes, refused_changes(changes, after, params, steps_per_epoch=4)
 
 

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import base, model_from_config
+from fcn_jax.configs import base, spec_from_config
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.transforms import collate
 from fcn_jax.errors import FCNError
-from fcn_jax.models import FCN, abstract_params, initial_head_params
+from fcn_jax.models import NetSpec, abstract_variables, initial_head_params
 from fcn_jax.models.layers import bilinear_init, bilinear_kernel
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.train.init import stage_params
 from fcn_jax.train.optim import make_optimizer
 from fcn_jax.train.step import Accumulator, create_train_state, make_steps
+from tests.utils import metadata_for
 
 N_CLASS = 5
 WIDTH = 0.0625
@@ -47,12 +47,12 @@ def make_config(name: str = "sgd", lr: float = 1e-3, loss: str = "mean", learn_u
     return c
 
 
-def make_params(model: FCN, seed: int, score_std: float = 0.0):
+def make_params(spec: NetSpec, seed: int, score_std: float = 0.0):
     """He-normal trunk, heads as ``FCN.init`` sets them (score zero, upsampling bilinear), plus
     ``score_std`` noise on the score layers."""
     rng = np.random.default_rng(seed)
-    abstract = abstract_params(model)
-    params = initial_head_params(abstract)
+    abstract = abstract_variables(spec)["params"]
+    params = initial_head_params(spec, abstract)
     for name, layers in abstract.items():
         if name.startswith("vgg16"):
             params[name] = {}
@@ -84,13 +84,13 @@ def flat(tree) -> dict[tuple[str, ...], np.ndarray]:
 def data():
     ds = SyntheticSegmentation(n_class=N_CLASS, num_images=4, min_size=SIZE, max_size=SIZE)
     batch = collate([ds[i] for i in range(4)])
-    metadata = WeightsMetadata("fcn8s", N_CLASS, ds.class_names, WIDTH, CAFFE_VOC)
+    metadata = metadata_for("fcn8s", N_CLASS, WIDTH, CAFFE_VOC, class_names=ds.class_names)
     return {k: batch[k] for k in ("image", "label")}, metadata
 
 
 @pytest.fixture(scope="module")
 def params0():
-    return make_params(FCN(variant="fcn8s", n_class=N_CLASS, width=WIDTH), 0, score_std=1e-3)
+    return make_params(NetSpec.single("fcn8s", N_CLASS, width=WIDTH), 0, score_std=1e-3)
 
 
 def valid_pixels(labels: np.ndarray) -> int:
@@ -111,11 +111,11 @@ def accumulation(data, params0):
     def run(loss: str, learn_up: bool):
         lr = 2e-4 if loss == "mean" else 2e-4 / pixels  # the same step size either way
         c = make_config("sgd", lr, loss, learn_up)  # momentum 0.99, weight decay 5e-4
-        model = model_from_config(c)
-        assert model.learn_upsampling == learn_up
+        spec = spec_from_config(c)
+        assert spec.learn_upsampling == learn_up and spec.heads == metadata.spec.heads
         tx = make_optimizer(c, params0)
-        big_step = make_steps(model, metadata, tx, loss, batch_size=4).train_step
-        steps = make_steps(model, metadata, tx, loss, batch_size=1, accum_steps=4)
+        big_step = make_steps(spec, tx, loss, batch_size=4).train_step
+        steps = make_steps(spec, tx, loss, batch_size=1, accum_steps=4)
         accumulate, apply_accumulated = steps.accumulate, steps.apply_accumulated
         big = create_train_state(copy(params0), tx, seed=7)
         small = create_train_state(copy(params0), tx, seed=7)
@@ -185,9 +185,10 @@ def test_accumulating_micro_batches_equals_one_big_batch(
 def adam(data, params0):
     _, metadata = data
     c = make_config("adam", 1e-3, "mean")
-    model = model_from_config(c)
+    spec = spec_from_config(c)
+    assert spec.heads == metadata.spec.heads
     tx = make_optimizer(c, params0)
-    steps = make_steps(model, metadata, tx, "mean", batch_size=2)
+    steps = make_steps(spec, tx, "mean", batch_size=2)
     train_step, traces = steps.train_step, steps.traces
 
     def run(seed: int, steps: int, batch: dict):
@@ -258,8 +259,8 @@ def test_repeated_steps_on_one_shape_compile_once(adam, data):
 
 
 def test_stage_params_32s_into_16s():
-    src = make_params(FCN(variant="fcn32s", n_class=N_CLASS, width=WIDTH), 1, score_std=0.1)
-    target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
+    src = make_params(NetSpec.single("fcn32s", N_CLASS, width=WIDTH), 1, score_std=0.1)
+    target = make_params(NetSpec.single("fcn16s", N_CLASS, width=WIDTH), 2)
     new, new_layers = stage_params(src, target, "fcn32s.pth")
     assert new_layers == ["score_pool4", "upscore16", "upscore2"]
     fs, ft, fn = flat(src), flat(target), flat(new)
@@ -280,22 +281,22 @@ def test_stage_params_32s_into_16s():
 
 
 def test_stage_params_shape_mismatch_names_the_layer():
-    src = make_params(FCN(variant="fcn32s", n_class=21, width=WIDTH), 1)
-    target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
+    src = make_params(NetSpec.single("fcn32s", 21, width=WIDTH), 1)
+    target = make_params(NetSpec.single("fcn16s", N_CLASS, width=WIDTH), 2)
     with pytest.raises(FCNError, match=r"weights\.pth.*score_fr/kernel"):
         stage_params(src, target, "weights.pth")
 
 
 def test_stage_params_disjoint_trees_raise():
-    target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
+    target = make_params(NetSpec.single("fcn16s", N_CLASS, width=WIDTH), 2)
     with pytest.raises(FCNError, match="shares no layer"):
         stage_params({"other": {"kernel": np.zeros((3, 3))}}, target, "other.pth")
 
 
 def test_stage_params_refuses_a_source_missing_a_layer_of_its_own_arch():
     # A 32s file without score_fr: before, score_fr silently kept its zero initialisation.
-    arch = make_params(FCN(variant="fcn32s", n_class=N_CLASS, width=WIDTH), 1)
+    arch = make_params(NetSpec.single("fcn32s", N_CLASS, width=WIDTH), 1)
     src = {k: v for k, v in arch.items() if k != "score_fr"}
-    target = make_params(FCN(variant="fcn16s", n_class=N_CLASS, width=WIDTH), 2)
+    target = make_params(NetSpec.single("fcn16s", N_CLASS, width=WIDTH), 2)
     with pytest.raises(FCNError, match=r"2 missing params: score_fr/bias, score_fr/kernel"):
         stage_params(src, target, "fcn32s.pth", source=arch)
