@@ -16,20 +16,16 @@ is written the same way::
 :func:`parse_flags` answers ``--help`` (the docstring, then the flags) and turns every bad flag,
 config file or ``--config.KEY`` into an :class:`~fcn_jax.errors.FCNError`; :func:`run` prints
 that as ``error: ...`` and exits with status 2. ``config=True`` adds ml_collections'
-``--config path[:variant]`` and ``--config.KEY=VALUE`` (train.py, eval.py).
+``--config path[:variant]`` and ``--config.KEY=VALUE`` (train.py, eval.py,
+``python -m fcn_jax.data.stats``).
 """
-
-from absl import flags
 
 from fcn_jax.cli.cache import enable_compilation_cache
 from fcn_jax.cli.config import config_keys, define_config_flag, load_config_spec
 from fcn_jax.cli.parse import Args, parse_flags
-from fcn_jax.cli.run import run, run_config_cli
-
-FLAGS = flags.FLAGS  # absl's global flags: only for run_config_cli's scripts (data/stats.py)
+from fcn_jax.cli.run import run
 
 __all__ = [
-    "FLAGS",
     "Args",
     "config_keys",
     "define_config_flag",
@@ -37,5 +33,4 @@ __all__ = [
     "load_config_spec",
     "parse_flags",
     "run",
-    "run_config_cli",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -112,15 +113,14 @@ def format_stats(mean: np.ndarray, std: np.ndarray) -> str:
     )
 
 
-def _define_flags() -> None:
-    """The CLI's flags; defined only when run as a program, so importing never registers them."""
+def define_flags(fv: Any) -> None:
+    """The CLI's own flags (``--config`` comes with :func:`fcn_jax.cli.parse_flags`)."""
     from absl import flags
 
-    from fcn_jax.cli import define_config_flag
-
-    define_config_flag()
-    flags.DEFINE_string("split", None, "split to read (default: config.data.split)")
-    flags.DEFINE_integer("max-images", None, "use at most N images, evenly spaced", lower_bound=1)
+    flags.DEFINE_string("split", None, "split to read (default: config.data.split)", flag_values=fv)
+    flags.DEFINE_integer(
+        "max-images", None, "use at most N images, evenly spaced", lower_bound=1, flag_values=fv
+    )
 
 
 def images_dataset(config: ml_collections.ConfigDict, split: str) -> SegmentationDataset:
@@ -139,22 +139,21 @@ def images_dataset(config: ml_collections.ConfigDict, split: str) -> Segmentatio
     return make_dataset(config, split)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Compute and print the statistics of the configured split; returns the exit code."""
-    from fcn_jax.cli import FLAGS
+    from fcn_jax.cli import parse_flags
 
-    config = FLAGS.config
-    split = FLAGS.split or config.data.split
-    dataset = images_dataset(config, split)
-    n_used = len(_subset(len(dataset), FLAGS["max-images"].value))
+    args = parse_flags(define_flags, argv, __doc__, config=True)
+    split = args.split or args.config.data.split
+    dataset = images_dataset(args.config, split)
+    n_used = len(_subset(len(dataset), args.max_images))
     print(f"channel statistics of {dataset!r}: {n_used} of {len(dataset)} images")
-    mean, std = channel_stats(dataset, FLAGS["max-images"].value, progress=True)
+    mean, std = channel_stats(dataset, args.max_images, progress=True)
     print(format_stats(mean, std))
     return 0
 
 
 if __name__ == "__main__":
-    from fcn_jax.cli import run_config_cli
+    from fcn_jax.cli import run
 
-    _define_flags()
-    run_config_cli(main)
+    run(main)

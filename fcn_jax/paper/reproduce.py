@@ -30,6 +30,7 @@ from fcn_jax.data import SegmentationDataset, make_dataset
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import evaluate
 from fcn_jax.eval.metrics import Metrics
+from fcn_jax.models import NetSpec
 from fcn_jax.paper.report import EVALUATED, MISSING, NA, Report, RowResult
 from fcn_jax.paper.tables import FORWARD_MS, Row, Table, split_column
 from fcn_jax.paper.timing import (
@@ -76,12 +77,14 @@ def load_config(configs_dir: Path, name: str, data_root: Path) -> ml_collections
     return config
 
 
-def _describe(arch: str, n_class: int, streams: Sequence[str], heads: Sequence[str]) -> str:
-    text = f"{arch} with {n_class} classes"
-    if streams:
-        text += f", streams {tuple(streams)}"
-    if heads:
-        text += f", heads {tuple(heads)}"
+def _describe(spec: NetSpec) -> str:
+    text = f"{spec.arch} with {spec.n_class} classes"
+    if spec.backbone != "vgg16":
+        text += f" on {spec.backbone}"
+    if spec.streams:
+        text += f", streams {spec.streams}"
+    if len(spec.heads) > 1:
+        text += f", heads {spec.head_names}"
     return text
 
 
@@ -94,13 +97,8 @@ def check_fits(
     so); architecture, classes, streams and heads must match, or the row would score another
     model than the paper's.
     """
-    want = _describe(
-        config.model.arch,
-        config.model.n_class,
-        tuple(config.model.streams),
-        tuple(h[0] for h in config.model.heads),
-    )
-    got = _describe(meta.arch, meta.n_class, meta.streams, meta.heads)
+    want = _describe(spec_from_config(config))
+    got = _describe(meta.spec)
     if got != want:
         raise FCNError(
             f"{path} holds a {got}, but row {row.name!r} needs a {want} (configs/{row.config}.py)"

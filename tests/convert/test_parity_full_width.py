@@ -145,9 +145,9 @@ def test_two_stream_and_two_head_full_width(tmp_path, rng, kind, structure, n_cl
     state = random_state_dict("fcn16s", n_class, 1.0, seed=5, **structure)
     torch.save(state, tmp_path / "net.pth")
     params, meta, source = convert_torch_file(tmp_path / "net.pth", "fcn16s")
-    assert (meta.streams, meta.heads) == (
+    assert (meta.streams, meta.spec.heads) == (
         structure.get("streams", ()),
-        tuple(h for h, _ in structure.get("heads", ())),
+        structure.get("heads", (("out", n_class),)),
     )
     report = check_parity(source, params, meta, random_image(rng, 56, 41))
     print(f"\n{kind} FCN-16s 56x41\n{report.format()}")
