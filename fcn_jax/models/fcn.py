@@ -233,7 +233,14 @@ class FCN(nn.Module):
         for suffix, scope, x in zip(
             self.streams or ("",), self.backbone_scopes, inputs, strict=True
         ):
-            trunk = net(self.width, self.dtype, self.dropout_rate, suffix, impl, name=scope)
+            trunk = net(
+                width=self.width,
+                dtype=self.dtype,
+                dropout_rate=self.dropout_rate,
+                suffix=suffix,
+                conv_impl=impl,
+                name=scope,
+            )
             features.append(trunk(x, train=train))
             maps |= {f"{k}{suffix}": v for k, v in features[-1].items()}
         several = len(self.head_table) > 1

@@ -1,7 +1,9 @@
 """NetSpec: one description of a network; the backbone seam; both convolution implementations."""
 
 from pathlib import Path
+from typing import ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,9 @@ import pytest
 
 from fcn_jax.checkpoint import load_weights
 from fcn_jax.errors import FCNError
-from fcn_jax.models import NetSpec, abstract_variables, crop_offsets, predict_fn
+from fcn_jax.models import NetSpec, abstract_variables, crop_offsets, init_variables, predict_fn
 from fcn_jax.models.backbones import BACKBONES, get_backbone
+from fcn_jax.models.layers import CoordMap, max_pool_ceil
 from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA
 from tests.utils import NARROW, random_weights
 
@@ -115,3 +118,53 @@ def test_a_weights_directory_written_before_netspec_loads_and_predicts_the_same(
     logits = predict_fn(meta.spec)({"params": params}, {"image": recorded["image"]})["out"]
     scale = np.abs(recorded["logits"]).max()
     np.testing.assert_allclose(np.asarray(logits), recorded["logits"], atol=1e-5 * scale, rtol=0)
+
+
+class StubBackbone(nn.Module):
+    """A toy backbone: a padded convolution, five ceil-mode pools and a 5x5 valid "fc".
+
+    Like VGG16's fc6, the valid convolution on top shifts the stride-32 map so that the skips'
+    crops are non-negative; the pad leaves every input size room for the crops.
+    """
+
+    TAPS: ClassVar[dict[int, str]] = {32: "fc", 16: "pool4", 8: "pool3"}
+    PAD = 65  # with the 5x5 fc: the least pad whose crops fit every input size (VGG16: 100)
+    width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
+    dropout_rate: float = 0.0
+    suffix: str = ""
+    conv_impl: str = "xla"
+
+    @staticmethod
+    def coord_maps() -> dict[str, CoordMap]:
+        maps, current = {}, CoordMap.conv(3, 1, StubBackbone.PAD)
+        for i in range(1, 6):
+            current = current.then(CoordMap.conv(2, 2))
+            maps[f"pool{i}"] = current
+        maps["fc"] = current.then(CoordMap.conv(5, 1, 0))
+        return maps
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        x = nn.relu(nn.Conv(4, (3, 3), padding=self.PAD, name=f"conv{self.suffix}")(x))
+        features = {}
+        for i in range(1, 6):
+            x = features[f"pool{i}"] = max_pool_ceil(x)
+        features["fc"] = nn.relu(nn.Conv(8, (5, 5), padding=0, name=f"fc{self.suffix}")(x))
+        return features
+
+
+def test_a_backbone_is_one_module_and_one_dict_entry(monkeypatch):
+    # The seam: register a module, name it in a spec; crops, params and outputs follow.
+    monkeypatch.setitem(BACKBONES, "stub", StubBackbone)
+    net = NetSpec.single("fcn8s", 3, backbone="stub")
+    offsets = crop_offsets("fcn8s", "stub")
+    assert set(offsets) == {"score_pool4", "score_pool3", "upscore8"}
+    variables = init_variables(net, jax.random.key(0))
+    assert {"stub", "score_fr", "score_pool4", "score_pool3", "upscore8"} <= set(
+        variables["params"]
+    )
+    for h, w in ((1, 1), (23, 31), (64, 48)):
+        image = np.zeros((1, h, w, 3), np.uint8)
+        out = predict_fn(net)(variables, {"image": image})
+        assert out["out"].shape == (1, h, w, 3)
