@@ -19,16 +19,14 @@ from typing import TYPE_CHECKING
 import ml_collections
 from ml_collections import config_dict
 
+from fcn_jax.data.nyud import MODALITY_PREPROCESSING
 from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import NetSpec
 from fcn_jax.models.fcn import SINGLE_HEAD
-from fcn_jax.preprocessing import NYUD_HHA, PRESETS, Preprocessing
+from fcn_jax.preprocessing import PRESETS, Preprocessing
 
 if TYPE_CHECKING:  # the data package imports configs' users; annotations only
     from fcn_jax.data.base import SegmentationDataset
-
-# The normalisation of inputs other than ``image`` (the first input's is data.preprocessing).
-INPUT_PREPROCESSING = {"hha": NYUD_HHA}
 
 
 def base() -> ml_collections.ConfigDict:
@@ -261,9 +259,8 @@ def spec_from_config(
             )
         preprocessing = PRESETS[d.preprocessing]
     inputs = tuple(d.modalities)
-    first = (
-        INPUT_PREPROCESSING.get(inputs[0], preprocessing) if inputs[0] != "image" else preprocessing
-    )
+    # ``image`` takes data.preprocessing (or the weights'); another modality its own (HHA's).
+    first = MODALITY_PREPROCESSING.get(inputs[0], preprocessing)
     heads = tuple((str(h), int(n)) for h, n in m.heads) or ((SINGLE_HEAD, m.n_class),)
     try:
         return NetSpec(
@@ -272,7 +269,7 @@ def spec_from_config(
             backbone=m.get("backbone", "vgg16"),
             streams=tuple(m.streams),
             inputs=inputs,
-            preprocessing=(first, *(INPUT_PREPROCESSING[k] for k in inputs[1:])),
+            preprocessing=(first, *(MODALITY_PREPROCESSING[k] for k in inputs[1:])),
             width=m.width,
             dtype=config.dtype,
             learn_upsampling=m.learn_upsampling,

@@ -42,6 +42,7 @@ from fcn_jax.data.io import (
 )
 from fcn_jax.data.splits import resolve_split, shipped_split_dir
 from fcn_jax.errors import FCNError
+from fcn_jax.preprocessing import NYUD_HHA
 from fcn_jax.resources import read_class_names
 
 LAYOUT = """\
@@ -55,6 +56,9 @@ SPLITS = ("train", "val", "test", "trainval")
 TRAINVAL_PARTS = ("train", "val")  # the paper's 795 training images are both lists together
 N_CLASS = 40
 MODALITIES = ("image", "hha")  # RGB and Gupta et al.'s HHA depth encoding, in stream order
+# The normalisation of the inputs other than ``image`` (whose is config.data.preprocessing):
+# the release's HHA mean.
+MODALITY_PREPROCESSING = {"hha": NYUD_HHA}
 
 
 def class_names() -> tuple[str, ...]:
