@@ -265,7 +265,9 @@ class FCN(nn.Module):
         spec = get_variant(self.variant)
         offsets = crop_offsets(self.variant, self.backbone)
         top = get_backbone(self.backbone).TAPS[32]
-        score = self._fused_score("score_fr", [f[top] for f in features], suffix, n_class, maps)
+        score = self._fused_score(
+            "score_fr", [f[top] for f in features], suffix, n_class, maps, impl
+        )
         *skip_ups, final = spec.upsamplers(self.backbone)
         for (up, k, s), feature, scale in zip(
             skip_ups, spec.skip_names(self.backbone), spec.skip_scales, strict=True
@@ -274,7 +276,7 @@ class FCN(nn.Module):
                 score
             )
             taps = [f[feature] if scale == 1.0 else f[feature] * scale for f in features]
-            skip = self._fused_score(f"score_{feature}", taps, suffix, n_class, maps)
+            skip = self._fused_score(f"score_{feature}", taps, suffix, n_class, maps, impl)
             skip = crop_like(skip, offsets[f"score_{feature}"], score.shape[1], score.shape[2])
             score = maps[f"fuse_{feature}{suffix}"] = score + skip
         name, k, s = final
@@ -283,12 +285,19 @@ class FCN(nn.Module):
         return crop_like(score, offsets[name], height, width).astype(jnp.float32)
 
     def _fused_score(
-        self, layer: str, inputs: list[Array], suffix: str, n_class: int, maps: dict[str, Array]
+        self,
+        layer: str,
+        inputs: list[Array],
+        suffix: str,
+        n_class: int,
+        maps: dict[str, Array],
+        impl: str,
     ) -> Array:
         """A score layer per stream, averaged with fixed equal weights (late fusion)."""
         suffixes = self.streams or (suffix,)
         scores = [
-            self._score(f"{layer}{s}", n_class)(x) for s, x in zip(suffixes, inputs, strict=True)
+            self._score(f"{layer}{s}", n_class, impl)(x)
+            for s, x in zip(suffixes, inputs, strict=True)
         ]
         for s, score in zip(suffixes, scores, strict=True):
             maps[f"{layer}{s}"] = score
@@ -298,7 +307,7 @@ class FCN(nn.Module):
         maps[f"{layer}_fused" if layer != "score_fr" else "score_fused"] = fused
         return fused
 
-    def _score(self, name: str, n_class: int) -> nn.Conv:
+    def _score(self, name: str, n_class: int, impl: str) -> nn.Conv:
         # Zero init, as the release: a new score layer starts by predicting nothing, so staged
         # training (32s -> 16s -> 8s) begins exactly at the previous stage's output.
         return nn.Conv(
@@ -306,7 +315,7 @@ class FCN(nn.Module):
             (1, 1),
             dtype=self.dtype,
             kernel_init=nn.initializers.zeros,
-            conv_general_dilated=conv_for(resolve_conv_impl(self.conv_impl)),
+            conv_general_dilated=conv_for(impl),
             name=name,
         )
 
