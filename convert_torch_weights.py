@@ -101,13 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = export_torchfcn(args.src, args.out)
         print(f"wrote {out}")
         source = read_torch_weights(out)
-        params, metadata = load_weights(args.src, as_numpy=True)
+        variables, metadata = load_weights(args.src, as_numpy=True)
     else:
         names = read_class_names(Path(args.class_names)) if args.class_names else None
-        params, metadata, source = convert_torch_file(
+        variables, metadata, source = convert_torch_file(
             args.src, args.arch, args.n_class, names, args.preprocessing
         )
-        save_weights(args.out, params, metadata, overwrite=args.overwrite)
+        save_weights(args.out, variables, metadata, overwrite=args.overwrite)
         print(
             f"converted {source.kind} {args.src} -> {args.out}: {metadata.arch}, "
             f"{metadata.n_class} classes, width {metadata.width:g}, "
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not args.check:
         return 0
-    report = check_parity(source, params, metadata, read_image(Path(args.image)))
+    report = check_parity(source, variables, metadata, read_image(Path(args.image)))
     print(f"\nparity check on {args.image}:")
     print(report.format())
     return 0 if report.passed else 1

@@ -1,14 +1,19 @@
 """The weights directory: the one on-disk format every fcn-jax tool reads and writes.
 
-An orbax ``CheckpointManager`` directory whose steps hold two items:
+An orbax ``CheckpointManager`` directory whose steps hold these items:
 
 - ``params``: the Flax params pytree (tensorstore arrays; loading never unpickles or runs code);
+- ``model_state``: the model's other variable collections (``{"batch_stats": ...}``, BatchNorm's
+  running statistics), for networks that have any: written only then, so a VGG16 FCN's
+  directory is what it always was;
 - ``metadata``: JSON (:meth:`WeightsMetadata.to_json`): the network (``arch``, ``backbone``,
   ``n_class``, ``width``, ``preprocessing`` as numbers, ``inputs``, ``streams``, ``heads``), the
   class names, and the provenance (``source``, ``source_sha256``).
 
 Conversion writes a single step (0); training writes one per snapshot into the same layout, so
-a training workdir is a weights directory too. Loading takes the latest step unless told.
+a training workdir is a weights directory too. Loading takes the latest step unless told, and
+returns the model's variables as one collection dict, ``{"params": ..., "batch_stats": ...}``,
+which every tool passes to the network as it is.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from fcn_jax.errors import FCNError
-from fcn_jax.models import NetSpec, abstract_variables
+from fcn_jax.models import NetSpec, abstract_variables, model_state
 from fcn_jax.models.fcn import SINGLE_HEAD
 from fcn_jax.preprocessing import Preprocessing
 from fcn_jax.resources import voc_palette
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
 
-ITEMS = ("params", "metadata")
+ITEMS = ("params", "model_state", "metadata")
+Variables = dict[str, PyTree]  # {"params": ..., and any other collection}
 METADATA_KEYS = ("arch", "n_class", "class_names", "width", "preprocessing")
 
 
@@ -182,19 +188,33 @@ def _manager(directory: Path, **options: Any) -> ocp.CheckpointManager:
     )
 
 
+def weights_args(variables: Variables, metadata: WeightsMetadata) -> dict[str, Any]:
+    """The orbax save arguments of a weights directory's items (training adds its own)."""
+    if "params" not in variables:
+        raise ValueError(f"variables need a 'params' collection, got {sorted(variables)}")
+    args = {
+        "params": ocp.args.StandardSave(variables["params"]),
+        "metadata": ocp.args.JsonSave(metadata.to_json()),
+    }
+    state = model_state(variables)
+    if state:
+        args["model_state"] = ocp.args.StandardSave(state)
+    return args
+
+
 def save_weights(
     directory: str | Path,
-    params: PyTree,
+    variables: Variables,
     metadata: WeightsMetadata,
     step: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``params`` and ``metadata`` as step ``step`` of the weights directory.
+    """Write ``variables`` and ``metadata`` as step ``step`` of the weights directory.
 
     Args:
         directory: output directory; must not already hold checkpoints unless ``overwrite``.
-        params: Flax params pytree (numpy or jax arrays).
-        metadata: what the params are.
+        variables: ``{"params": ..., <other collections>}`` (numpy or jax arrays).
+        metadata: what the variables are.
         step: checkpoint step.
         overwrite: replace existing checkpoints in ``directory``.
 
@@ -212,13 +232,7 @@ def save_weights(
             for s in old.all_steps():
                 old.delete(s)
     with _manager(directory) as manager:
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params),
-                metadata=ocp.args.JsonSave(metadata.to_json()),
-            ),
-        )
+        manager.save(step, args=ocp.args.Composite(**weights_args(variables, metadata)))
         manager.wait_until_finished()
     return directory
 
@@ -291,15 +305,40 @@ def load_metadata(directory: str | Path, step: int | None = None) -> WeightsMeta
     return WeightsMetadata.from_json(restored.metadata, where=f"{directory} metadata")
 
 
+def _stored_tree(directory: Path, step: int, item: str) -> dict[str, Any] | None:
+    """Shapes and dtypes of one item of a step, as written (None if the step lacks it)."""
+    path = directory.absolute() / str(step) / item
+    if not path.is_dir():
+        return None
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # reading an item's metadata directly warns about the step's
+    try:
+        with ocp.StandardCheckpointer() as reader:
+            return dict(reader.metadata(path).item_metadata.tree)
+    finally:
+        absl.setLevel(level)
+
+
+def _check_item(where: str, stored: PyTree, expected: PyTree, what: str) -> None:
+    flat = traverse_util.flatten_dict
+    check_keys_and_shapes(
+        where,
+        {k: tuple(v.shape) for k, v in flat(stored, sep=".").items()},
+        {k: tuple(v.shape) for k, v in flat(expected, sep=".").items()},
+        what,
+    )
+
+
 def load_weights(
     directory: str | Path, step: int | None = None, as_numpy: bool = False
-) -> tuple[PyTree, WeightsMetadata]:
-    """Read params and metadata from a weights directory.
+) -> tuple[Variables, WeightsMetadata]:
+    """Read the model's variables and metadata from a weights directory.
 
     The stored shapes are checked against the model the metadata describes, so a mismatch is
-    reported by layer and shape instead of failing deep inside a forward pass; then the params
-    are restored against a single-device target, whatever devices wrote them (orbax refuses a
-    bare restore across topologies).
+    reported by layer and shape instead of failing deep inside a forward pass; then the
+    variables are restored against a single-device target, whatever devices wrote them (orbax
+    refuses a bare restore across topologies).
 
     Args:
         directory: the weights directory.
@@ -307,37 +346,44 @@ def load_weights(
         as_numpy: return numpy arrays exactly as stored (for exporting) instead of device arrays.
 
     Returns:
-        (params, metadata).
+        (``{"params": ..., <other collections, e.g. batch_stats>}``, metadata).
+
+    Raises:
+        FCNError: no such directory or step, shapes that are not the metadata's network, or a
+            network with BatchNorm whose step lacks its statistics.
     """
     directory = Path(directory)
     metadata = load_metadata(directory, step)
+    what = (
+        f"a {metadata.arch} ({metadata.spec.backbone}) with n_class={metadata.n_class}, "
+        f"width={metadata.width:g} (as its metadata says)"
+    )
+    expected = abstract_variables(metadata.spec)
     with _manager(directory) as manager:
         step = _latest_step(manager, directory, step)
-        absl = logging.getLogger("absl")
-        level = absl.level
-        absl.setLevel(logging.ERROR)  # reading an item's metadata directly warns about the step's
-        try:
-            with ocp.StandardCheckpointer() as reader:
-                item = directory.absolute() / str(step) / "params"
-                stored = reader.metadata(item).item_metadata
-        finally:
-            absl.setLevel(level)
-        stored = dict(stored.tree)
-        expected = abstract_variables(metadata.spec)["params"]
-        expected = traverse_util.flatten_dict(expected, sep=".")
-        check_keys_and_shapes(
-            f"params in {directory} (step {step})",
-            {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(stored, sep=".").items()},
-            {k: tuple(v.shape) for k, v in expected.items()},
-            f"a {metadata.arch} with n_class={metadata.n_class}, width={metadata.width:g} "
-            "(as its metadata says)",
-        )
+        where = f"{directory} (step {step})"
+        stored = {"params": _stored_tree(directory, step, "params")}
+        _check_item(f"params in {where}", stored["params"], expected["params"], what)
+        state = model_state(expected)
+        if state:
+            stored["model_state"] = _stored_tree(directory, step, "model_state")
+            if stored["model_state"] is None:
+                raise FCNError(
+                    f"{where} has no model_state item: {what} needs its BatchNorm statistics "
+                    f"({sorted(state)}); save the weights with them (save_weights(dir, "
+                    "variables, ...) with the whole variables dict)"
+                )
+            _check_item(f"model_state in {where}", stored["model_state"], state, what)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored
-        )
-        restored = manager.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
-        )
-    params = restored.params
-    return (jax.device_get(params) if as_numpy else params), metadata
+        targets = {
+            item: ocp.args.StandardRestore(
+                jax.tree.map(
+                    lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+                    tree,
+                )
+            )
+            for item, tree in stored.items()
+        }
+        restored = manager.restore(step, args=ocp.args.Composite(**targets))
+    variables = {"params": restored.params, **(restored.model_state if state else {})}
+    return (jax.device_get(variables) if as_numpy else variables), metadata

@@ -30,7 +30,7 @@ from fcn_jax.bench.network import make_inputs, train_config
 from fcn_jax.bench.plan import Case
 from fcn_jax.bench.timing import interleave, per_image_ms
 from fcn_jax.configs import spec_from_config
-from fcn_jax.models import random_params
+from fcn_jax.models import random_variables
 from fcn_jax.train.parallel import data_parallel
 from fcn_jax.types import PyTree
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     case = Case(**json.loads(args.case))
     counts = [int(n) for n in args.devices.split(",")]
     spec = spec_from_config(train_config(case, args.n_class))
-    params = random_params(spec, args.seed)  # the same for every device count
+    params = random_variables(spec, args.seed)["params"]  # the same for every device count
     records = [
         measure(n, case, params, args.n_class, args.warmup, args.repeats, args.seed) for n in counts
     ]

@@ -1,6 +1,6 @@
 """Conversion between PyTorch weights (torchvision VGG16, torchfcn FCNs) and weights directories.
 
-- :func:`convert_torch_file`: a ``.pth`` file -> Flax params + metadata (the preprocessing the
+- :func:`convert_torch_file`: a ``.pth`` file -> Flax variables + metadata (the preprocessing the
   source expects included), by the converter of its kind (:data:`~fcn_jax.convert.sources.SOURCES`:
   one module per weight source);
 - :func:`export_torchfcn`: a weights directory -> a torchfcn-layout checkpoint;
@@ -68,13 +68,13 @@ def convert_torch_file(
             :data:`CONFIG_OPTIONS`), named in errors.
 
     Returns:
-        (params as numpy arrays, metadata, the source weights).
+        (variables as numpy arrays, ``{"params": ..., ...}``; metadata; the source weights).
     """
     if arch not in VARIANTS:
         raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
     weights = read_torch_weights(src)
     converted = SOURCES[weights.kind].convert(weights, arch, n_class, options)
-    params, spec = converted.params, converted.spec
+    variables, spec = converted.variables, converted.spec
     if preprocessing_name is not None:
         if preprocessing_name not in PRESETS:
             raise FCNError(
@@ -92,7 +92,7 @@ def convert_torch_file(
         source=weights.kind,
         source_sha256=sha256_file(src),
     )
-    return params, metadata, weights
+    return variables, metadata, weights
 
 
 def load_any_weights(
@@ -104,7 +104,7 @@ def load_any_weights(
     step: int | None = None,
     options: Mapping[str, str] = CONFIG_OPTIONS,
 ) -> tuple[PyTree, WeightsMetadata]:
-    """Params and metadata from a weights directory, or from a PyTorch file converted on the fly.
+    """Variables and metadata from a weights directory, or a PyTorch file converted on the fly.
 
     A directory's metadata says everything; a ``.pth`` holds tensors only, so what it cannot
     say comes from the caller's config.
@@ -124,12 +124,12 @@ def load_any_weights(
         return load_weights(path, step)
     if not path.exists():
         raise FCNError(f"weights {path} do not exist: give a weights directory or a .pth file")
-    params, metadata, _ = convert_torch_file(
+    variables, metadata, _ = convert_torch_file(
         path, arch, n_class, None, preprocessing_name, options=options
     )
     if inputs is not None and not metadata.streams:
         metadata = dataclasses.replace(metadata, spec=metadata.spec.replace(inputs=tuple(inputs)))
-    return params, metadata
+    return variables, metadata
 
 
 def load_weights_for_config(
@@ -152,7 +152,7 @@ def load_weights_for_config(
         FCNError: missing or unreadable weights, or a ``.pth`` whose architecture or class count
             contradicts the config (naming ``config.model.arch`` / ``config.model.n_class``).
     """
-    params, metadata = load_any_weights(
+    variables, metadata = load_any_weights(
         path,
         config.model.arch,
         config.model.n_class,
@@ -162,7 +162,7 @@ def load_weights_for_config(
     )
     reconcile(config.data.get("preprocessing"), metadata.preprocessing)
     warn_network_differs(config, metadata, path)
-    return params, metadata
+    return variables, metadata
 
 
 def warn_network_differs(
@@ -192,6 +192,6 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
     ``arch`` is torchfcn's class name (``FCN8s``, ...), which its trainer writes and
     :func:`convert_torch_file` checks. Tensors are copied bit for bit.
     """
-    params, metadata = load_weights(weights_dir, as_numpy=True)
-    state = flax_to_torchfcn(params)
+    variables, metadata = load_weights(weights_dir, as_numpy=True)
+    state = flax_to_torchfcn(variables["params"])
     return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)

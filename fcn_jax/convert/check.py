@@ -125,13 +125,13 @@ def _flax_forward(spec: NetSpec) -> Any:
 
 
 def check_parity(
-    source: TorchWeights, params: PyTree, metadata: WeightsMetadata, image: np.ndarray
+    source: TorchWeights, variables: PyTree, metadata: WeightsMetadata, image: np.ndarray
 ) -> ParityReport:
     """Run source and converted model on ``image`` and compare.
 
     Args:
         source: the PyTorch weights the params were converted from.
-        params: the converted Flax params.
+        variables: the converted Flax variables (``{"params": ..., ...}``).
         metadata: their metadata (arch, classes, width, preprocessing).
         image: [H, W, 3] uint8 RGB.
 
@@ -163,7 +163,7 @@ def check_parity(
 
     forward = _flax_forward(spec)
     with jax.default_matmul_precision("highest"):
-        logits, state_out = forward({"params": params}, x)
+        logits, state_out = forward(variables, x)
     ours = {k: np.asarray(v) for k, v in state_out["intermediates"]["maps"][0].items()}
     ours |= {k: np.asarray(v) for k, v in _named_logits(logits).items()}
 

@@ -1,6 +1,6 @@
 """The PyTorch weight sources fcn-jax converts: one converter module each, one entry here.
 
-A source is recognised by the keys of its state dict and converted into Flax params plus the
+A source is recognised by the keys of its state dict and converted into Flax variables plus the
 :class:`~fcn_jax.models.NetSpec` they belong to (the preprocessing its weights expect
 included). Adding a source (a new backbone's ImageNet weights, another project's FCNs) means
 one converter module and one entry in :data:`SOURCES`.
@@ -24,12 +24,12 @@ class Converted:
     """A converted state dict.
 
     Attributes:
-        params: Flax params (numpy arrays).
+        variables: ``{"params": ..., <other collections, e.g. batch_stats>}`` (numpy arrays).
         spec: the network they belong to, with the preprocessing the source expects.
         head_class_names: class names of ``spec.heads[1:]`` where the source implies them.
     """
 
-    params: PyTree
+    variables: dict[str, PyTree]
     spec: NetSpec
     head_class_names: tuple[tuple[str, ...], ...] = ()
 
@@ -53,11 +53,12 @@ class Source:
 def _torchfcn(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
     params = torchfcn.torchfcn_to_flax(src, arch, n_class, options)
     spec, head_class_names = torchfcn.spec_for(torchfcn.read_structure(src), arch)
-    return Converted(params, spec, head_class_names)
+    return Converted({"params": params}, spec, head_class_names)
 
 
 def _torchvision_vgg16(src: TorchWeights, arch: str, n_class: int | None, _: Mapping[str, str]):
-    return Converted(*torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class))
+    params, spec = torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class)
+    return Converted({"params": params}, spec)
 
 
 SOURCES: dict[str, Source] = {

@@ -6,8 +6,9 @@ from fcn_jax.models.spec import (
     abstract_variables,
     init_variables,
     initial_head_params,
+    model_state,
     predict_fn,
-    random_params,
+    random_variables,
 )
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "init_variables",
     "initial_head_params",
     "predict_fn",
-    "random_params",
+    "model_state",
+    "random_variables",
 ]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from fcn_jax.models.backbones import get_backbone
 from fcn_jax.models.conv import conv_for, resolve_conv_impl, upsample
 from fcn_jax.models.layers import CoordMap, bilinear_init, crop_like, crop_offset
+from fcn_jax.models.norm import AxisName
 from fcn_jax.types import Array
 
 SKIP_UPSAMPLE = (4, 2)  # kernel, stride of every 2x upsampling between skips (upscore2, ...)
@@ -182,6 +183,8 @@ class FCN(nn.Module):
         heads: ``(name, n_class)`` per output, e.g. ``(("sem", 33), ("geo", 3))``.
         backbone: a key of :data:`~fcn_jax.models.backbones.BACKBONES`.
         conv_impl: ``auto``, ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
+        freeze_bn: the backbone's BatchNorm uses its running statistics in training too.
+        bn_axis_name: mapped axes BatchNorm averages its batch statistics over (the train step's).
     """
 
     variant: str = "fcn8s"
@@ -194,6 +197,8 @@ class FCN(nn.Module):
     heads: tuple[tuple[str, int], ...] = ()
     backbone: str = "vgg16"
     conv_impl: str = "auto"
+    freeze_bn: bool = False
+    bn_axis_name: AxisName = None
 
     @property
     def head_table(self) -> tuple[tuple[str, int], ...]:
@@ -212,7 +217,8 @@ class FCN(nn.Module):
         Args:
             images: [N, H, W, 3] float, preprocessed as the weights' metadata says; with
                 ``streams``, a sequence of such arrays in stream order.
-            train: enables dropout (needs a ``dropout`` PRNG stream).
+            train: enables dropout (needs a ``dropout`` PRNG stream) and, for a backbone with
+                BatchNorm, its batch statistics (``batch_stats`` mutable, unless ``freeze_bn``).
 
         Returns:
             ``{head: [N, H, W, n_class] float32 logits}`` (key ``out`` for one head). A dict of
@@ -239,6 +245,8 @@ class FCN(nn.Module):
                 dropout_rate=self.dropout_rate,
                 suffix=suffix,
                 conv_impl=impl,
+                freeze_bn=self.freeze_bn,
+                bn_axis_name=self.bn_axis_name,
                 name=scope,
             )
             features.append(trunk(x, train=train))

@@ -34,11 +34,21 @@ from fcn_jax.models.backbones import BACKBONES
 from fcn_jax.models.conv import CONV_IMPLS
 from fcn_jax.models.fcn import FCN, SINGLE_HEAD, VARIANTS
 from fcn_jax.models.layers import bilinear_init
+from fcn_jax.models.speedpaper import SpeedPaperFCN
 from fcn_jax.preprocessing import CAFFE_VOC, Preprocessing
 from fcn_jax.types import Array, PyTree
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 Variables = dict[str, PyTree]  # {"params": ..., and any other collection}
+SPEEDPAPER = "speedpaper"  # SpeedPaper's FCN (fcn_jax.models.speedpaper), on vgg16_bn
+ARCHS = (*VARIANTS, SPEEDPAPER)  # every value of NetSpec.arch
+# Module attributes a step may set besides the spec's (how it trains, not what it computes).
+TRAINING_OVERRIDES = ("dropout_rate", "freeze_bn", "bn_axis_name")
+
+
+def is_upsampling(layer: str) -> bool:
+    """Whether a top-level layer is a transposed convolution (bilinear at init)."""
+    return layer.startswith(("upscore", "upsample_"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +56,8 @@ class NetSpec:
     """Everything that decides what a network computes.
 
     Attributes:
-        arch: the head variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        arch: the head variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``; or
+            ``speedpaper`` (SpeedPaper's FCN, whose backbone is ``vgg16_bn``).
         heads: ``(name, n_class)`` of every output, e.g. ``(("out", 21),)`` for the paper's
             single output (:meth:`single`) or ``(("sem", 33), ("geo", 3))`` for SIFT Flow.
         backbone: a key of :data:`~fcn_jax.models.backbones.BACKBONES`.
@@ -72,7 +83,7 @@ class NetSpec:
 
     def __post_init__(self) -> None:
         checks = {
-            "arch": (self.arch, VARIANTS),
+            "arch": (self.arch, ARCHS),
             "backbone": (self.backbone, BACKBONES),
             "dtype": (self.dtype, COMPUTE_DTYPES),
             "conv_impl": (self.conv_impl, CONV_IMPLS),
@@ -85,6 +96,12 @@ class NetSpec:
             raise FCNError(f"network heads {self.heads}: give distinct names, >= 1 class each")
         if self.streams and len(self.heads) > 1:
             raise FCNError("a network has either several streams or several heads, not both")
+        if self.arch == SPEEDPAPER and (
+            self.backbone != "vgg16_bn" or self.streams or len(self.heads) > 1
+        ):
+            raise FCNError(
+                "network arch 'speedpaper' has one input, one head and backbone vgg16_bn"
+            )
         if not (len(self.inputs) == max(len(self.streams), 1) == len(self.preprocessing)):
             raise FCNError(
                 f"network inputs {self.inputs} need one per stream {self.streams} and one "
@@ -110,8 +127,26 @@ class NetSpec:
         """This spec with some fields changed (``spec.replace(dtype="bfloat16")``)."""
         return dataclasses.replace(self, **changes)
 
-    def module(self, **overrides: Any) -> FCN:
-        """The Flax module (``overrides``: module attributes such as ``dropout_rate``)."""
+    @property
+    def batch_norm(self) -> bool:
+        """Whether the network has BatchNorm (its variables hold ``batch_stats``)."""
+        return bool(BACKBONES[self.backbone].BATCH_NORM)
+
+    def module(self, **overrides: Any) -> FCN | SpeedPaperFCN:
+        """The Flax module (``overrides``: :data:`TRAINING_OVERRIDES`, e.g. ``freeze_bn``)."""
+        unknown = set(overrides) - set(TRAINING_OVERRIDES)
+        if unknown:
+            raise ValueError(f"module overrides {sorted(unknown)}: only {TRAINING_OVERRIDES}")
+        if self.arch == SPEEDPAPER:
+            overrides.pop("dropout_rate", None)  # it has no dropout
+            return SpeedPaperFCN(
+                n_class=self.n_class,
+                width=self.width,
+                dtype=jnp.dtype(self.dtype),
+                learn_upsampling=self.learn_upsampling,
+                conv_impl=self.conv_impl,
+                **overrides,
+            )
         return FCN(
             variant=self.arch,
             heads=self.heads,
@@ -149,23 +184,32 @@ class NetSpec:
         )
 
     def apply(
-        self, variables: Variables, inputs: tuple[Array, ...], **kwargs: Any
-    ) -> dict[str, Array]:
+        self,
+        variables: Variables,
+        inputs: tuple[Array, ...],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """The module on preprocessed inputs (one per stream): ``{head: logits}``.
 
-        ``kwargs`` go to ``module.apply`` (``train``, ``rngs``, ``mutable``).
+        ``overrides`` go to :meth:`module`; ``kwargs`` to ``module.apply`` (``train``, ``rngs``,
+        ``mutable``: with it the result is ``(outputs, updated collections)``).
         """
         x = inputs if self.streams else inputs[0]
-        return self.module().apply(variables, x, **kwargs)
+        return self.module(**(overrides or {})).apply(variables, x, **kwargs)
 
-    def logits(
-        self, variables: Variables, batch: Mapping[str, Any], **kwargs: Any
-    ) -> dict[str, Array]:
+    def logits(self, variables: Variables, batch: Mapping[str, Any], **kwargs: Any) -> Any:
         """Preprocess ``batch``'s uint8 inputs and run the network: ``{head: [N, H, W, C]}``.
 
         Traceable: jit it, or call it inside a jitted step. ``kwargs`` as :meth:`apply`.
         """
         return self.apply(variables, self.preprocess(batch), **kwargs)
+
+
+def model_state(variables: Variables) -> Variables:
+    """Every collection but ``params``: ``{"batch_stats": ...}`` with BatchNorm, else ``{}``."""
+    return {k: v for k, v in variables.items() if k != "params"}
 
 
 def _init_fn(spec: NetSpec) -> Callable[[jax.Array, tuple], Variables]:
@@ -196,49 +240,63 @@ def abstract_variables(spec: NetSpec) -> Variables:
     return dict(jax.eval_shape(_init_fn(spec), jax.random.key(0), (dummy,) * len(spec.inputs)))
 
 
-def initial_head_params(spec: NetSpec, abstract: PyTree) -> PyTree:
+def initial_head_params(spec: NetSpec, abstract: PyTree, seed: int = 0) -> PyTree:
     """Initial values of every layer outside the backbone, as ``init`` would set them.
 
-    Score layers are zero and upsampling kernels bilinear, whatever the key, so converting a
-    backbone's weights into an FCN does not need to run (and compile) a full-width ``init``.
+    Upsampling kernels are bilinear and the paper's score layers zero, whatever the key;
+    SpeedPaper's 1x1 convolutions are drawn as torch draws them (uniform, variance
+    1 / (3 fan_in), zero bias) from ``seed``. Converting a backbone's weights into an FCN thus
+    does not need to run (and compile) a full-width ``init``.
 
     Args:
         spec: the network.
         abstract: its params or their shapes (``abstract_variables(spec)["params"]``).
+        seed: NumPy seed of the random layers (SpeedPaper's).
 
     Returns:
         ``{layer: {leaf: array}}`` for every top-level layer except the backbone(s).
     """
+    rng = np.random.default_rng(seed)
     head = {}
     for layer, leaves in abstract.items():
         if layer in spec.backbone_scopes:
             continue
-        if layer.startswith("upscore"):
+        if is_upsampling(layer):
             head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}
+        elif spec.arch == SPEEDPAPER:
+            shape = leaves["kernel"].shape
+            bound = 1 / np.sqrt(np.prod(shape[:-1]))
+            kernel = rng.uniform(-bound, bound, shape).astype(np.float32)
+            head[layer] = {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(shape[-1:])}
         else:
             head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
     return head
 
 
-def random_params(spec: NetSpec, seed: int = 0) -> PyTree:
+def random_variables(spec: NetSpec, seed: int = 0) -> Variables:
     """He-normal backbone, zero biases and the initial head, drawn in NumPy (no ``init`` compile).
 
+    BatchNorm starts as ``init`` starts it (scale 1, bias 0, running mean 0 and variance 1).
     For timing, where the values only need realistic magnitudes and a full-width ``init``
     would cost more than the measurement on a CPU (bench.py, reproduce.py's timing column).
     """
     rng = np.random.default_rng(seed)
-    abstract = abstract_variables(spec)["params"]
-    params = initial_head_params(spec, abstract)
+    abstract = abstract_variables(spec)
+    params = initial_head_params(spec, abstract["params"], seed)
     for scope in spec.backbone_scopes:
         flat = {}
-        for path, leaf in traverse_util.flatten_dict(abstract[scope]).items():
+        for path, leaf in traverse_util.flatten_dict(abstract["params"][scope]).items():
             if path[-1] == "kernel":
                 std = np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
                 flat[path] = rng.normal(0, std, leaf.shape).astype(np.float32)
-            else:
-                flat[path] = np.zeros(leaf.shape, np.float32)
+            else:  # biases and BatchNorm shifts 0, BatchNorm scales 1
+                flat[path] = np.full(leaf.shape, path[-1] == "scale", np.float32)
         params[scope] = traverse_util.unflatten_dict(flat)
-    return jax.tree.map(jnp.asarray, params)
+    state = {  # BatchNorm's running variance 1, every other statistic 0
+        path: np.full(leaf.shape, path[-1] == "var", np.float32)
+        for path, leaf in traverse_util.flatten_dict(model_state(abstract)).items()
+    }
+    return jax.tree.map(jnp.asarray, {"params": params, **traverse_util.unflatten_dict(state)})
 
 
 @functools.cache

@@ -16,7 +16,7 @@ import numpy as np
 from fcn_jax.bench.records import case_label, read_records
 from fcn_jax.bench.timing import interleave, jax_precision
 from fcn_jax.errors import FCNError
-from fcn_jax.models import NetSpec, random_params
+from fcn_jax.models import NetSpec, random_variables
 
 TIMING_SIZE = 500  # the paper's Table 1 times a 500x500 input
 TIMING_TRIALS = 20  # the paper averages 20 trials
@@ -43,7 +43,7 @@ def time_forward(spec: NetSpec, size: int = TIMING_SIZE, trials: int = TIMING_TR
     if trials < 1:
         raise FCNError(f"timing needs at least one trial, got {trials}")
     # Time does not depend on the values; the network's init would cost more than the timing.
-    variables = {"params": random_params(spec)}
+    variables = random_variables(spec)
     forward = jax.jit(spec.apply)  # the network on preprocessed inputs, as Caffe's timing
     image = jax.random.normal(jax.random.key(1), (1, size, size, 3), np.float32)
     inputs = (image,) * len(spec.inputs)

@@ -8,7 +8,9 @@ A backbone is a Flax module class with
 - ``coord_maps() -> {feature name: CoordMap}``: each feature's input -> output coordinate map,
   from which the head derives its crop offsets (nothing is typed in);
 - the attributes ``width``, ``dtype``, ``dropout_rate``, ``suffix`` (appended to its layer
-  names, for multi-stream nets) and ``conv_impl``.
+  names, for multi-stream nets), ``conv_impl``, and for BatchNorm ``freeze_bn`` and
+  ``bn_axis_name`` (:class:`~fcn_jax.models.norm.BatchNorm`; a backbone without it ignores them).
+  Its BatchNorm statistics live in the ``batch_stats`` collection.
 
 Adding a backbone means one module here and one entry in :data:`BACKBONES` (and a converter for
 its weights in :mod:`fcn_jax.convert`).
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fcn_jax.models.backbones.vgg16 import VGG16
+from fcn_jax.models.backbones.vgg16 import VGG16, VGG16BN
 
-BACKBONES: dict[str, Any] = {"vgg16": VGG16}
+BACKBONES: dict[str, Any] = {"vgg16": VGG16, "vgg16_bn": VGG16BN}
 
 
 def get_backbone(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The VGG16 backbone of the paper's FCNs, as the Caffe release builds it (``voc-fcn*/net.py``).
+"""The VGG16 backbones: the paper's (as the Caffe release builds it, ``voc-fcn*/net.py``) and
+torchvision's ``vgg16_bn`` (BatchNorm after every 3x3 convolution) in the same geometry.
 
 Differences from ImageNet VGG16, all needed for dense prediction:
 
@@ -9,8 +10,12 @@ Differences from ImageNet VGG16, all needed for dense prediction:
 - fc6/fc7 are convolutions (7x7 and 1x1) holding the classifier's weights reshaped.
 
 The geometry lives in :data:`VGG16_BLOCKS` and :data:`FC_LAYERS`; the module, the crop-offset
-derivation (:meth:`VGG16.coord_maps`) and torchvision's layer names (:data:`TORCHVISION_CONVS`)
+derivation (:meth:`VGG16.coord_maps`) and torchvision's layer names (:func:`torchvision_convs`)
 all read it, so they cannot disagree.
+
+With ``caffe_geometry=False`` the trunk is ImageNet VGG16's own convolutions: conv1_1 pads by 1,
+pooling rounds down, no fc6/fc7 (SpeedPaper's FCN stands on that, see
+:mod:`fcn_jax.models.speedpaper`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import jax.numpy as jnp
 
 from fcn_jax.models.conv import conv_for
 from fcn_jax.models.layers import CoordMap, max_pool_ceil
+from fcn_jax.models.norm import AxisName, BatchNorm
 from fcn_jax.types import Array
 
 FIRST_PAD = 100  # conv1_1 padding of the release (see the module docstring)
@@ -66,19 +72,31 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def _torchvision_convs() -> dict[str, str]:
-    # features.N: each conv is followed by a ReLU (N+1), each block by a MaxPool.
+def bn_name(conv: str) -> str:
+    """The BatchNorm layer after a convolution of ``vgg16_bn``: ``conv1_1`` -> ``bn1_1``."""
+    return "bn" + conv.removeprefix("conv")
+
+
+def torchvision_convs(batch_norm: bool = False) -> dict[str, str]:
+    """torchvision's ``features.N`` module prefix -> our layer name, for vgg16 or vgg16_bn.
+
+    In ``features`` each conv is followed by a ReLU (vgg16) or a BatchNorm and a ReLU
+    (vgg16_bn), and each block by a MaxPool: vgg16's convs are 0, 2, 5, ...; vgg16_bn's are
+    0, 3, 7, 10, 14, ... with their BatchNorms (``bn1_1``, ...) at 1, 4, 8, 11, 15, ...
+    """
     table, index = {}, 0
     for block in VGG16_BLOCKS:
         for spec in block:
             table[f"features.{index}"] = spec.name
-            index += 2
+            if batch_norm:
+                table[f"features.{index + 1}"] = bn_name(spec.name)
+            index += 3 if batch_norm else 2
         index += 1
     return table
 
 
 # torchvision's VGG16 module prefix -> our layer name: ``features.0`` is conv1_1, ...
-TORCHVISION_CONVS: dict[str, str] = _torchvision_convs()
+TORCHVISION_CONVS: dict[str, str] = torchvision_convs()
 TORCHVISION_FC = {"classifier.0": "fc6", "classifier.3": "fc7"}  # stored as Linear layers
 TORCHVISION_UNUSED = ("classifier.6",)  # the 1000-way ImageNet layer (fc8)
 
@@ -109,16 +127,26 @@ class VGG16(nn.Module):
         suffix: appended to every layer name, as the release's two-stream nets name them
             (``conv1_1color``, ...).
         conv_impl: ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
+        freeze_bn: BatchNorm (vgg16_bn) normalises with its running statistics in training too,
+            and keeps them.
+        bn_axis_name: mapped axes whose batch statistics BatchNorm averages
+            (:class:`~fcn_jax.models.norm.BatchNorm`).
+        caffe_geometry: the release's pad 100, ceil-mode pools and fc6/fc7; False for
+            ImageNet VGG16's (pad 1, floor pools, ``pool1`` ... ``pool5`` only).
     """
 
     # Output stride -> the feature map a head taps there (score_fr on fc7, skips on pools).
     TAPS: ClassVar[dict[int, str]] = {32: "fc7", 16: "pool4", 8: "pool3"}
+    BATCH_NORM: ClassVar[bool] = False  # a BatchNorm after every 3x3 convolution (vgg16_bn)
 
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
     dropout_rate: float = 0.5
     suffix: str = ""
     conv_impl: str = "xla"
+    freeze_bn: bool = False
+    bn_axis_name: AxisName = None
+    caffe_geometry: bool = True
 
     @staticmethod
     def coord_maps() -> dict[str, CoordMap]:
@@ -131,32 +159,56 @@ class VGG16(nn.Module):
 
         Args:
             x: [N, H, W, 3] preprocessed images.
-            train: enables dropout (needs a ``dropout`` PRNG stream).
+            train: enables dropout (needs a ``dropout`` PRNG stream) and BatchNorm's batch
+                statistics (unless ``freeze_bn``; needs ``batch_stats`` mutable).
 
         Returns:
             ``pool1 ... pool5`` ([N, ceil(H'/2^i), ..., C_i], H' = H + 198) and ``fc6``, ``fc7``
-            ([N, h, w, 4096 * width]) feature maps.
+            ([N, h, w, 4096 * width]) feature maps; without ``caffe_geometry`` the pools only
+            ([N, floor(H/2^i), ...]).
         """
         features: dict[str, Array] = {}
         for i, block in enumerate(VGG16_BLOCKS, start=1):
             for spec in block:
-                x = nn.relu(self._conv(spec)(x))
-            x = max_pool_ceil(x)
+                x = self._conv(spec)(x)
+                if self.BATCH_NORM:
+                    x = self._batch_norm(spec)(x, use_running_average=not train or self.freeze_bn)
+                x = nn.relu(x)
+            if self.caffe_geometry:
+                x = max_pool_ceil(x)
+            else:
+                x = nn.max_pool(x, (2, 2), (2, 2))
             features[f"pool{i}"] = x
+        if not self.caffe_geometry:
+            return features
         for spec in FC_LAYERS:
             x = nn.relu(self._conv(spec)(x))
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
             features[spec.name] = x
         return features
 
+    def _batch_norm(self, spec: ConvSpec) -> BatchNorm:
+        name = f"{bn_name(spec.name)}{self.suffix}"
+        return BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name=name)
+
     def _conv(self, spec: ConvSpec) -> nn.Conv:
+        pad = spec.padding if self.caffe_geometry or spec.padding != FIRST_PAD else 1
         return nn.Conv(
             scaled(spec.features, self.width),
             (spec.kernel, spec.kernel),
-            padding=spec.padding,
+            padding=pad,
             dtype=self.dtype,
             # He init for ReLU nets; only used when not starting from converted weights.
             kernel_init=nn.initializers.he_normal(),
             conv_general_dilated=conv_for(self.conv_impl),
             name=f"{spec.name}{self.suffix}",
         )
+
+
+class VGG16BN(VGG16):
+    """torchvision's ``vgg16_bn`` as an FCN backbone: :class:`VGG16` with a BatchNorm after every
+    3x3 convolution (``bn1_1`` ... ``bn5_3``; the convolutions keep their biases, as
+    torchvision's do). fc6/fc7 have none, as in torchvision's classifier.
+    """
+
+    BATCH_NORM: ClassVar[bool] = True
