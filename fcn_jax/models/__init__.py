@@ -21,7 +21,7 @@ __all__ = [
     "get_variant",
     "init_variables",
     "initial_head_params",
-    "predict_fn",
     "model_state",
+    "predict_fn",
     "random_variables",
 ]

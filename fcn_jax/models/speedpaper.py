@@ -40,7 +40,7 @@ BACKBONE = "vgg16_bn"  # its param scope (torchvision's vgg16_bn features)
 UPSAMPLERS = (("upsample_2x_1", 4, 2, 1), ("upsample_2x_2", 4, 2, 1), ("upsample_8x", 16, 8, 4))
 CONV_TRANS = ("conv_trans1", "conv_trans2")  # its 1x1 convolutions
 UNUSED = ("scores1", "scores2", "scores3")  # in its state dicts, never called by forward
-# torch's default Conv2d init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)), variance 1/(3 fan_in).
+# torch's default Conv2d init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)), var 1/(3 fan_in).
 TORCH_CONV_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 

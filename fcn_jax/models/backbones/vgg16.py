@@ -1,5 +1,7 @@
-"""The VGG16 backbones: the paper's (as the Caffe release builds it, ``voc-fcn*/net.py``) and
-torchvision's ``vgg16_bn`` (BatchNorm after every 3x3 convolution) in the same geometry.
+"""The VGG16 backbones: the paper's, and ``vgg16_bn`` (BatchNorm after every 3x3 convolution).
+
+The paper's is built as the Caffe release builds it (``voc-fcn*/net.py``); torchvision's
+``vgg16_bn`` gets the same geometry.
 
 Differences from ImageNet VGG16, all needed for dense prediction:
 
@@ -78,7 +80,7 @@ def bn_name(conv: str) -> str:
 
 
 def torchvision_convs(batch_norm: bool = False) -> dict[str, str]:
-    """torchvision's ``features.N`` module prefix -> our layer name, for vgg16 or vgg16_bn.
+    """The ``features.N`` module prefix of torchvision's vgg16 or vgg16_bn -> our layer name.
 
     In ``features`` each conv is followed by a ReLU (vgg16) or a BatchNorm and a ReLU
     (vgg16_bn), and each block by a MaxPool: vgg16's convs are 0, 2, 5, ...; vgg16_bn's are
@@ -174,10 +176,7 @@ class VGG16(nn.Module):
                 if self.BATCH_NORM:
                     x = self._batch_norm(spec)(x, use_running_average=not train or self.freeze_bn)
                 x = nn.relu(x)
-            if self.caffe_geometry:
-                x = max_pool_ceil(x)
-            else:
-                x = nn.max_pool(x, (2, 2), (2, 2))
+            x = max_pool_ceil(x) if self.caffe_geometry else nn.max_pool(x, (2, 2), (2, 2))
             features[f"pool{i}"] = x
         if not self.caffe_geometry:
             return features
@@ -206,9 +205,10 @@ class VGG16(nn.Module):
 
 
 class VGG16BN(VGG16):
-    """torchvision's ``vgg16_bn`` as an FCN backbone: :class:`VGG16` with a BatchNorm after every
-    3x3 convolution (``bn1_1`` ... ``bn5_3``; the convolutions keep their biases, as
-    torchvision's do). fc6/fc7 have none, as in torchvision's classifier.
+    """torchvision's ``vgg16_bn`` as an FCN backbone: BatchNorm after every 3x3 convolution.
+
+    :class:`VGG16` plus ``bn1_1`` ... ``bn5_3``; the convolutions keep their biases, as
+    torchvision's do. fc6/fc7 have none, as in torchvision's classifier.
     """
 
     BATCH_NORM: ClassVar[bool] = True
