@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-r"""Convert PyTorch weights (torchvision VGG16, torchfcn FCNs) to a weights directory, and back.
+r"""Convert PyTorch weights (VGG16, torchfcn's and SpeedPaper's FCNs) to a weights dir, and back.
 
     python convert_torch_weights.py --src vgg16.pth --arch fcn32s --out weights/fcn32s-init
     python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s \
         --out weights/fcn8s --check
     python convert_torch_weights.py --to-torch --src weights/fcn8s --out fcn8s.pth
+    python convert_torch_weights.py --src BaseLine_76e_43.7023%.pkl --arch speedpaper \
+        --mean 0.16328026 0.16328026 0.16328026 --std 0.2432042 0.2432042 0.2432042 \
+        --out weights/speedpaper --check
 
 Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from absl import flags
 from fcn_jax.checkpoint import load_weights, save_weights
 from fcn_jax.cli import Args, parse_flags, run
 from fcn_jax.errors import FCNError
-from fcn_jax.models import VARIANTS
+from fcn_jax.models.spec import ARCHS
 from fcn_jax.outputs import output_dir, output_file
 from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
 
@@ -34,7 +38,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "src", None, ".pth file (or, with --to-torch, a weights dir)", flag_values=fv
     )
-    flags.DEFINE_enum("arch", None, sorted(VARIANTS), "FCN variant to build", flag_values=fv)
+    flags.DEFINE_enum(
+        "arch", None, sorted(ARCHS), "network to build (speedpaper: SpeedPaper's)", flag_values=fv
+    )
     flags.DEFINE_string("out", None, "weights directory (or .pth with --to-torch)", flag_values=fv)
     flags.DEFINE_integer(
         "n-class", None, "class count (checked against a checkpoint's)", flag_values=fv
@@ -47,6 +53,14 @@ def define_flags(fv: flags.FlagValues) -> None:
         "caffe-siftflow, caffe-context); default: from the source's kind",
         flag_values=fv,
     )
+    for name, what in (("mean", "means"), ("std", "standard deviations")):
+        flags.DEFINE_string(
+            name,
+            None,
+            f"instead of --preprocessing: the per-channel {what} the weights expect, three "
+            f"numbers R G B for pixels in [0, 1] (--{name} R G B or --{name}=R,G,B)",
+            flag_values=fv,
+        )
     flags.DEFINE_bool("check", False, "compare PyTorch and Flax outputs", flag_values=fv)
     flags.DEFINE_string(
         "image",
@@ -54,7 +68,12 @@ def define_flags(fv: flags.FlagValues) -> None:
         "input for --check (default: the bundled VOC sample)",
         flag_values=fv,
     )
-    flags.DEFINE_bool("to-torch", False, "weights dir -> torchfcn checkpoint", flag_values=fv)
+    flags.DEFINE_bool(
+        "to-torch",
+        False,
+        "weights dir -> PyTorch checkpoint (torchfcn's layout; SpeedPaper's for speedpaper)",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("overwrite", False, "replace an existing --out", flag_values=fv)
 
 
@@ -68,7 +87,7 @@ def check_outputs(args: Args) -> None:
         what = "weights directory" if args.to_torch else ".pth file"
         raise FCNError(f"--src {args.src} does not exist: give the {what} to convert")
     if not args.to_torch and args.arch is None:
-        raise FCNError("--arch is required: one of " + ", ".join(sorted(VARIANTS)))
+        raise FCNError("--arch is required: one of " + ", ".join(sorted(ARCHS)))
     if args.class_names is not None and not Path(args.class_names).is_file():
         raise FCNError(f"--class-names file {args.class_names} does not exist")
     if args.check and not Path(args.image).is_file():
@@ -90,22 +109,38 @@ def check_outputs(args: Args) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Convert (or export), optionally check; returns the exit code."""
+    argv = join_numbers(list(sys.argv[1:] if argv is None else argv), ("--mean", "--std"))
     args = parse_flags(define_flags, argv, __doc__, required=REQUIRED)
     # Imported here so that --help answers without loading jax and torch.
-    from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weights
+    from fcn_jax.convert import (
+        convert_torch_file,
+        custom_preprocessing,
+        export_torch,
+        read_torch_weights,
+    )
     from fcn_jax.convert.check import check_parity
     from fcn_jax.data.io import read_image
 
+    preprocessing = custom_preprocessing(
+        parse_numbers(args.mean, "--mean"), parse_numbers(args.std, "--std")
+    )
+    if preprocessing is not None and (args.preprocessing is not None or args.to_torch):
+        raise FCNError("--mean / --std go with a conversion to fcn-jax, not with --preprocessing")
     check_outputs(args)
     if args.to_torch:
-        out = export_torchfcn(args.src, args.out)
+        out = export_torch(args.src, args.out)
         print(f"wrote {out}")
         source = read_torch_weights(out)
         variables, metadata = load_weights(args.src, as_numpy=True)
     else:
         names = read_class_names(Path(args.class_names)) if args.class_names else None
         variables, metadata, source = convert_torch_file(
-            args.src, args.arch, args.n_class, names, args.preprocessing
+            args.src,
+            args.arch,
+            args.n_class,
+            names,
+            args.preprocessing,
+            preprocessing=preprocessing,
         )
         save_weights(args.out, variables, metadata, overwrite=args.overwrite)
         print(
@@ -119,6 +154,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nparity check on {args.image}:")
     print(report.format())
     return 0 if report.passed else 1
+
+
+def join_numbers(argv: list[str], names: Sequence[str]) -> list[str]:
+    """``--mean 0.5 0.5 0.5`` -> ``--mean=0.5,0.5,0.5`` (absl flags take one value each).
+
+    The numbers after each of ``names`` are joined, as many as follow (a count other than
+    three is then an error naming the flag, not a stray argument).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg not in names:
+            out.append(arg)
+            continue
+        values = []
+        while i < len(argv) and _is_number(argv[i]):
+            values.append(argv[i])
+            i += 1
+        out.append(f"{arg}={','.join(values)}" if values else arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_numbers(text: str | None, flag: str) -> list[float] | None:
+    """``"0.5,0.5,0.5"`` (or space-separated) -> floats; a non-number: an error naming ``flag``."""
+    if text is None:
+        return None
+    parts = text.replace(",", " ").split()
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise FCNError(f"{flag} takes numbers (R G B, pixels in [0, 1]), got {text!r}") from None
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from fcn_jax.models.backbones.vgg16 import (
     scaled,
 )
 from fcn_jax.models.fcn import crop_offsets, get_variant
-from fcn_jax.models.spec import NetSpec
+from fcn_jax.models.layers import bilinear_kernel
+from fcn_jax.models.spec import SPEEDPAPER, NetSpec
 
 
 def pool_channels(width: float) -> dict[str, int]:
@@ -238,6 +239,148 @@ def vgg16_fc7(state: Mapping[str, torch.Tensor], x: torch.Tensor) -> dict[str, t
         h = F.relu(F.conv2d(h, w, state[f"{key}.bias"]))
         out[s.name] = h
     return out
+
+
+# ---------------------------------------------------------------- SpeedPaper's FCN
+
+
+def vgg16_bn_features(width: float = 1.0) -> nn.Sequential:
+    """torchvision's ``vgg16_bn().features`` (any ``width``): conv, BatchNorm, ReLU; 2x2 pools.
+
+    Built here (torchvision is not a dependency), indices as torchvision's: convs at 0, 3, 7,
+    10, ..., each BatchNorm right after its conv, a MaxPool ending each block (6, 13, 23, 33, 43).
+    """
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for block in VGG16_BLOCKS:
+        for s in block:
+            out_ch = scaled(s.features, width)
+            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            in_ch = out_ch
+        layers.append(nn.MaxPool2d(2, 2))
+    return nn.Sequential(*layers)
+
+
+# Slices of ``vgg16_bn().features`` that SpeedPaper's stage1 ... stage5 are. Slicing an
+# nn.Sequential keeps the children's original names, so its state dicts say ``stage2.7.weight``
+# (not ``stage2.0.weight``) for conv2_1: the keys carry the torchvision index.
+SPEEDPAPER_STAGES = ((0, 7), (7, 14), (14, 24), (24, 34), (34, 44))
+
+
+def bilinear_transposed(channels: int, kernel: int) -> torch.Tensor:
+    """A ConvTranspose2d weight [C, C, k, k]: bilinear from channel i to channel i, zero else."""
+    weight = np.zeros((channels, channels, kernel, kernel), np.float32)
+    weight[np.arange(channels), np.arange(channels)] = bilinear_kernel(kernel)
+    return torch.from_numpy(weight)
+
+
+class TorchSpeedPaperFCN(nn.Module):
+    """SpeedPaper's FCN (``Segmentation/FCN/tools/FCN.py``) in PyTorch, NCHW, its names.
+
+    Written from the description in issue 15, to mirror :class:`fcn_jax.models.speedpaper.
+    SpeedPaperFCN`: ``stage1`` ... ``stage5`` slice a vgg16_bn ``features``; the stride-32
+    features are upsampled 2x (learnable transposed conv, bilinear at init) and added to
+    stage4's, reduced to 256 channels by ``conv_trans1``, upsampled 2x and added to stage3's,
+    scored by ``conv_trans2`` and upsampled 8x. Attributes are declared in SpeedPaper's order,
+    so ``state_dict()`` lists its keys in the order its checkpoints do; ``scores1`` ...
+    ``scores3`` exist (its checkpoints hold them) but ``forward`` never calls them.
+
+    Args:
+        n_class: classes of the output.
+        width: hidden channel multiplier (1.0 is SpeedPaper's network).
+    """
+
+    def __init__(self, n_class: int = 21, width: float = 1.0) -> None:
+        super().__init__()
+        features = vgg16_bn_features(width)
+        for i, (start, stop) in enumerate(SPEEDPAPER_STAGES, start=1):
+            setattr(self, f"stage{i}", features[start:stop])
+        c128, c256, c512 = (scaled(c, width) for c in (128, 256, 512))
+        self.scores1 = nn.Conv2d(c512, n_class, 1)
+        self.scores2 = nn.Conv2d(c512, n_class, 1)
+        self.scores3 = nn.Conv2d(c128, n_class, 1)
+        self.conv_trans1 = nn.Conv2d(c512, c256, 1)
+        self.conv_trans2 = nn.Conv2d(c256, n_class, 1)
+        self.upsample_8x = nn.ConvTranspose2d(n_class, n_class, 16, 8, 4, bias=False)
+        self.upsample_2x_1 = nn.ConvTranspose2d(c512, c512, 4, 2, 1, bias=False)
+        self.upsample_2x_2 = nn.ConvTranspose2d(c256, c256, 4, 2, 1, bias=False)
+        with torch.no_grad():
+            for up in (self.upsample_8x, self.upsample_2x_1, self.upsample_2x_2):
+                up.weight.copy_(bilinear_transposed(up.in_channels, up.kernel_size[0]))
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec) -> TorchSpeedPaperFCN:
+        """The reference of a ``speedpaper`` :class:`~fcn_jax.models.NetSpec`."""
+        if spec.arch != SPEEDPAPER:
+            raise ValueError(f"TorchSpeedPaperFCN is arch {SPEEDPAPER!r}, not {spec.arch!r}")
+        return cls(spec.n_class, spec.width)
+
+    def forward(
+        self, x: torch.Tensor, intermediates: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Logits [N, n_class, H, W] for images [N, 3, H, W], H and W multiples of 32.
+
+        Fills ``intermediates`` if given, with the names the Flax model sows (``s1`` ... ``s5``,
+        ``add1``, ``trans1``, ``add2``, ``trans2``, ``upsample_8x``).
+        """
+        inter = {} if intermediates is None else intermediates
+        h = x
+        for i in range(1, 6):
+            h = inter[f"s{i}"] = getattr(self, f"stage{i}")(h)
+        h = inter["add1"] = self.upsample_2x_1(inter["s5"]) + inter["s4"]
+        h = inter["trans1"] = self.conv_trans1(h)
+        h = inter["add2"] = self.upsample_2x_2(h) + inter["s3"]
+        h = inter["trans2"] = self.conv_trans2(h)
+        h = inter["upsample_8x"] = self.upsample_8x(h)
+        return h
+
+
+def random_speedpaper_state_dict(
+    n_class: int = 21, width: float = 1.0, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A SpeedPaper-layout state dict with random values in *every* tensor.
+
+    Convolutions and transposed convolutions He-random (the upsampling kernels neither bilinear
+    nor symmetric, so a missing flip shows), biases small; BatchNorm's affine random around
+    (1, 0) and its running statistics far from the defaults (means around 0 with std 0.3,
+    variances in [0.5, 2]), so that evaluation-mode normalisation is tested, not skipped;
+    ``num_batches_tracked`` a random count; ``scores1`` ... ``scores3`` random too.
+    """
+    model = TorchSpeedPaperFCN(n_class, width)
+    gen = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    state = {}
+    for key, value in model.state_dict().items():
+        module = modules[key.rsplit(".", 1)[0]]
+        leaf = key.rsplit(".", 1)[1]
+        shape = value.shape
+        if isinstance(module, nn.BatchNorm2d):
+            state[key] = {
+                "weight": lambda: 0.5 + torch.rand(shape, generator=gen),
+                "bias": lambda: (torch.rand(shape, generator=gen) - 0.5) * 0.2,
+                "running_mean": lambda: torch.randn(shape, generator=gen) * 0.3,
+                "running_var": lambda: 0.5 + 1.5 * torch.rand(shape, generator=gen),
+                "num_batches_tracked": lambda: torch.randint(1, 10_000, (), generator=gen),
+            }[leaf]()
+        elif leaf == "bias":
+            state[key] = (torch.rand(shape, generator=gen) - 0.5) * 0.2
+        else:
+            if isinstance(module, nn.ConvTranspose2d):
+                fan_in = shape[0] * (shape[2] / module.stride[0]) ** 2  # taps per output pixel
+            else:
+                fan_in = value[0].numel()
+            state[key] = torch.randn(shape, generator=gen) * np.sqrt(2.0 / fan_in)
+    return state
+
+
+def torch_model(spec: NetSpec) -> nn.Module:
+    """The PyTorch reference of any :class:`~fcn_jax.models.NetSpec` (eval mode is the caller's).
+
+    ``speedpaper``: :class:`TorchSpeedPaperFCN`; the paper's variants: :class:`TorchFCN`.
+    """
+    if spec.arch == SPEEDPAPER:
+        return TorchSpeedPaperFCN.from_spec(spec)
+    return TorchFCN.from_spec(spec)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,13 @@
-"""Conversion between PyTorch weights (torchvision VGG16, torchfcn FCNs) and weights directories.
+"""Conversion between PyTorch weights and weights directories.
+
+Sources: torchvision VGG16, torchfcn FCNs, SpeedPaper's FCN (:mod:`fcn_jax.convert.speedpaper`).
 
 - :func:`convert_torch_file`: a ``.pth`` file -> Flax variables + metadata (the preprocessing the
   source expects included), by the converter of its kind (:data:`~fcn_jax.convert.sources.SOURCES`:
   one module per weight source);
-- :func:`export_torchfcn`: a weights directory -> a torchfcn-layout checkpoint;
+- :func:`export_torch`: a weights directory -> the checkpoint layout of its architecture
+  (:func:`export_torchfcn` for the paper's variants, a bare SpeedPaper state dict for
+  ``speedpaper``); :func:`torch_state_dict` is that state dict in memory;
 - :func:`fcn_jax.convert.check.check_parity`: runs both frameworks on one image and reports.
 
 torch is imported lazily, only by the functions that read or write torch files.
@@ -16,10 +20,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights, sha256_file
 from fcn_jax.convert.sources import SOURCES
-from fcn_jax.convert.torch_files import TorchWeights, read_torch_weights, write_torchfcn_checkpoint
+from fcn_jax.convert.speedpaper import flax_to_speedpaper
+from fcn_jax.convert.torch_files import (
+    TorchWeights,
+    read_torch_weights,
+    write_state_dict,
+    write_torchfcn_checkpoint,
+)
 from fcn_jax.convert.torchfcn import (
     CONFIG_OPTIONS,
     FLAG_OPTIONS,
@@ -27,18 +38,22 @@ from fcn_jax.convert.torchfcn import (
     torchfcn_to_flax,
 )
 from fcn_jax.errors import FCNError, warn
-from fcn_jax.models import VARIANTS, get_variant
-from fcn_jax.preprocessing import PRESETS, reconcile
+from fcn_jax.models import NetSpec, get_variant
+from fcn_jax.models.spec import ARCHS, SPEEDPAPER
+from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
 
 __all__ = [
     "TorchWeights",
     "convert_torch_file",
+    "custom_preprocessing",
+    "export_torch",
     "export_torchfcn",
     "load_any_weights",
     "load_weights_for_config",
     "read_torch_weights",
+    "torch_state_dict",
     "torchfcn_to_flax",
     "warn_network_differs",
 ]
@@ -51,36 +66,51 @@ def convert_torch_file(
     class_names: Sequence[str] | None = None,
     preprocessing_name: str | None = None,
     options: Mapping[str, str] = FLAG_OPTIONS,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[PyTree, WeightsMetadata, TorchWeights]:
     """Convert a PyTorch weights file, recognised by its keys.
 
     Args:
-        src: a torchvision VGG16 state dict, or a torchfcn FCN checkpoint (bare state dict or a
-            dict with ``model_state_dict``).
-        arch: the FCN variant to build (``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``).
-        n_class: class count; for a torchfcn checkpoint it must match the checkpoint's, for a
+        src: a torchvision VGG16 state dict, a torchfcn FCN checkpoint (bare state dict or a
+            dict with ``model_state_dict``), or a SpeedPaper FCN state dict (bare, or under
+            ``CustomNet`` in its ``.pkl``).
+        arch: the network to build: an FCN variant (``fcn32s``, ``fcn16s``, ``fcn8s``,
+            ``fcn8s-atonce``), or ``speedpaper`` for a SpeedPaper checkpoint (only).
+        n_class: class count; for an FCN checkpoint it must match the checkpoint's, for a
             VGG16 it sets the new score layers (21 by default).
         class_names: one per class; VOC's for 21 classes by default.
         preprocessing_name: a preset of :data:`fcn_jax.preprocessing.PRESETS` overriding the
             source's default (Caffe VOC for torchfcn FCNs, NYUDv2 / SIFT Flow means for the
-            two-stream / two-head nets, torchvision for VGG16).
+            two-stream / two-head nets, torchvision for VGG16 and SpeedPaper's FCN).
         options: how the user sets ``arch`` and ``n_class`` (:data:`FLAG_OPTIONS` or
             :data:`CONFIG_OPTIONS`), named in errors.
+        preprocessing: explicit numbers overriding the source's default
+            (:func:`custom_preprocessing`); not with ``preprocessing_name``.
 
     Returns:
         (variables as numpy arrays, ``{"params": ..., ...}``; metadata; the source weights).
     """
-    if arch not in VARIANTS:
-        raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(VARIANTS)}")
+    if arch not in ARCHS:
+        raise FCNError(f"unknown --arch {arch!r}; choose one of {sorted(ARCHS)}")
+    if preprocessing_name is not None and preprocessing is not None:
+        raise FCNError("give a --preprocessing preset or --mean / --std, not both")
     weights = read_torch_weights(src)
-    converted = SOURCES[weights.kind].convert(weights, arch, n_class, options)
+    source = SOURCES[weights.kind]
+    if arch not in source.archs:
+        raise FCNError(
+            f"{weights.path} is {source.looks_like}: {options['arch']} must be "
+            f"{' or '.join(source.archs)} for it, not {arch}"
+        )
+    converted = source.convert(weights, arch, n_class, options)
     variables, spec = converted.variables, converted.spec
     if preprocessing_name is not None:
         if preprocessing_name not in PRESETS:
             raise FCNError(
                 f"unknown --preprocessing {preprocessing_name!r}; choose one of {sorted(PRESETS)}"
             )
-        spec = spec.replace(preprocessing=(PRESETS[preprocessing_name], *spec.preprocessing[1:]))
+        preprocessing = PRESETS[preprocessing_name]
+    if preprocessing is not None:
+        spec = spec.replace(preprocessing=(preprocessing, *spec.preprocessing[1:]))
     n_class = spec.n_class
     names = tuple(class_names) if class_names is not None else default_class_names(n_class)
     if len(names) != n_class:
@@ -195,3 +225,58 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
     variables, metadata = load_weights(weights_dir, as_numpy=True)
     state = flax_to_torchfcn(variables["params"])
     return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)
+
+
+def torch_state_dict(variables: Mapping[str, PyTree], spec: NetSpec) -> dict[str, np.ndarray]:
+    """The state dict (numpy) that ``spec``'s PyTorch reference loads strictly.
+
+    SpeedPaper's layout for ``speedpaper`` (:func:`flax_to_speedpaper`), torchfcn's otherwise.
+    """
+    if spec.arch == SPEEDPAPER:
+        return flax_to_speedpaper(variables)
+    return flax_to_torchfcn(variables["params"])
+
+
+def export_torch(weights_dir: str | Path, out: str | Path) -> Path:
+    """Write a weights directory in its architecture's PyTorch layout, tensors bit for bit.
+
+    ``speedpaper``: a bare state dict, as SpeedPaper's first version saves ``<epoch>.pth`` (its
+    unused ``scores*`` layers zero, ``num_batches_tracked`` 0), loadable with ``strict=True``;
+    the paper's variants: :func:`export_torchfcn`.
+    """
+    variables, metadata = load_weights(weights_dir, as_numpy=True)
+    if metadata.arch == SPEEDPAPER:
+        return write_state_dict(out, flax_to_speedpaper(variables))
+    return export_torchfcn(weights_dir, out)
+
+
+def custom_preprocessing(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Preprocessing | None:
+    """``--mean R G B --std R G B`` (RGB, [0, 1] pixels) as a :class:`Preprocessing`, or None.
+
+    Stored as ``Preprocessing("custom", "RGB", 1, mean, std)``: ``x = (pixels / 255 - mean) /
+    std``, as ``torchvision.transforms.Normalize`` after ``ToTensor``.
+
+    Raises:
+        FCNError: only one of the two given, not three numbers each, or a std <= 0 (naming the
+            flag).
+    """
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        given, missing = ("--mean", "--std") if std is None else ("--std", "--mean")
+        raise FCNError(
+            f"{given} needs {missing} too: three numbers each, RGB, for pixels in [0, 1]"
+        )
+    for flag, values in (("--mean", mean), ("--std", std)):
+        if len(values) != 3:
+            raise FCNError(
+                f"{flag} takes three numbers (R G B, for pixels in [0, 1]), got {len(values)}: "
+                f"{list(values)}"
+            )
+    if min(std) <= 0:
+        raise FCNError(f"--std must be positive, got {list(std)}")
+    return Preprocessing(
+        "custom", "RGB", 1, tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    )

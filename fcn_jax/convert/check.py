@@ -1,9 +1,11 @@
 """Proof of a conversion: run the PyTorch source and the converted Flax model on the same input.
 
-For a torchfcn source the logits are compared, with a block-by-block table of intermediate maps
-so a mismatch points at its layer. For a torchvision VGG16 source the new score layers are zero
-(every logit equal, proving nothing), so the trunk is compared instead: fc7 of the VGG16 with its
-classifier run as convolutions against the Flax trunk's.
+For an FCN source (torchfcn's, SpeedPaper's) the logits are compared, with a block-by-block
+table of intermediate maps so a mismatch points at its layer. SpeedPaper's FCN takes sides that
+are multiples of 32 only: its check image is centre-cropped to them (padded with the mean pixel
+where a side is under 32), and the report says so. For a torchvision VGG16 source the new score
+layers are zero (every logit equal, proving nothing), so the trunk is compared instead: fc7 of
+the VGG16 with its classifier run as convolutions against the Flax trunk's.
 
 Both frameworks compute in full float32 (``jax_default_matmul_precision="highest"``, TF32 off in
 torch) so the comparison measures the conversion, not a GPU's reduced-precision matmuls.
@@ -19,8 +21,12 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.convert.speedpaper import NUM_BATCHES_TRACKED
+from fcn_jax.convert.torch_files import SPEEDPAPER as SPEEDPAPER_KIND
 from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch_float32
 from fcn_jax.models import NetSpec
+from fcn_jax.models.spec import SPEEDPAPER
+from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
 from fcn_jax.types import PyTree
 
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
@@ -61,6 +67,7 @@ class ParityReport:
             tolerance (must be 100).
         confident_pixels: how many pixels that is.
         tolerance: relative tolerance on the compared map.
+        note: how the input was changed to fit the network (e.g. cropped), or empty.
     """
 
     compared: str
@@ -69,6 +76,7 @@ class ParityReport:
     confident_agreement: float | None
     confident_pixels: int | None
     tolerance: float = PARITY_TOLERANCE
+    note: str = ""
 
     @property
     def final(self) -> LayerDiff:
@@ -83,9 +91,10 @@ class ParityReport:
 
     def format(self) -> str:
         """Human-readable report: per-layer table, then the verdict."""
-        lines = [
-            f"{'layer':<16}{'shape (NHWC)':<24}{'max |diff|':>12}{'max |ref|':>12}{'rel':>11}",
-        ]
+        lines = [self.note] if self.note else []
+        lines.append(
+            f"{'layer':<16}{'shape (NHWC)':<24}{'max |diff|':>12}{'max |ref|':>12}{'rel':>11}"
+        )
         for d in self.layers:
             lines.append(
                 f"{d.name:<16}{'x'.join(map(str, d.shape)):<24}{d.max_abs:>12.3e}{d.scale:>12.3e}"
@@ -118,6 +127,38 @@ def _diff(name: str, ours: np.ndarray, ref: np.ndarray) -> LayerDiff:
     )
 
 
+def fit_to_stride(
+    image: np.ndarray, stride: int, fill: tuple[int, int, int]
+) -> tuple[np.ndarray, str]:
+    """Centre-crop ``image`` to sides that are multiples of ``stride`` (pad a side under it).
+
+    Args:
+        image: [H, W, 3] uint8.
+        stride: the multiple the network needs (32 for SpeedPaper's FCN).
+        fill: RGB pixel padding uses (the mean pixel, which normalises to about zero).
+
+    Returns:
+        (the image, a one-line note of what was done; empty when nothing was).
+    """
+    height, width = image.shape[:2]
+    target = [max(stride, side // stride * stride) for side in (height, width)]
+    if target == [height, width]:
+        return image, ""
+    out = np.empty((*target, 3), np.uint8)
+    out[...] = np.asarray(fill, np.uint8)
+    src, dst = [], []
+    for side, want in zip((height, width), target, strict=True):
+        keep = min(side, want)
+        src.append(slice((side - keep) // 2, (side - keep) // 2 + keep))
+        dst.append(slice((want - keep) // 2, (want - keep) // 2 + keep))
+    out[dst[0], dst[1]] = image[src[0], src[1]]
+    how = "centre-cropped" if all(s >= stride for s in (height, width)) else "cropped / padded"
+    return out, (
+        f"input {height}x{width} {how} to {target[0]}x{target[1]}: this network takes sides "
+        f"that are multiples of {stride}"
+    )
+
+
 @functools.cache
 def _flax_forward(spec: NetSpec) -> Any:
     # One jitted function per network: repeated checks reuse the compilation.
@@ -133,16 +174,20 @@ def check_parity(
         source: the PyTorch weights the params were converted from.
         variables: the converted Flax variables (``{"params": ..., ...}``).
         metadata: their metadata (arch, classes, width, preprocessing).
-        image: [H, W, 3] uint8 RGB.
+        image: [H, W, 3] uint8 RGB; for SpeedPaper's FCN centre-cropped to multiples of 32
+            (:func:`fit_to_stride`, said in ``report.note``).
 
     Returns:
         The report; ``report.passed`` says whether it is within tolerance.
     """
     torch = import_torch_float32()
-    from fcn_jax.torch_reference import TorchFCN, vgg16_fc7
+    from fcn_jax.torch_reference import torch_model, vgg16_fc7
 
     # Every input of a multi-stream net gets the same image: this checks numerics, not data.
     spec = metadata.spec
+    note = ""
+    if spec.arch == SPEEDPAPER:
+        image, note = fit_to_stride(image, SPEEDPAPER_STRIDE, spec.mean_pixels()[0][1])
     x = spec.preprocess({key: image[None] for key in spec.inputs})
     xs = tuple(np.asarray(xi) for xi in x)
     xs_torch = tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in xs)
@@ -154,8 +199,8 @@ def check_parity(
             ref = vgg16_fc7(state, xs_torch[0])
             outputs = ("fc7",)
         else:
-            net = TorchFCN.from_spec(spec)
-            net.load_state_dict(state, strict=True)
+            net = torch_model(spec)
+            _load_source(net, state, source)
             out = net.eval()(xs_torch if spec.streams else xs_torch[0], intermediates=ref)
             ref |= _named_logits(out)
             outputs = tuple(_named_logits(out))
@@ -173,7 +218,7 @@ def check_parity(
     finals.sort(key=lambda d: d.rel)
     layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
     if source.kind == TORCHVISION_VGG16:
-        return ParityReport("fc7", layers, None, None, None)
+        return ParityReport("fc7", layers, None, None, None, note=note)
     agree, confident, pixels = logit_agreement(
         [ours[k][0] for k in outputs], [ref_np[k][0] for k in outputs]
     )
@@ -183,7 +228,23 @@ def check_parity(
         argmax_agreement=agree,
         confident_agreement=confident,
         confident_pixels=pixels,
+        note=note,
     )
+
+
+def _load_source(net: Any, state: dict[str, Any], source: TorchWeights) -> None:
+    """Load the source's tensors into the torch reference, every one of its layers filled.
+
+    Strict, except that SpeedPaper's checkpoints may lack what no computation reads:
+    ``num_batches_tracked`` (older torch) and the unused ``scores*`` layers.
+    """
+    if source.kind != SPEEDPAPER_KIND:
+        net.load_state_dict(state, strict=True)
+        return
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    needed = [k for k in missing if not k.endswith(NUM_BATCHES_TRACKED) and "scores" not in k]
+    if needed or unexpected:
+        raise AssertionError(f"torch reference: missing {needed}, unexpected {unexpected}")
 
 
 def logit_agreement(

@@ -12,10 +12,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fcn_jax.convert import torchfcn, torchvision_vgg
-from fcn_jax.convert.torch_files import TORCHFCN, TORCHVISION_VGG16, TorchWeights
+from fcn_jax.convert import speedpaper, torchfcn, torchvision_vgg
+from fcn_jax.convert.torch_files import SPEEDPAPER, TORCHFCN, TORCHVISION_VGG16, TorchWeights
 from fcn_jax.errors import FCNError, format_list
-from fcn_jax.models import NetSpec
+from fcn_jax.models import VARIANTS, NetSpec
 from fcn_jax.types import PyTree
 
 
@@ -43,11 +43,13 @@ class Source:
         recognises: whether a state dict's key set is of this kind.
         convert: ``(weights, arch, n_class or None, options) -> Converted``; ``options`` name
             the user's settings of arch and class count in errors.
+        archs: the ``NetSpec.arch`` values it converts into (the paper's variants by default).
     """
 
     looks_like: str
     recognises: Callable[[set[str]], bool]
     convert: Callable[[TorchWeights, str, int | None, Mapping[str, str]], Converted]
+    archs: tuple[str, ...] = tuple(VARIANTS)
 
 
 def _torchfcn(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
@@ -61,6 +63,11 @@ def _torchvision_vgg16(src: TorchWeights, arch: str, n_class: int | None, _: Map
     return Converted({"params": params}, spec)
 
 
+def _speedpaper(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
+    variables, spec = speedpaper.speedpaper_to_flax(src, arch, n_class, options)
+    return Converted(variables, spec)
+
+
 SOURCES: dict[str, Source] = {
     TORCHVISION_VGG16: Source(
         "a torchvision VGG16 state dict (features.N.*, classifier.N.*)",
@@ -71,6 +78,12 @@ SOURCES: dict[str, Source] = {
         "a torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*)",
         torchfcn.recognises,
         _torchfcn,
+    ),
+    SPEEDPAPER: Source(
+        "a SpeedPaper FCN state dict (stage1.0.*, ..., conv_trans1.*, upsample_8x.*)",
+        speedpaper.recognises,
+        _speedpaper,
+        archs=(SPEEDPAPER,),
     ),
 }
 

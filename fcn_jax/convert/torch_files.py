@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from fcn_jax.errors import FCNError, format_list
 
 TORCHVISION_VGG16 = "torchvision_vgg16"
 TORCHFCN = "torchfcn"
+SPEEDPAPER = "speedpaper"
+# SpeedPaper's second version saves {"CustomNet": state_dict} as <tag>_<epoch>e_<miou>.pkl.
+SPEEDPAPER_ENTRY = "CustomNet"
 
 
 def import_torch() -> Any:
@@ -47,7 +51,7 @@ class TorchWeights:
     Attributes:
         path: the file.
         kind: a key of :data:`fcn_jax.convert.sources.SOURCES` (``torchvision_vgg16``,
-            ``torchfcn``), recognised by the keys.
+            ``torchfcn``, ``speedpaper``, ...), recognised by the keys.
         state: key -> array, exactly as stored (float32 for the known sources).
         arch: the checkpoint's own ``arch`` entry, if it has one.
     """
@@ -65,11 +69,13 @@ class TorchWeights:
 def read_torch_weights(path: str | Path) -> TorchWeights:
     """Load a PyTorch weights file without running any code it may carry.
 
-    Accepts a bare state dict or a dict holding ``model_state_dict`` (torchfcn's trainer
-    checkpoints, with ``arch``); a ``module.`` prefix (DataParallel) is stripped.
+    Accepts a bare state dict, a dict holding ``model_state_dict`` (torchfcn's trainer
+    checkpoints, with ``arch``) or ``CustomNet`` (SpeedPaper's ``.pkl``); a ``module.`` prefix
+    (DataParallel) is stripped.
 
     Raises:
-        FCNError: the file is missing, not a torch file, or holds no recognisable state dict.
+        FCNError: the file is missing, not a torch file, not weights-only (it pickles other
+            Python objects, which are never unpickled), or holds no recognisable state dict.
     """
     path = Path(path)
     if not path.is_file():  # said first: a wrong path needs no torch to fix
@@ -78,21 +84,22 @@ def read_torch_weights(path: str | Path) -> TorchWeights:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad files (pickle, zip, runtime)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FCNError(
             f"{path} is not a PyTorch checkpoint that torch.load(weights_only=True) can read "
-            f"({type(e).__name__}: {first})"
+            f"({_load_error(e)})"
         ) from None
     arch = None
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
         arch = obj.get("arch")
         obj = obj["model_state_dict"]
+    elif isinstance(obj, Mapping) and SPEEDPAPER_ENTRY in obj:
+        obj = obj[SPEEDPAPER_ENTRY]
     if not (isinstance(obj, Mapping) and obj and all(torch.is_tensor(v) for v in obj.values())):
         keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
         raise FCNError(
-            f"{path} holds no state dict: expected a dict of tensors or a dict with "
-            f"'model_state_dict', found {type(obj).__name__}"
-            + (f" with keys {format_list(keys)}" if keys else "")
+            f"{path} holds no state dict: expected a dict of tensors, or a dict with "
+            f"'model_state_dict' (torchfcn) or '{SPEEDPAPER_ENTRY}' (SpeedPaper's .pkl), found "
+            f"{type(obj).__name__}" + (f" with keys {format_list(keys)}" if keys else "")
         )
     state = {}
     for key, value in obj.items():
@@ -104,6 +111,34 @@ def read_torch_weights(path: str | Path) -> TorchWeights:
     from fcn_jax.convert.sources import detect_kind
 
     return TorchWeights(path, detect_kind(path, set(state)), state, str(arch) if arch else None)
+
+
+def _load_error(e: Exception) -> str:
+    """What went wrong in ``torch.load(weights_only=True)``, in one line.
+
+    A pickle of other objects than tensors and containers (a config object, a numpy scalar)
+    fails with torch's long "Weights only load failed" text: reduced to the object refused.
+    """
+    text = str(e).strip()
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused or "Weights only load failed" in text:
+        what = f" (it holds {refused.group(1)})" if refused else ""
+        return (
+            f"not weights-only: it pickles Python objects besides tensors{what}, which fcn-jax "
+            "never unpickles since unpickling can run code; where you trust the file, re-save "
+            "its state dict alone with torch.save"
+        )
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def write_state_dict(path: str | Path, state: Mapping[str, np.ndarray]) -> Path:
+    """Write a bare state dict (SpeedPaper's ``<epoch>.pth`` form)."""
+    torch = import_torch()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, path)
+    return path
 
 
 def write_torchfcn_checkpoint(path: str | Path, state: Mapping[str, np.ndarray], arch: str) -> Path:

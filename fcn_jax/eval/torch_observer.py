@@ -1,8 +1,9 @@
 """The PyTorch comparison of ``eval.py --against-torch``, as an observer of the evaluation.
 
-The project's PyTorch FCN (:mod:`fcn_jax.torch_reference`) is given the same weights and run in
-float32 on every batch JAX scores; it keeps its own confusion matrices, scored like JAX's, and
-counts the image pixels where both frameworks predict the same class.
+The project's PyTorch reference of the network (:func:`fcn_jax.torch_reference.torch_model`:
+the paper's FCNs, or SpeedPaper's) is given the same variables (BatchNorm statistics included)
+and run in float32 on every batch JAX scores; it keeps its own confusion matrices, scored like
+JAX's, and counts the image pixels where both frameworks predict the same class.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.eval.heads import head_class_counts, head_targets
 from fcn_jax.eval.metrics import confusion_matrix
+from fcn_jax.models.spec import SPEEDPAPER, NetSpec
+from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
 from fcn_jax.types import PyTree
 
 
@@ -34,24 +37,34 @@ class TorchComparisonResult:
 
 
 class TorchComparison:
-    """The project's PyTorch FCN holding the same weights, scoring the same batches."""
+    """The project's PyTorch network holding the same weights, scoring the same batches."""
 
-    def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
-        """Build the PyTorch network and load ``params`` into it.
+    def __init__(self, variables: PyTree, metadata: WeightsMetadata) -> None:
+        """Build the PyTorch network and load ``variables`` into it.
+
+        Args:
+            variables: ``{"params": ..., "batch_stats": ...}`` (a bare params tree is taken as
+                ``{"params": params}``).
+            metadata: the weights' metadata (its spec picks the network).
 
         Raises:
             FCNError: torch is not installed (the message says how to install it).
         """
+        from fcn_jax.convert import torch_state_dict
         from fcn_jax.convert.torch_files import import_torch_float32
-        from fcn_jax.convert.torchfcn import flax_to_torchfcn
 
         torch = import_torch_float32()  # first: without torch, say how to install it
-        from fcn_jax.torch_reference import TorchFCN
+        from fcn_jax.torch_reference import torch_model
 
+        if "params" not in variables:  # a params tree (no FCN layer is called "params")
+            variables = {"params": variables}
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.net = TorchFCN.from_spec(metadata.spec)
-        state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_torchfcn(params).items()}
+        self.net = torch_model(metadata.spec)
+        state = {
+            k: torch.from_numpy(np.array(v))
+            for k, v in torch_state_dict(variables, metadata.spec).items()
+        }
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
         self.metadata = metadata
@@ -89,8 +102,16 @@ class TorchComparison:
                 self.pixels += int(h) * int(w)
 
     def _forward(self, batch: Mapping[str, np.ndarray]) -> dict:
-        """Head -> [B, C, H, W] torch logits of the batch's inputs (JAX's head keys)."""
+        """Head -> [B, C, H, W] torch logits of the batch's inputs (JAX's head keys).
+
+        SpeedPaper's FCN runs on the batch padded with the mean pixel (bottom and right) to
+        multiples of 32, its logits cropped back, as :meth:`~fcn_jax.models.NetSpec.logits`
+        does on the JAX side.
+        """
         spec = self.metadata.spec
+        height, width = np.asarray(batch[spec.inputs[0]]).shape[1:3]
+        if spec.arch == SPEEDPAPER:
+            batch = pad_to_stride(batch, spec, SPEEDPAPER_STRIDE)
         xs = tuple(
             self.torch.from_numpy(np.ascontiguousarray(np.asarray(xi).transpose(0, 3, 1, 2))).to(
                 self.device
@@ -100,7 +121,8 @@ class TorchComparison:
         with self.torch.no_grad():
             out = self.net(xs if spec.streams else xs[0])
         # The reference returns a bare tensor for one head, as torchfcn does.
-        return out if isinstance(out, dict) else {spec.head_names[0]: out}
+        out = out if isinstance(out, dict) else {spec.head_names[0]: out}
+        return {head: logits[:, :, :height, :width] for head, logits in out.items()}
 
     def result(self) -> TorchComparisonResult:
         """The reference's confusion matrices and the pixel agreement."""
@@ -108,3 +130,29 @@ class TorchComparison:
             {h: hist.copy() for h, hist in self.hists.items()},
             self.agree / max(self.pixels, 1),
         )
+
+
+def pad_to_stride(
+    batch: Mapping[str, np.ndarray], spec: NetSpec, stride: int
+) -> dict[str, np.ndarray]:
+    """``batch`` with each input of ``spec`` padded bottom / right with its mean pixel.
+
+    Args:
+        batch: holds each key of ``spec.inputs``: [N, H, W, 3] uint8.
+        spec: the network (its inputs and their mean pixels).
+        stride: the multiple H and W are padded to.
+
+    Returns:
+        A copy of ``batch`` whose inputs are [N, ceil(H / s) * s, ceil(W / s) * s, 3].
+    """
+    out = dict(batch)
+    for key, mean in spec.mean_pixels():
+        images = np.asarray(batch[key])
+        n, height, width, channels = images.shape
+        padded = np.empty(
+            (n, -(-height // stride) * stride, -(-width // stride) * stride, channels), images.dtype
+        )
+        padded[...] = np.asarray(mean, images.dtype)
+        padded[:, :height, :width] = images
+        out[key] = padded
+    return out
