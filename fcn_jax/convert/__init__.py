@@ -99,7 +99,8 @@ def convert_torch_file(
     if arch not in source.archs:
         raise FCNError(
             f"{weights.path} is {source.looks_like}: {options['arch']} must be "
-            f"{' or '.join(source.archs)} for it, not {arch}"
+            + (source.archs[0] if len(source.archs) == 1 else f"one of {', '.join(source.archs)}")
+            + f" for it, not {arch}"
         )
     converted = source.convert(weights, arch, n_class, options)
     variables, spec = converted.variables, converted.spec
