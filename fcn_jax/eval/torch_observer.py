@@ -36,8 +36,8 @@ class TorchComparisonResult:
 class TorchComparison:
     """The project's PyTorch FCN holding the same weights, scoring the same batches."""
 
-    def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
-        """Build the PyTorch network and load ``params`` into it.
+    def __init__(self, variables: PyTree, metadata: WeightsMetadata) -> None:
+        """Build the PyTorch network and load ``variables`` into it.
 
         Raises:
             FCNError: torch is not installed (the message says how to install it).
@@ -51,7 +51,8 @@ class TorchComparison:
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = TorchFCN.from_spec(metadata.spec)
-        state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_torchfcn(params).items()}
+        exported = flax_to_torchfcn(variables["params"])
+        state = {k: torch.from_numpy(np.array(v)) for k, v in exported.items()}
         self.net.load_state_dict(state, strict=True)
         self.net.eval().to(self.device)
         self.metadata = metadata
