@@ -79,6 +79,9 @@ def base() -> ml_collections.ConfigDict:
     c.model.n_class = 21
     c.model.width = 1.0
     c.model.learn_upsampling = False
+    # BatchNorm backbones (vgg16_bn): normalise with the running statistics in training too and
+    # keep them (fine-tuning with small batches; the only sensible choice at batch 1).
+    c.model.freeze_bn = False
     c.model.streams = ()  # ("color", "hha"): one VGG16 per input, late fusion (NYUDv2)
     c.model.heads = ()  # (("sem", 33), ("geo", 3)): several outputs on one trunk (SIFT Flow)
     # Convolutions: "xla" (XLA's own), "gemm" (matrix products, fast on XLA:CPU) or "auto"

@@ -130,20 +130,21 @@ class Predictor:
     predicts its first head (the semantic classes).
     """
 
-    def __init__(self, params: PyTree, metadata: WeightsMetadata) -> None:
+    def __init__(self, variables: PyTree, metadata: WeightsMetadata) -> None:
+        """Hold ``variables`` (``{"params": ..., ...}``) of the network ``metadata`` describes."""
         if metadata.inputs != ("image",):
             raise FCNError(
                 f"these weights read {metadata.inputs}, not RGB images alone: score them on their "
                 "dataset with eval.py"
             )
-        self.params = params
+        self.variables = variables
         self.metadata = metadata
         self._predict = predict_fn(metadata.spec)
         self._head = metadata.spec.head_names[0]
 
     @classmethod
     def from_dir(cls, weights_dir: str | Path, step: int | None = None) -> Predictor:
-        """Load params and metadata from a weights directory (latest step by default)."""
+        """Load variables and metadata from a weights directory (latest step by default)."""
         return cls(*load_weights(weights_dir, step))
 
     def __call__(self, image: np.ndarray) -> tuple[Array, Array]:
@@ -151,7 +152,7 @@ class Predictor:
 
         Returned as device arrays: only what the caller reads is transferred.
         """
-        logits = self._predict({"params": self.params}, {"image": jnp.asarray(image)[None]})
+        logits = self._predict(self.variables, {"image": jnp.asarray(image)[None]})
         logits = logits[self._head][0]
         return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
 

@@ -312,7 +312,7 @@ def train_step_parity(
     for name, device in (("device", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):
         # Each side gets its own copy: the step donates its state.
         state = jax.device_put(
-            create_train_state(jax.tree.map(jnp.array, params), tx, seed), device
+            create_train_state({"params": jax.tree.map(jnp.array, params)}, tx, seed), device
         )
         with jax_precision("float32"):
             state, _ = train_step(state, jax.device_put(batch, device))

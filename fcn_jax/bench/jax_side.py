@@ -82,7 +82,7 @@ def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> 
     tx = make_optimizer(config, params)
     steps = make_steps(spec_from_config(config), tx, config.optim.loss, batch_size=case.batch)
     train_step = steps.train_step
-    state = create_train_state(jax.tree.map(jnp.copy, params), tx, seed)
+    state = create_train_state({"params": jax.tree.map(jnp.copy, params)}, tx, seed)
     return train_step, state
 
 

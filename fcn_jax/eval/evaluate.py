@@ -61,7 +61,7 @@ FOLD_EVERY = 256  # batches between host folds of the int32 device confusion mat
 
 @functools.cache
 def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, list[int]]:
-    """The jitted step ``(hists, params, inputs, labels) -> (hists, preds)`` and its traces.
+    """The jitted step ``(hists, variables, inputs, labels) -> (hists, preds)`` and its traces.
 
     ``inputs`` maps record keys to uint8 images, ``labels`` head -> uint8 labels, ``hists``
     head -> int32 confusion matrix; preprocessing runs on the device. Cached per network and
@@ -73,10 +73,13 @@ def _eval_step(metadata: WeightsMetadata, dtype: str = "float32") -> tuple[Any, 
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(
-        hists: dict[str, Array], params: PyTree, inputs: dict[str, Array], labels: dict[str, Array]
+        hists: dict[str, Array],
+        variables: PyTree,
+        inputs: dict[str, Array],
+        labels: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
         traces[0] += 1  # runs at trace time only: one per compilation
-        logits = spec.logits({"params": params}, inputs)
+        logits = spec.logits(variables, inputs)
         preds = {h: jnp.argmax(x, axis=-1).astype(jnp.uint8) for h, x in logits.items()}
         hists = {h: hists[h] + confusion_matrix(labels[h], preds[h], classes[h]) for h in hists}
         return hists, preds
@@ -111,11 +114,11 @@ def check_dataset(metadata: WeightsMetadata, dataset: SegmentationDataset) -> No
 
 @dataclasses.dataclass(frozen=True)
 class _Feed:
-    """Where batches and params go, and how the pipeline batches the split.
+    """Where batches and variables go, and how the pipeline batches the split.
 
     Attributes:
         data: sharding of the batch arrays (split over the batch axis when bucketed).
-        replicated: sharding of the params and the confusion matrices.
+        replicated: sharding of the variables and the confusion matrices.
         pipeline: batching of the split.
     """
 
@@ -171,7 +174,7 @@ class _Confusions:
 
 def _run(
     step: Any,
-    params: PyTree,
+    variables: PyTree,
     metadata: WeightsMetadata,
     dataset: SegmentationDataset,
     feed: _Feed,
@@ -184,7 +187,7 @@ def _run(
         (head -> [n, n] int64 confusion matrix of the split, images scored, batches run).
     """
     targets = head_targets(metadata.spec)
-    params = jax.device_put(params, feed.replicated)
+    variables = jax.device_put(variables, feed.replicated)
     confusions = _Confusions(head_class_counts(metadata.spec), feed.replicated)
     n_images = batches = 0
     bar = tqdm(total=len(dataset), unit="img", desc="eval", disable=not progress)
@@ -194,7 +197,7 @@ def _run(
         for batch in make_pipeline(dataset, feed.pipeline):
             inputs = {k: jax.device_put(batch[k], feed.data) for k in metadata.inputs}
             labels = jax.device_put({h: batch[key] for h, (key, _) in targets.items()}, feed.data)
-            confusions.device, preds = step(confusions.device, params, inputs, labels)
+            confusions.device, preds = step(confusions.device, variables, inputs, labels)
             for observer in observers:
                 observer.on_batch(batch, labels, preds)
             batches += 1
@@ -220,7 +223,7 @@ def _score(
 
 
 def evaluate(
-    params: PyTree,
+    variables: PyTree,
     metadata: WeightsMetadata,
     dataset: SegmentationDataset,
     *,
@@ -234,13 +237,13 @@ def evaluate(
     num_devices: int | None = None,
     observers: Sequence[Observer] = (),
 ) -> EvalResult:
-    """Score ``params`` on every image of ``dataset``.
+    """Score the network's ``variables`` on every image of ``dataset``.
 
     The keyword arguments a config decides are :class:`EvalOptions`' fields (see there):
-    ``evaluate(params, metadata, dataset, **dataclasses.asdict(options))``.
+    ``evaluate(variables, metadata, dataset, **dataclasses.asdict(options))``.
 
     Args:
-        params: Flax params (device or numpy arrays).
+        variables: ``{"params": ..., <BatchNorm statistics>}`` (device or numpy arrays).
         metadata: their metadata (model, inputs, classes, preprocessing).
         dataset: the split; its records must hold the network's inputs and a label key per head.
         bucket: pad batches to ``buckets`` and spread them over the local devices, instead of
@@ -272,7 +275,7 @@ def evaluate(
     devices = options.check()
     check_dataset(metadata, dataset)
     feed = _feed(options, devices, metadata)
-    comparison = TorchComparison(params, metadata) if against_torch else None
+    comparison = TorchComparison(variables, metadata) if against_torch else None
     watchers = [*observers, *([comparison] if comparison else [])]
     step, traces = _eval_step(metadata, dtype)
     traces_before = traces[0]
@@ -280,7 +283,7 @@ def evaluate(
     # Beside torch, like for like: full float32 matmuls (no TF32 / bf16 passes).
     with jax.default_matmul_precision("highest" if against_torch else None):
         confusions, n_images, batches = _run(
-            step, params, metadata, dataset, feed, watchers, progress
+            step, variables, metadata, dataset, feed, watchers, progress
         )
     seconds = time.perf_counter() - start
     if n_images != len(dataset):  # the pipeline must deliver every image exactly once

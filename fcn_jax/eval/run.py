@@ -75,7 +75,7 @@ def evaluate_weights(
             "(config.eval.bucket or --bucket); whole images are scored one at a time"
         )
     enable_compilation_cache()
-    params, metadata = load_weights_for_config(
+    variables, metadata = load_weights_for_config(
         config, weights, best_step(weights) if best else step
     )
     dataset = make_dataset(config, split)
@@ -85,7 +85,7 @@ def evaluate_weights(
     mode = f"bucketed, batches of {options.batch_size}" if options.bucket else "whole images"
     print(f"evaluating {weights} ({metadata.arch}) on {dataset!r} ({mode})")
     result = evaluate(
-        params, metadata, dataset, **dataclasses.asdict(options), against_torch=against_torch
+        variables, metadata, dataset, **dataclasses.asdict(options), against_torch=against_torch
     )
     print(result.format())
     if out_file is not None:

@@ -17,8 +17,6 @@ import numpy as np
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.eval.heads import head_class_counts, head_targets
 from fcn_jax.eval.metrics import confusion_matrix
-from fcn_jax.models.spec import SPEEDPAPER, NetSpec
-from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
 from fcn_jax.types import PyTree
 
 
@@ -43,8 +41,7 @@ class TorchComparison:
         """Build the PyTorch network and load ``variables`` into it.
 
         Args:
-            variables: ``{"params": ..., "batch_stats": ...}`` (a bare params tree is taken as
-                ``{"params": params}``).
+            variables: ``{"params": ...}``, with ``batch_stats`` for a BatchNorm network.
             metadata: the weights' metadata (its spec picks the network).
 
         Raises:
@@ -56,8 +53,6 @@ class TorchComparison:
         torch = import_torch_float32()  # first: without torch, say how to install it
         from fcn_jax.torch_reference import torch_model
 
-        if "params" not in variables:  # a params tree (no FCN layer is called "params")
-            variables = {"params": variables}
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = torch_model(metadata.spec)
@@ -104,14 +99,12 @@ class TorchComparison:
     def _forward(self, batch: Mapping[str, np.ndarray]) -> dict:
         """Head -> [B, C, H, W] torch logits of the batch's inputs (JAX's head keys).
 
-        SpeedPaper's FCN runs on the batch padded with the mean pixel (bottom and right) to
-        multiples of 32, its logits cropped back, as :meth:`~fcn_jax.models.NetSpec.logits`
-        does on the JAX side.
+        Inputs are padded as :meth:`~fcn_jax.models.NetSpec.logits` pads them on the JAX side
+        (:meth:`~fcn_jax.models.NetSpec.pad_inputs`: SpeedPaper's FCN takes multiples of 32),
+        and the logits cropped back.
         """
         spec = self.metadata.spec
-        height, width = np.asarray(batch[spec.inputs[0]]).shape[1:3]
-        if spec.arch == SPEEDPAPER:
-            batch = pad_to_stride(batch, spec, SPEEDPAPER_STRIDE)
+        batch, (height, width) = spec.pad_inputs(batch)
         xs = tuple(
             self.torch.from_numpy(np.ascontiguousarray(np.asarray(xi).transpose(0, 3, 1, 2))).to(
                 self.device
@@ -130,29 +123,3 @@ class TorchComparison:
             {h: hist.copy() for h, hist in self.hists.items()},
             self.agree / max(self.pixels, 1),
         )
-
-
-def pad_to_stride(
-    batch: Mapping[str, np.ndarray], spec: NetSpec, stride: int
-) -> dict[str, np.ndarray]:
-    """``batch`` with each input of ``spec`` padded bottom / right with its mean pixel.
-
-    Args:
-        batch: holds each key of ``spec.inputs``: [N, H, W, 3] uint8.
-        spec: the network (its inputs and their mean pixels).
-        stride: the multiple H and W are padded to.
-
-    Returns:
-        A copy of ``batch`` whose inputs are [N, ceil(H / s) * s, ceil(W / s) * s, 3].
-    """
-    out = dict(batch)
-    for key, mean in spec.mean_pixels():
-        images = np.asarray(batch[key])
-        n, height, width, channels = images.shape
-        padded = np.empty(
-            (n, -(-height // stride) * stride, -(-width // stride) * stride, channels), images.dtype
-        )
-        padded[...] = np.asarray(mean, images.dtype)
-        padded[:, :height, :width] = images
-        out[key] = padded
-    return out

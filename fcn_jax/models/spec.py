@@ -34,7 +34,7 @@ from fcn_jax.models.backbones import BACKBONES
 from fcn_jax.models.conv import CONV_IMPLS
 from fcn_jax.models.fcn import FCN, SINGLE_HEAD, VARIANTS
 from fcn_jax.models.layers import bilinear_init
-from fcn_jax.models.speedpaper import SpeedPaperFCN
+from fcn_jax.models.speedpaper import STRIDE, SpeedPaperFCN
 from fcn_jax.preprocessing import CAFFE_VOC, Preprocessing
 from fcn_jax.types import Array, PyTree
 
@@ -164,6 +164,29 @@ class NetSpec:
         """Top-level param names of the backbone(s): ``vgg16``, or one per stream."""
         return tuple(f"{self.backbone}{s}" for s in self.streams or ("",))
 
+    @property
+    def input_multiple(self) -> int:
+        """What the input sides must be a multiple of (1: any size; SpeedPaper's FCN: 32)."""
+        return STRIDE if self.arch == SPEEDPAPER else 1
+
+    def pad_inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
+        """``batch`` with its inputs padded to :attr:`input_multiple`, and their (H, W).
+
+        Padding goes below and to the right, with each input's mean pixel (zero after
+        normalisation), so cropping the logits back leaves the image's own pixels aligned.
+        """
+        h, w = batch[self.inputs[0]].shape[1:3]
+        m = self.input_multiple
+        if h % m == 0 and w % m == 0:
+            return dict(batch), (h, w)
+        padded = dict(batch)
+        for key, pixel in self.mean_pixels():
+            x = jnp.asarray(batch[key])
+            shape = (x.shape[0], h + -h % m, w + -w % m, x.shape[3])
+            canvas = jnp.broadcast_to(jnp.asarray(pixel, x.dtype), shape)
+            padded[key] = jax.lax.dynamic_update_slice(canvas, x, (0, 0, 0, 0))
+        return padded, (h, w)
+
     def preprocess(self, batch: Mapping[str, Any]) -> tuple[Array, ...]:
         """Normalise the network's inputs of a batch of uint8 records, one array per input.
 
@@ -202,9 +225,14 @@ class NetSpec:
     def logits(self, variables: Variables, batch: Mapping[str, Any], **kwargs: Any) -> Any:
         """Preprocess ``batch``'s uint8 inputs and run the network: ``{head: [N, H, W, C]}``.
 
+        Any input size: where the network needs sides of a multiple (SpeedPaper's FCN), the
+        inputs are padded with the mean pixel (:meth:`pad_inputs`) and the logits cropped back.
         Traceable: jit it, or call it inside a jitted step. ``kwargs`` as :meth:`apply`.
         """
-        return self.apply(variables, self.preprocess(batch), **kwargs)
+        padded, (h, w) = self.pad_inputs(batch)
+        out = self.apply(variables, self.preprocess(padded), **kwargs)
+        crop = lambda heads: {k: v[:, :h, :w] for k, v in heads.items()}  # noqa: E731
+        return (crop(out[0]), *out[1:]) if isinstance(out, tuple) else crop(out)
 
 
 def model_state(variables: Variables) -> Variables:

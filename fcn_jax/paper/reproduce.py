@@ -178,10 +178,10 @@ def _dataset_for(
 
 def _evaluate(plan: _Plan, columns: Sequence[str], progress: bool) -> RowResult:
     config, row = plan.config, plan.row
-    params, metadata = load_weights_for_config(config, plan.weights, plan.step)
+    variables, metadata = load_weights_for_config(config, plan.weights, plan.step)
     check_fits(row, config, metadata, plan.weights)
     result = evaluate(
-        params,
+        variables,
         metadata,
         plan.dataset,
         progress=progress,

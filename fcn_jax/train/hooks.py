@@ -141,10 +141,14 @@ class Validation:
     compilations: int = 0
     last: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def __call__(self, step: int, params: PyTree) -> float:
-        """Validate single-device ``params`` at ``step``; returns the first head's mean IU."""
+    def __call__(self, step: int, variables: PyTree) -> float:
+        """Validate single-device ``variables`` at ``step``; returns the first head's mean IU."""
         result = evaluate(
-            params, self.metadata, self.dataset, **dataclasses.asdict(self.options), progress=False
+            variables,
+            self.metadata,
+            self.dataset,
+            **dataclasses.asdict(self.options),
+            progress=False,
         )
         self.compilations += result.compilations
         first = next(iter(result.metrics.values()))
@@ -156,7 +160,7 @@ class Validation:
         }
         self.writer.scalars(step, {f"eval/{k}": v for k, v in self.last.items()})
         if self.writer.enabled:  # a forward pass: only where it is written
-            self.writer.sample(step, sample_picture(params, self.metadata, self.sample))
+            self.writer.sample(step, sample_picture(variables, self.metadata, self.sample))
         self.writer.print(
             f"step {step}: pixel acc {100 * first.pixel_acc:.2f}  mean acc "
             f"{100 * first.mean_acc:.2f}  mean IU {100 * first.mean_iou:.2f}  f.w. IU "
@@ -165,12 +169,12 @@ class Validation:
         return first.mean_iou
 
 
-def sample_picture(params: PyTree, metadata: WeightsMetadata, record: dict) -> np.ndarray:
+def sample_picture(variables: PyTree, metadata: WeightsMetadata, record: dict) -> np.ndarray:
     """Image | label | prediction for one validation record, [H, 3W, 3] uint8 (enlarged)."""
     palette = metadata.palette_array()
     spec = metadata.spec
     inputs = {k: record[k][None] for k in spec.inputs}
-    logits = predict_fn(spec)({"params": params}, inputs)[spec.head_names[0]]
+    logits = predict_fn(spec)(variables, inputs)[spec.head_names[0]]
     pred = np.asarray(jnp.argmax(logits[0], -1).astype(jnp.uint8))
     image = record[metadata.inputs[0]]
     picture = np.concatenate(

@@ -108,7 +108,7 @@ def _train(p: PreparedRun, progress: bool, interrupts: Interrupts, run: RunProgr
         bar.stepped(step, metrics)
         if logging(step):
             log(step, metrics)
-        mean_iou = validate(step, p.dp.local(state.params)) if validating(step) else None
+        mean_iou = validate(step, p.dp.local(state.variables)) if validating(step) else None
         if saving(step):
             save(step, state, mean_iou)
     bar.close()

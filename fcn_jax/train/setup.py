@@ -110,26 +110,30 @@ def build_metadata(
     return WeightsMetadata(spec, dataset.class_names, head_names, "fcn-jax", palette=palette)
 
 
-def initial_params(config: Any, spec: NetSpec) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
-    """Fresh params, merged with ``init.from_``'s if the config names a source.
+def initial_variables(
+    config: Any, spec: NetSpec
+) -> tuple[PyTree, WeightsMetadata | None, list[str]]:
+    """Fresh variables, merged with ``init.from_``'s if the config names a source.
 
-    New layers are those the source's architecture lacks (:func:`stage_params`); a two-stream
-    net gets a single-trunk source's trunk in every stream.
+    New layers are those the source's architecture lacks (:func:`stage_params`), in each
+    collection (params, BatchNorm statistics); a two-stream net gets a single-trunk source's
+    trunk in every stream.
 
     Args:
         config: the experiment config (``seed``, ``init.from_``, ``model``).
         spec: the network being trained.
 
     Returns:
-        (params, the source's metadata or None, the layers left at their initialisation).
+        (``{"params": ..., ...}``, the source's metadata or None, the layers (of params) left
+        at their initialisation).
 
     Raises:
         FCNError: the source does not exist, or does not fit (:func:`merge_params`).
     """
-    params = init_variables(spec, jax.random.PRNGKey(config.seed))["params"]
+    variables = init_variables(spec, jax.random.PRNGKey(config.seed))
     source = init_source(config)
     if source is None:
-        return params, None, []
+        return variables, None, []
     from fcn_jax.convert import load_any_weights
 
     path = Path(source).expanduser()
@@ -138,14 +142,19 @@ def initial_params(config: Any, spec: NetSpec) -> tuple[PyTree, WeightsMetadata 
             f"init.from_ {path} does not exist: give a weights directory, a training "
             "workdir or a .pth file"
         )
-    src_params, src_meta = load_any_weights(path, config.model.arch, config.model.n_class)
+    src_vars, src_meta = load_any_weights(path, config.model.arch, config.model.n_class)
 
     def trunks(tree: PyTree) -> PyTree:
         return stream_trunks(tree, spec.streams, spec.backbone)
 
-    src_arch = trunks(abstract_variables(src_meta.spec)["params"])
-    params, new_layers = stage_params(trunks(src_params), params, f"init.from_ {path}", src_arch)
-    return params, src_meta, new_layers
+    src_arch = abstract_variables(src_meta.spec)
+    merged, new = {}, {}
+    for collection, init in variables.items():
+        where = f"init.from_ {path}" + ("" if collection == "params" else f" ({collection})")
+        loaded = trunks(src_vars.get(collection, {}))
+        shapes = trunks(src_arch.get(collection, {}))
+        merged[collection], new[collection] = stage_params(loaded, init, where, shapes)
+    return merged, src_meta, new["params"]
 
 
 def check_settings(config: Any, splits: Mapping[str, SegmentationDataset]) -> None:
@@ -193,16 +202,16 @@ def _pipeline(config: Any, dataset: SegmentationDataset, host_batch: int, fill: 
     return iter(make_pipeline(dataset, options))
 
 
-def _first_params(
+def _first_variables(
     config: Any,
     spec: NetSpec,
     dataset: SegmentationDataset,
     snapshots: TrainCheckpoints,
     start: int | None,
 ) -> tuple[PyTree, WeightsMetadata, list[str]]:
-    """The params a run starts from, its weights' metadata, and the layers ``init.from_`` lacked.
+    """The variables a run starts from, its metadata, and the layers ``init.from_`` lacked.
 
-    A resumed run's params are fresh ones the snapshot's replace (``init.from_`` is not read:
+    A resumed run's variables are fresh ones the snapshot's replace (``init.from_`` is not read:
     it may even be the workdir itself), with the preprocessing the run was trained with.
 
     Raises:
@@ -210,10 +219,10 @@ def _first_params(
             model's class count is not the data's.
     """
     if start is not None:
-        params, new_layers = init_variables(spec, jax.random.PRNGKey(config.seed))["params"], []
+        variables, new_layers = init_variables(spec, jax.random.PRNGKey(config.seed)), []
         preprocessing = check_resumed_architecture(snapshots, spec).preprocessing
     else:
-        params, source_meta, new_layers = initial_params(config, spec)
+        variables, source_meta, new_layers = initial_variables(config, spec)
         preprocessing = None
         if source_meta is not None:
             preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
@@ -222,7 +231,7 @@ def _first_params(
         raise FCNError(
             f"model.n_class={config.model.n_class} but {dataset!r} has {dataset.n_class} classes"
         )
-    return params, metadata, new_layers
+    return variables, metadata, new_layers
 
 
 def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> PreparedRun:
@@ -259,10 +268,10 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
 
     if start is not None:
         check_resumed_config(snapshots, start, config, spec, steps_per_epoch, chief)
-    params, metadata, new_layers = _first_params(config, spec, train_ds, snapshots, start)
-    tx = make_optimizer(config, params, steps_per_epoch)
+    variables, metadata, new_layers = _first_variables(config, spec, train_ds, snapshots, start)
+    tx = make_optimizer(config, variables["params"], steps_per_epoch)
     # The state as one host holds it; dp.put_state replicates it over the devices.
-    host_state = create_train_state(params, tx, config.seed)
+    host_state = create_train_state(variables, tx, config.seed)
     iterator = _pipeline(config, train_ds, host_batch, metadata.spec.mean_pixels())
     if start is not None:
         # Restored as one host's arrays, then laid out for this run's devices: a run saved on
@@ -276,6 +285,7 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
         config.batch_size,
         config.optim.accum_steps,
         parallel=dp.mode,
+        freeze_bn=config.model.get("freeze_bn", False),
     )
     keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata.spec).values()}
     return PreparedRun(

@@ -5,8 +5,9 @@ weights directory's step plus the training state.)
 
 A training workdir is an orbax ``CheckpointManager`` directory whose steps hold
 
-- ``params`` and ``metadata``: exactly a weights directory's items, so ``eval.py`` and
-  ``predict.py`` take a workdir as ``--weights``;
+- ``params``, ``model_state`` (BatchNorm statistics, if the model has any) and ``metadata``:
+  exactly a weights directory's items, so ``eval.py`` and ``predict.py`` take a workdir as
+  ``--weights``;
 - ``train``: the optimiser state, the step and the PRNG key;
 - ``data``: the grain iterator's state (JSON), so a resumed run sees the images an
   uninterrupted one would have;
@@ -29,10 +30,10 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from fcn_jax.checkpoint import WeightsMetadata
+from fcn_jax.checkpoint import WeightsMetadata, weights_args
 from fcn_jax.train.step import TrainState
 
-ITEMS = ("params", "metadata", "train", "data", "config")
+ITEMS = ("params", "model_state", "metadata", "train", "data", "config")
 # orbax warns at every save without metrics when a best_fn is set, i.e. at every checkpoint
 # between two validations. Passing empty metrics instead would rank unvalidated checkpoints
 # among the "best" (and break eval.py --best), so this one message is dropped, nothing else.
@@ -125,8 +126,7 @@ class TrainCheckpoints:
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(state.params),
-                metadata=ocp.args.JsonSave(metadata.to_json()),
+                **weights_args(state.variables, metadata),
                 train=ocp.args.StandardSave(
                     {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
                 ),
@@ -156,22 +156,23 @@ class TrainCheckpoints:
         """
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(_abstract, target)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract.params),
-                train=ocp.args.StandardRestore(
-                    {"step": abstract.step, "opt_state": abstract.opt_state, "rng": abstract.rng}
-                ),
-                data=ocp.args.JsonRestore(),
+        items = {
+            "params": ocp.args.StandardRestore(abstract.params),
+            "train": ocp.args.StandardRestore(
+                {"step": abstract.step, "opt_state": abstract.opt_state, "rng": abstract.rng}
             ),
-        )
+            "data": ocp.args.JsonRestore(),
+        }
+        if abstract.model_state:
+            items["model_state"] = ocp.args.StandardRestore(abstract.model_state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         train = restored.train
         state = TrainState(
             step=train["step"],
             params=restored.params,
             opt_state=train["opt_state"],
             rng=train["rng"],
+            model_state=restored.model_state if abstract.model_state else {},
         )
         return state, restored.data
 

@@ -9,6 +9,13 @@ Dropout keys: each example's key is ``fold_in(fold_in(rng, step), index)`` with 
 position in the global stream of examples (``(step * accum_steps + micro) * batch + i``), so a
 result does not depend on how a step's examples are split into micro-batches or devices.
 
+BatchNorm (a backbone with ``batch_stats``): the forward pass is mapped per example (for the
+dropout keys), so BatchNorm averages its statistics over the mapped axis ``batch`` (and over
+``pmap``'s device axis too): they are the micro-batch's, over every device, as torch's
+SyncBatchNorm gives. Each micro-batch updates the running statistics once, in order, as each
+forward pass does in torch. ``freeze_bn`` normalises with the running statistics instead and
+keeps them.
+
 Data parallelism (``parallel``): the same per-batch gradient function is wrapped
 either by ``jax.jit`` over a device mesh (``"sharding"``: the batch is sharded on the ``data``
 axis, the state replicated, and XLA turns the sums over the batch into cross-device
@@ -36,12 +43,13 @@ import optax
 from jax import lax
 
 from fcn_jax.eval.heads import head_class_counts, head_targets
-from fcn_jax.models import NetSpec
+from fcn_jax.models import NetSpec, model_state
 from fcn_jax.train.losses import cross_entropy_sum, normalise
 from fcn_jax.types import Array, PyTree
 
 Metrics = dict[str, Array]
 AXIS = "data"  # the data-parallel mesh / pmap axis
+EXAMPLES = "batch"  # the per-example vmap axis of the forward pass (BatchNorm averages over it)
 PARALLEL_MODES = ("sharding", "pmap")  # the wrappers of the step (config.parallel)
 
 
@@ -53,21 +61,33 @@ class TrainState(flax.struct.PyTreeNode):
         params: the Flax params.
         opt_state: the optax state.
         rng: uint32[2] PRNG key the dropout keys derive from.
+        model_state: the model's other collections (``{"batch_stats": ...}``; ``{}`` without
+            BatchNorm).
     """
 
     step: Array
     params: PyTree
     opt_state: PyTree
     rng: Array
+    model_state: PyTree = flax.struct.field(default_factory=dict)
+
+    @property
+    def variables(self) -> dict[str, PyTree]:
+        """The model's variables, ``{"params": ..., **model_state}``: what the network takes."""
+        return {"params": self.params, **self.model_state}
 
 
-def create_train_state(params: PyTree, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """A fresh state at step 0."""
+def create_train_state(
+    variables: dict[str, PyTree], tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """A fresh state at step 0 from the model's variables (``{"params": ..., ...}``)."""
+    params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
         rng=jax.random.PRNGKey(seed),
+        model_state=model_state(variables),
     )
 
 
@@ -79,11 +99,13 @@ class Accumulator:
         grads: gradient of the summed loss, summed.
         loss: summed loss.
         count: valid pixels.
+        model_state: the model state after the micro-batches so far (BatchNorm statistics).
     """
 
     grads: PyTree
     loss: Array
     count: Array
+    model_state: PyTree
 
 
 class TraceCounter:
@@ -138,6 +160,7 @@ def make_steps(
     batch_size: int,
     accum_steps: int = 1,
     parallel: str = "sharding",
+    freeze_bn: bool = False,
 ) -> Steps:
     """Build the jitted steps of one training run.
 
@@ -151,6 +174,8 @@ def make_steps(
         parallel: ``"sharding"`` (``jax.jit``; pass batches sharded over a mesh, or not at all
             on one device) or ``"pmap"`` (``jax.pmap`` over axis ``data``; pass a replicated
             state and batches with a leading device axis, see :mod:`fcn_jax.train.parallel`).
+        freeze_bn: BatchNorm normalises with its running statistics and keeps them
+            (``model.freeze_bn``); otherwise with the micro-batch's, updating them.
 
     Returns:
         The jitted :class:`Steps`. Under ``pmap`` the metrics carry a leading device axis
@@ -165,6 +190,7 @@ def make_steps(
         batch_size=batch_size,
         accum_steps=accum_steps,
         pmapped=parallel == "pmap",
+        batch_stats=spec.batch_norm and not freeze_bn,
         targets=head_targets(spec),
         classes=head_class_counts(spec),
         traces=TraceCounter(),
@@ -194,40 +220,57 @@ class _StepSetup:
     batch_size: int
     accum_steps: int
     pmapped: bool
+    batch_stats: bool  # BatchNorm uses (and updates) the batch's statistics
     targets: dict[str, tuple[str, int]]  # head -> (label key, classes): head_targets
     classes: dict[str, int]  # head -> classes
     traces: TraceCounter
 
 
-def _summed_loss(s: _StepSetup, params: PyTree, batch: dict, rng: Array, first: Array) -> tuple:
-    """(summed loss, valid pixels) of a micro-batch whose first example is number ``first``."""
+def _summed_loss(
+    s: _StepSetup, params: PyTree, state: PyTree, batch: dict, rng: Array, first: Array
+) -> tuple:
+    """(summed loss, (valid pixels, new model state)) of a micro-batch starting at ``first``."""
     inputs = s.spec.preprocess(batch)
     n = batch[s.spec.inputs[0]].shape[0]
     if s.pmapped:  # this device's slice starts at its index times the per-device batch
         first = first + lax.axis_index(AXIS) * n
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, first + i))(jnp.arange(n))
+    variables = {"params": params, **state}
+    mutable = ["batch_stats"] if s.batch_stats else False
+    overrides = {"freeze_bn": not s.batch_stats}
+    if s.batch_stats:  # statistics over the examples (vmap) of every device (pmap)
+        overrides["bn_axis_name"] = (AXIS, EXAMPLES) if s.pmapped else EXAMPLES
 
     def one(x: Any, key: Array) -> Any:  # each example with its own dropout key
         x1 = jax.tree.map(lambda a: a[None], x)
-        out = s.spec.apply({"params": params}, x1, train=True, rngs={"dropout": key})
-        return jax.tree.map(lambda a: a[0], out)
+        out = s.spec.apply(
+            variables, x1, overrides=overrides, train=True, rngs={"dropout": key}, mutable=mutable
+        )
+        out, updated = out if mutable else (out, state)
+        return jax.tree.map(lambda a: a[0], out), updated
 
-    logits = jax.vmap(one)(inputs, keys)
+    # The updated statistics are the same for every example (averaged over the axis).
+    logits, new_state = jax.vmap(one, axis_name=EXAMPLES, out_axes=(0, None))(inputs, keys)
     loss, count = jnp.zeros(()), jnp.zeros(())
     for head, (key, _) in s.targets.items():
         part, c = cross_entropy_sum(logits[head], batch[key], s.classes[head])
         loss, count = loss + part, count + c
-    return loss, count
+    return loss, (count, new_state)
 
 
-def _grads_of_sum(s: _StepSetup, state: TrainState, batch: dict, first: Array) -> tuple:
-    """(gradient of the summed loss, summed loss, valid pixels): this device's partial sums."""
+def _grads_of_sum(s: _StepSetup, state: TrainState, model: PyTree, batch: dict, first: Array):
+    """(gradient of the summed loss, summed loss, valid pixels, new model state).
+
+    The sums are this device's partial sums; ``model`` is the model state the micro-batch
+    starts from.
+    """
     s.traces.count += 1  # at trace time only: one per compilation
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, count), grads = jax.value_and_grad(functools.partial(_summed_loss, s), has_aux=True)(
-        state.params, batch, rng, first
+    loss_fn = functools.partial(_summed_loss, s)
+    (loss, (count, model)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, model, batch, rng, first
     )
-    return grads, loss, count
+    return grads, loss, count, model
 
 
 def _reduce(s: _StepSetup, grads: PyTree, loss: Array, count: Array) -> tuple:
@@ -236,7 +279,7 @@ def _reduce(s: _StepSetup, grads: PyTree, loss: Array, count: Array) -> tuple:
 
 
 def _apply(
-    s: _StepSetup, state: TrainState, grads: PyTree, loss: Array, count: Array
+    s: _StepSetup, state: TrainState, grads: PyTree, loss: Array, count: Array, model: PyTree
 ) -> tuple[TrainState, Metrics]:
     """Normalise the summed gradient once and take the optimiser step."""
     scale = 1.0 / jnp.maximum(count, 1.0) if s.loss_mode == "mean" else 1.0
@@ -248,12 +291,14 @@ def _apply(
         "pixels": count,
         "grad_norm": optax.tree.norm(grads),
     }
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model)
+    return new, metrics
 
 
 def _train_step(s: _StepSetup, state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
     first = state.step * s.accum_steps * s.batch_size
-    return _apply(s, state, *_reduce(s, *_grads_of_sum(s, state, batch, first)))
+    grads, loss, count, model = _grads_of_sum(s, state, state.model_state, batch, first)
+    return _apply(s, state, *_reduce(s, grads, loss, count), model)
 
 
 def _accumulate(
@@ -261,13 +306,15 @@ def _accumulate(
 ) -> Accumulator:
     # Per-device partial sums under pmap: reduced once, in _apply_accumulated.
     first = (state.step * s.accum_steps + micro) * s.batch_size
-    grads, loss, count = _grads_of_sum(s, state, batch, first)
+    model = state.model_state if acc is None else acc.model_state
+    grads, loss, count, model = _grads_of_sum(s, state, model, batch, first)
     if acc is None:
-        return Accumulator(grads, loss, count)
-    return Accumulator(jax.tree.map(jnp.add, acc.grads, grads), acc.loss + loss, acc.count + count)
+        return Accumulator(grads, loss, count, model)
+    grads = jax.tree.map(jnp.add, acc.grads, grads)
+    return Accumulator(grads, acc.loss + loss, acc.count + count, model)
 
 
 def _apply_accumulated(
     s: _StepSetup, state: TrainState, acc: Accumulator
 ) -> tuple[TrainState, Metrics]:
-    return _apply(s, state, *_reduce(s, acc.grads, acc.loss, acc.count))
+    return _apply(s, state, *_reduce(s, acc.grads, acc.loss, acc.count), acc.model_state)
