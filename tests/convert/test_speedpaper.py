@@ -434,3 +434,20 @@ def test_cli_pkl_with_grey_statistics(tmp_path):
         "custom", "RGB", 1, tuple(GREY_MEAN), tuple(GREY_STD)
     )
     assert metadata.arch == "speedpaper" and metadata.n_class == N_CLASS
+
+
+def test_eval_torch_observer_pads_like_jax(narrow, rng):
+    # eval.py --against-torch: the torch side gets the BatchNorm statistics and pads sides that
+    # are not multiples of 32 as NetSpec.logits does, so both predict the same classes.
+    from fcn_jax.eval.torch_observer import TorchComparison
+    from fcn_jax.models import predict_fn
+
+    _, _, (variables, metadata, _) = narrow
+    spec = metadata.spec
+    batch = {"image": np.stack([random_image(rng, 50, 70) for _ in range(2)])}
+    torch_logits = TorchComparison(variables, metadata)._forward(batch)["out"].numpy()
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(predict_fn(spec)(variables, batch)["out"])
+    assert torch_logits.shape == (2, N_CLASS, 50, 70) and ours.shape == (2, 50, 70, N_CLASS)
+    ref = torch_logits.transpose(0, 2, 3, 1)
+    assert np.max(np.abs(ours - ref)) <= PARITY_TOLERANCE * np.max(np.abs(ref))
