@@ -245,7 +245,7 @@ def vgg16_fc7(state: Mapping[str, torch.Tensor], x: torch.Tensor) -> dict[str, t
 
 
 def vgg16_bn_features(width: float = 1.0) -> nn.Sequential:
-    """torchvision's ``vgg16_bn().features`` (any ``width``): conv, BatchNorm, ReLU; 2x2 pools.
+    """A vgg16_bn ``features`` as torchvision's (any ``width``): conv, BatchNorm, ReLU; pools.
 
     Built here (torchvision is not a dependency), indices as torchvision's: convs at 0, 3, 7,
     10, ..., each BatchNorm right after its conv, a MaxPool ending each block (6, 13, 23, 33, 43).
@@ -355,13 +355,7 @@ def random_speedpaper_state_dict(
         leaf = key.rsplit(".", 1)[1]
         shape = value.shape
         if isinstance(module, nn.BatchNorm2d):
-            state[key] = {
-                "weight": lambda: 0.5 + torch.rand(shape, generator=gen),
-                "bias": lambda: (torch.rand(shape, generator=gen) - 0.5) * 0.2,
-                "running_mean": lambda: torch.randn(shape, generator=gen) * 0.3,
-                "running_var": lambda: 0.5 + 1.5 * torch.rand(shape, generator=gen),
-                "num_batches_tracked": lambda: torch.randint(1, 10_000, (), generator=gen),
-            }[leaf]()
+            state[key] = _random_batch_norm(leaf, shape, gen)
         elif leaf == "bias":
             state[key] = (torch.rand(shape, generator=gen) - 0.5) * 0.2
         else:
@@ -371,6 +365,19 @@ def random_speedpaper_state_dict(
                 fan_in = value[0].numel()
             state[key] = torch.randn(shape, generator=gen) * np.sqrt(2.0 / fan_in)
     return state
+
+
+def _random_batch_norm(leaf: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    """One random BatchNorm2d tensor: affine around (1, 0), statistics far from (0, 1)."""
+    if leaf == "weight":
+        return 0.5 + torch.rand(shape, generator=gen)
+    if leaf == "bias":
+        return (torch.rand(shape, generator=gen) - 0.5) * 0.2
+    if leaf == "running_mean":
+        return torch.randn(shape, generator=gen) * 0.3
+    if leaf == "running_var":
+        return 0.5 + 1.5 * torch.rand(shape, generator=gen)
+    return torch.randint(1, 10_000, (), generator=gen)  # num_batches_tracked
 
 
 def torch_model(spec: NetSpec) -> nn.Module:

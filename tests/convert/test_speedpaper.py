@@ -342,6 +342,21 @@ def _bad_std(tmp_path):
     ]
 
 
+def _bad_preset_and_numbers(tmp_path):
+    save_speedpaper(tmp_path / "sp.pth")
+    args = ["--src", "sp.pth", "--arch", "speedpaper", "--preprocessing", "torchvision"]
+    return [*args, "--mean", "0.5", "0.5", "0.5", "--std", "0.2", "0.2", "0.2"], [
+        "--mean / --std go with a conversion to fcn-jax, not with --preprocessing"
+    ]
+
+
+def _bad_mean_not_numbers(tmp_path):
+    save_speedpaper(tmp_path / "sp.pth")
+    return ["--src", "sp.pth", "--arch", "speedpaper", "--mean=a,b,c", "--std=1,1,1"], [
+        "--mean takes numbers (R G B, pixels in [0, 1]), got 'a,b,c'"
+    ]
+
+
 BAD = {
     "missing_bn_key": _bad_missing_bn_key,
     "class_count": _bad_class_count,
@@ -351,6 +366,8 @@ BAD = {
     "torchfcn_as_speedpaper": _bad_speedpaper_for_torchfcn,
     "mean_count": _bad_mean_count,
     "std_not_positive": _bad_std,
+    "preset_and_numbers": _bad_preset_and_numbers,
+    "mean_not_numbers": _bad_mean_not_numbers,
 }
 
 
