@@ -85,9 +85,16 @@ def test_train_mode_statistics_are_the_batchs_and_frozen_bn_keeps_the_running_on
     _, updated = BN_FCN.apply(v, x, mutable=["batch_stats"], **kw)
     # conv1_1's output statistics, computed here: the running mean moved 10% of the way.
     conv = v["params"]["vgg16_bn"]["conv1_1"]
-    y = jax.lax.conv_general_dilated(
-        x[0], conv["kernel"], (1, 1), [(100, 100)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ) + conv["bias"]
+    y = (
+        jax.lax.conv_general_dilated(
+            x[0],
+            conv["kernel"],
+            (1, 1),
+            [(100, 100)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        + conv["bias"]
+    )
     n = y.shape[0] * y.shape[1] * y.shape[2]
     old = v["batch_stats"]["vgg16_bn"]["bn1_1"]
     new = updated["batch_stats"]["vgg16_bn"]["bn1_1"]
