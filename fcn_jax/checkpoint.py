@@ -126,6 +126,8 @@ class WeightsMetadata:
             "streams": list(spec.streams),
             "heads": list(spec.head_names) if len(spec.heads) > 1 else [],
             "head_class_names": [list(names) for names in self.head_class_names],
+            # Only where the upsampling learns (SpeedPaper's): older layouts stay as they were.
+            **({"learn_upsampling": True} if spec.learn_upsampling else {}),
         }
 
     @classmethod
@@ -157,6 +159,7 @@ class WeightsMetadata:
                     *(Preprocessing.from_dict(p) for p in d.get("input_preprocessing", ())),
                 ),
                 width=float(d["width"]),
+                learn_upsampling=bool(d.get("learn_upsampling", False)),
             )
             palette = d.get("palette")
             return cls(
