@@ -217,11 +217,7 @@ def test_metadata_and_weights_directory(narrow, tmp_path):
     assert metadata.preprocessing == TORCHVISION  # SpeedPaper's first version's
     save_weights(tmp_path / "w", variables, metadata)
     loaded, loaded_meta = load_weights(tmp_path / "w")
-    # learn_upsampling is not stored in a weights directory's metadata (the lead's to decide):
-    # everything else must come back.
-    assert loaded_meta.spec.replace(learn_upsampling=True) == metadata.spec
-    assert loaded_meta.class_names == metadata.class_names
-    assert loaded_meta.source == "speedpaper"
+    assert loaded_meta == metadata  # learn_upsampling=True included
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
     grey = custom_preprocessing(GREY_MEAN, GREY_STD)
     _, meta, _ = convert_torch_file(path, "speedpaper", preprocessing=grey)
