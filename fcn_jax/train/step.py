@@ -161,6 +161,7 @@ def make_steps(
     accum_steps: int = 1,
     parallel: str = "sharding",
     freeze_bn: bool = False,
+    dropout_rate: float | None = None,
 ) -> Steps:
     """Build the jitted steps of one training run.
 
@@ -176,6 +177,8 @@ def make_steps(
             state and batches with a leading device axis, see :mod:`fcn_jax.train.parallel`).
         freeze_bn: BatchNorm normalises with its running statistics and keeps them
             (``model.freeze_bn``); otherwise with the micro-batch's, updating them.
+        dropout_rate: the backbone's dropout in training; None for the network's own (the
+            paper's 0.5). 0 makes a step deterministic (the torch equality tests).
 
     Returns:
         The jitted :class:`Steps`. Under ``pmap`` the metrics carry a leading device axis
@@ -191,6 +194,7 @@ def make_steps(
         accum_steps=accum_steps,
         pmapped=parallel == "pmap",
         batch_stats=spec.batch_norm and not freeze_bn,
+        dropout_rate=dropout_rate,
         targets=head_targets(spec),
         classes=head_class_counts(spec),
         traces=TraceCounter(),
@@ -221,6 +225,7 @@ class _StepSetup:
     accum_steps: int
     pmapped: bool
     batch_stats: bool  # BatchNorm uses (and updates) the batch's statistics
+    dropout_rate: float | None  # None: the network's own
     targets: dict[str, tuple[str, int]]  # head -> (label key, classes): head_targets
     classes: dict[str, int]  # head -> classes
     traces: TraceCounter
@@ -237,7 +242,9 @@ def _summed_loss(
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, first + i))(jnp.arange(n))
     variables = {"params": params, **state}
     mutable = ["batch_stats"] if s.batch_stats else False
-    overrides = {"freeze_bn": not s.batch_stats}
+    overrides: dict[str, Any] = {"freeze_bn": not s.batch_stats}
+    if s.dropout_rate is not None:
+        overrides["dropout_rate"] = s.dropout_rate
     if s.batch_stats:  # statistics over the examples (vmap) of every device (pmap)
         overrides["bn_axis_name"] = (AXIS, EXAMPLES) if s.pmapped else EXAMPLES
 

@@ -1,0 +1,96 @@
+"""One training step of a BatchNorm network equals torch's: params and running statistics.
+
+Both frameworks start from one random PyTorch state dict (non-trivial BatchNorm statistics,
+random transposed-conv kernels), take one SGD step in train mode (BatchNorm on the batch's
+statistics, updating the running ones; dropout off, since the two frameworks draw different
+masks) on the same batch with void pixels, mean cross-entropy over the valid pixels; the
+updated variables are compared in torch's layout, each tensor against the size of its update.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fcn_jax.convert import convert_torch_file, torch_state_dict
+from fcn_jax.models.speedpaper import UNUSED
+from fcn_jax.train.step import create_train_state, make_steps
+from tests.utils import NARROW
+
+pytestmark = pytest.mark.torch
+
+N_CLASS = 5
+LR = 0.05
+
+
+def speedpaper(seed):
+    from fcn_jax.torch_reference import TorchSpeedPaperFCN, random_speedpaper_state_dict
+
+    return TorchSpeedPaperFCN(N_CLASS, NARROW), random_speedpaper_state_dict(N_CLASS, NARROW, seed)
+
+
+MODELS = {"speedpaper": ("speedpaper", speedpaper)}
+
+
+def batch(n=2, h=64, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_CLASS, (n, h, w)).astype(np.uint8)
+    labels[:, :5] = 255  # void rows: ignored by both losses
+    return {"image": rng.integers(0, 256, (n, h, w, 3), np.uint8), "label": labels}
+
+
+def torch_step(net, state, x, labels):
+    import torch
+    import torch.nn.functional as F
+
+    net.load_state_dict(state, strict=True)
+    net.train()
+    for name, p in net.named_parameters():  # the FCNs' frozen bilinear upsampling
+        p.requires_grad_(not (name.startswith("upscore")))
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LR)
+    out = net(x)
+    loss = F.cross_entropy(out, torch.from_numpy(labels).long(), ignore_index=255)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {k: v.detach().numpy() for k, v in net.state_dict().items()}, float(loss)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_one_train_step_equals_torch(name, tmp_path):
+    import torch
+
+    arch, build = MODELS[name]
+    net, state = build(seed=1)
+    torch.save(state, tmp_path / "net.pth")
+    variables, meta, _ = convert_torch_file(tmp_path / "net.pth", arch, N_CLASS)
+    spec = meta.spec
+    b = batch()
+    x = np.asarray(spec.preprocess(b)[0]).transpose(0, 3, 1, 2)
+    after_torch, torch_loss = torch_step(
+        net, state, torch.from_numpy(np.ascontiguousarray(x)), b["label"]
+    )
+
+    steps = make_steps(spec, optax.sgd(LR), "mean", batch_size=2, dropout_rate=0.0)
+    start = create_train_state(jax.tree.map(jnp.asarray, variables), optax.sgd(LR), seed=0)
+    with jax.default_matmul_precision("highest"):
+        new, metrics = steps.train_step(start, jax.tree.map(jnp.asarray, b))
+    after_jax = torch_state_dict(jax.device_get(new.variables), spec)
+    before = {k: v.numpy() for k, v in state.items()}
+
+    assert float(metrics["loss"]) == pytest.approx(torch_loss, rel=1e-5)
+    moved, worst = 0, 0.0
+    for key, ref in after_torch.items():
+        if key.split(".")[0] in UNUSED or key.endswith("num_batches_tracked"):
+            continue  # SpeedPaper's unused scores (exported as zeros), torch's counters
+        update = np.abs(ref - before[key]).max()
+        diff = np.abs(after_jax[key] - ref).max()
+        # float32 reassociation: a small fraction of the update, or a few ulps of the values.
+        assert diff <= 1e-3 * update + 1e-6 * max(np.abs(ref).max(), 1.0), (key, diff, update)
+        moved += bool(update > 0)
+        worst = max(worst, diff / update if update > 0 else 0.0)
+    print(f"{name}: worst |jax - torch| / |update| over tensors: {worst:.2e}")
+    stats = [k for k in after_torch if k.endswith("running_var")]
+    assert stats and all(np.abs(after_torch[k] - before[k]).max() > 0 for k in stats)
+    assert moved > len(after_torch) // 2
