@@ -89,8 +89,9 @@ def test_one_train_step_equals_torch(name, tmp_path):
         # float32 reassociation: a small fraction of the update, or a few ulps of the values.
         assert diff <= 1e-3 * update + 1e-6 * max(np.abs(ref).max(), 1.0), (key, diff, update)
         moved += bool(update > 0)
-        worst = max(worst, diff / update if update > 0 else 0.0)
-    print(f"{name}: worst |jax - torch| / |update| over tensors: {worst:.2e}")
+        if update > 1e-4 * max(np.abs(ref).max(), 1.0):  # updates well above float32 rounding
+            worst = max(worst, diff / update)
+    print(f"{name}: worst max|jax - torch| / max|update| of a tensor: {worst:.2e}")
     stats = [k for k in after_torch if k.endswith("running_var")]
     assert stats and all(np.abs(after_torch[k] - before[k]).max() > 0 for k in stats)
     assert moved > len(after_torch) // 2
