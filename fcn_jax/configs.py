@@ -1,6 +1,7 @@
 """The config schema every experiment shares, with the PASCAL VOC defaults of the paper.
 
-Top level: ``seed``, ``num_steps``, ``batch_size`` (global, over all devices and hosts),
+Top level: ``seed``, ``num_steps`` (or ``num_epochs``), ``batch_size`` (global, over all
+devices and hosts),
 ``learning_rate``, ``eval_every``, ``checkpoint_every``, ``log_every``, ``parallel``,
 ``num_devices``, ``dtype``; sections ``data``,
 ``model``, ``init``, ``optim``, ``eval``. Experiments (``configs/*.py``) call :func:`base`,
@@ -34,6 +35,10 @@ def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.num_steps = 100_000
+    # Passes over the training split instead of num_steps (None: num_steps decides). Set, the
+    # run takes num_epochs * steps per epoch steps (resolve_num_steps), the count the epoch
+    # schedules below use: a recipe written in epochs (SpeedPaper's) fits any dataset's size.
+    c.num_epochs = config_dict.placeholder(int)
     c.batch_size = 1
     c.learning_rate = 1e-10
     c.eval_every = 4_000
@@ -63,8 +68,14 @@ def base() -> ml_collections.ConfigDict:
     c.data.buckets = config_dict.placeholder(tuple)
     c.data.bucket_step = 32
     c.data.max_size = 500  # largest image side in the dataset (VOC: 500)
+    # (height, width) cut from the centre of every training image and label before any random
+    # crop, as torchvision's center_crop (SpeedPaper: (352, 480) on CamVid); None: whole images.
+    c.data.centre_crop = config_dict.placeholder(tuple)
     c.data.crop_size = config_dict.placeholder(int)
     c.data.flip = False
+    # Colour labels (class_dict.csv): void rows are ordinary classes at their row's index, as
+    # SpeedPaper trains CamVid; False: void is the ignored label 255 (index masks: always 255).
+    c.data.void_as_class = False
     c.data.worker_count = 0  # >0: decode in worker processes (reading threads always prefetch)
     # TFDS only: the dataset's TFDS name, and the mask feature of one without a preset.
     c.data.tfds_name = config_dict.placeholder(str)
@@ -107,6 +118,10 @@ def base() -> ml_collections.ConfigDict:
     c.optim.accum_steps = 1  # micro-batches per step (Caffe's iter_size)
     c.optim.trainable = config_dict.placeholder(str)  # regex of layers that learn; None: all
     c.optim.lr_halve_every_epochs = config_dict.placeholder(int)  # None: constant rate
+    # torch's MultiStepLR in epochs: the rate times lr_gamma at the start of each of these
+    # epochs, e.g. (50, 80); None: no milestones. Not together with lr_halve_every_epochs.
+    c.optim.lr_milestone_epochs = config_dict.placeholder(tuple)
+    c.optim.lr_gamma = 0.1
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 1
@@ -158,6 +173,7 @@ def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrink any config to a seconds-long CPU run: tiny synthetic data, narrow network."""
     c.num_steps = 2
+    c.num_epochs = None  # num_steps decides
     c.eval_every = 2
     c.checkpoint_every = 2
     c.data.name = "synthetic"
@@ -168,6 +184,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.min_size = 24
     c.data.max_size = 40
     c.data.worker_count = 0
+    c.data.centre_crop = None  # the synthetic images are smaller than any recipe's crop
     c.model.width = 0.0625
     if c.model.n_class is None:  # taken from the data, but synthetic data needs a count
         c.model.n_class = 5
@@ -232,6 +249,33 @@ def resolve_n_class(
         )
     config = config.copy_and_resolve_references()
     config.model.n_class = dataset.n_class
+    return config
+
+
+def resolve_num_steps(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> ml_collections.ConfigDict:
+    """``config`` with ``num_steps`` taken from ``num_epochs`` where that is set.
+
+    Args:
+        config: the experiment config (not modified).
+        steps_per_epoch: optimiser steps per pass over the training split, as the epoch
+            schedules count them (:func:`fcn_jax.train.optim.learning_rate_schedule`).
+
+    Returns:
+        ``config`` itself when ``num_epochs`` is None, else a copy whose ``num_steps`` is
+        ``num_epochs * steps_per_epoch``.
+
+    Raises:
+        FCNError: ``num_epochs`` below 1.
+    """
+    epochs = config.get("num_epochs")
+    if epochs is None:
+        return config
+    if epochs < 1:
+        raise FCNError(f"config.num_epochs={epochs} must be >= 1 (or None: num_steps decides)")
+    config = config.copy_and_resolve_references()
+    config.num_steps = int(epochs) * int(steps_per_epoch)
     return config
 
 

@@ -23,7 +23,8 @@ from fcn_jax.types import Array
 class Preprocessing:
     """How to turn uint8 RGB pixels into network input.
 
-    ``x = (pixels[..., order] * scale / 255 - mean) / std``.
+    ``x = (pixels[..., order] * scale / 255 - mean) / std``; with ``grey``, ``pixels`` is first
+    made grey: each pixel's luma (:func:`luma`) in all three channels.
 
     Attributes:
         name: ``caffe`` or ``torchvision`` (or a dataset's own name).
@@ -31,6 +32,12 @@ class Preprocessing:
         scale: pixel range the network expects, 255 (Caffe) or 1 (torchvision).
         mean: per-channel mean, in ``channel_order`` and in the ``scale`` range.
         std: per-channel std, same convention.
+        grey: the network expects a greyscale image replicated to three channels (SpeedPaper's
+            second version, trained on grey images read as RGB): a colour image is turned grey
+            as PIL's ``convert("L")`` does before normalising, so that a colour photo reaches
+            the network as the grey picture it was trained on. A grey image (R = G = B, as a
+            single-channel file is read) is unchanged by it. Stored in the weights' metadata
+            only when true, so older metadata reads back as false.
     """
 
     name: str
@@ -38,6 +45,7 @@ class Preprocessing:
     scale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    grey: bool = False
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -61,6 +69,8 @@ class Preprocessing:
             float32 array of the same shape, ready for the network.
         """
         x = jnp.asarray(images, jnp.float32)
+        if self.grey:
+            x = jnp.repeat(luma(x)[..., None], 3, axis=-1)
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         if self.scale != 255:
@@ -70,32 +80,74 @@ class Preprocessing:
         return (x - mean) / std
 
     def mean_pixel(self) -> tuple[int, int, int]:
-        """The uint8 RGB pixel closest to the mean: what normalises to (about) zero."""
+        """The uint8 RGB pixel closest to the mean: what normalises to (about) zero.
+
+        With ``grey``, the grey pixel at the channels' mean level (it stays itself when made grey).
+        """
         mean = np.asarray(self.mean, np.float64) * (255.0 / self.scale)
         if self.channel_order == "BGR":
             mean = mean[::-1]
+        if self.grey:
+            mean = np.full(3, mean.mean())
         r, g, b = (int(v) for v in np.clip(np.round(mean), 0, 255))
         return r, g, b
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (numbers, not names)."""
+        """JSON-ready dict (numbers, not names); ``grey`` only when true.
+
+        Without ``grey`` the dict is the one every earlier version wrote, so metadata written
+        before the field existed and metadata written now for the same weights are identical.
+        """
         d = dataclasses.asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if not self.grey:
+            del d["grey"]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`; a missing key is an error naming it."""
+        """Inverse of :meth:`to_dict`; a missing key is an error naming it (``grey``: false)."""
         missing = [k for k in ("name", "channel_order", "scale", "mean", "std") if k not in d]
         if missing:
             raise FCNError(f"preprocessing metadata lacks {missing}; got keys {sorted(d)}")
+        grey = d.get("grey", False)
+        if not isinstance(grey, bool):  # "false" would be truthy: refuse rather than guess
+            raise FCNError(f"preprocessing metadata: grey must be true or false, not {grey!r}")
         return cls(
             name=str(d["name"]),
             channel_order=str(d["channel_order"]),
             scale=float(d["scale"]),
             mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]  # length checked
             std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]  # length checked
+            grey=grey,
         )
+
+
+# PIL's fixed-point weights of ITU-R 601-2 luma (L = R 299/1000 + G 587/1000 + B 114/1000),
+# scaled by 2^16; they sum to exactly 2^16, so a grey pixel maps to itself.
+LUMA_WEIGHTS = (19595, 38470, 7471)
+
+
+def luma(images: Array | np.ndarray) -> Array:
+    """Grey levels of RGB pixels, exactly as PIL's ``Image.convert("L")`` computes them.
+
+    ITU-R 601-2 luma, ``L = R * 299/1000 + G * 587/1000 + B * 114/1000``, in PIL's fixed point:
+    ``(19595 R + 38470 G + 7471 B + 32768) >> 16``. On uint8 pixels the result is bit-identical
+    to PIL's (float32 holds every intermediate exactly: at most 255 * 2^16 + 2^15 < 2^24), and
+    a grey pixel (R = G = B) stays exactly itself. Float pixels in 0-255 go through the same
+    formula, rounded the same way.
+
+    Args:
+        images: [..., 3] RGB, uint8 or float in 0-255.
+
+    Returns:
+        [...] float32 whole numbers in 0-255.
+    """
+    x = jnp.asarray(images, jnp.float32)
+    # Elementwise, not a matrix product: an accelerator may compute float32 dots at reduced
+    # precision (TF32, bf16 passes), which would lose the exact integers.
+    wr, wg, wb = LUMA_WEIGHTS
+    return jnp.floor((x[..., 0] * wr + x[..., 1] * wg + x[..., 2] * wb + 32768.0) / 65536.0)
 
 
 def reconcile(configured: str | Mapping[str, Any] | None, weights: Preprocessing) -> Preprocessing:
@@ -133,7 +185,13 @@ NYUD_RGB = Preprocessing("caffe-nyud", "BGR", 255, (116.190, 97.203, 92.318))
 NYUD_HHA = Preprocessing("caffe-nyud-hha", "BGR", 255, (132.431, 94.076, 118.477))
 SIFTFLOW = Preprocessing("caffe-siftflow", "BGR", 255, (114.578, 115.294, 108.353))
 CONTEXT = Preprocessing("caffe-context", "BGR", 255, (104.007, 116.669, 122.679))
+# SpeedPaper's second version: grey images (read as RGB) in [0, 1] normalised by the grey-level
+# mean and std of its training set (its config.py: DATA_MEAN / DATA_STD, the same in each channel).
+SPEEDPAPER_GREY = Preprocessing(
+    "speedpaper-grey", "RGB", 1, (0.16328026,) * 3, (0.2432042,) * 3, grey=True
+)
 
 PRESETS: dict[str, Preprocessing] = {
-    p.name: p for p in (CAFFE_VOC, TORCHVISION, NYUD_RGB, NYUD_HHA, SIFTFLOW, CONTEXT)
+    p.name: p
+    for p in (CAFFE_VOC, TORCHVISION, NYUD_RGB, NYUD_HHA, SIFTFLOW, CONTEXT, SPEEDPAPER_GREY)
 }

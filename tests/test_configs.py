@@ -8,19 +8,28 @@ import sys
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from fcn_jax.checkpoint import load_metadata, save_weights
 from fcn_jax.cli import config_keys
-from fcn_jax.configs import load_config_file, resolve_n_class, spec_from_config
+from fcn_jax.configs import (
+    load_config_file,
+    resolve_n_class,
+    resolve_num_steps,
+    spec_from_config,
+)
 from fcn_jax.data import make_dataset
 from fcn_jax.errors import FCNError
-from fcn_jax.models import VARIANTS, abstract_variables
-from fcn_jax.preprocessing import TORCHVISION
+from fcn_jax.models import abstract_variables
+from fcn_jax.models.spec import ARCHS
+from fcn_jax.preprocessing import SPEEDPAPER_GREY, TORCHVISION
 from tests.utils import REPO, metadata_for, run_script, write_camvid_tree, write_mask_tree
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 # Configs whose data names its classes (class_dict.csv, classes.txt): model.n_class unset.
-FROM_DATA = {"camvid_fcn8s", "camvid_fcn8s_adam", "folder_fcn8s"}
+FROM_DATA = {"camvid_fcn8s", "camvid_fcn8s_adam", "camvid_speedpaper", "folder_fcn8s"}
+# Recipes that start from scratch as their original does (the others start from weights).
+FROM_SCRATCH = {"folder_speedpaper"}
 TOP = {
     "seed",
     "num_steps",
@@ -66,7 +75,7 @@ def test_schema(name):
     assert {"name", "root", "split", "eval_split"} <= set(c.data.keys())
     assert {"arch", "n_class", "width"} <= set(c.model.keys())
     assert c.dtype == "float32" and c.parallel == "sharding"  # the faithful default
-    assert c.model.arch in VARIANTS
+    assert c.model.arch in ARCHS
     # One schema for all: every config has the same keys.
     assert config_keys(c) == config_keys(load("voc_fcn32s"))
 
@@ -82,6 +91,11 @@ def test_builds_its_model(name):
         assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", 1)
     elif name.startswith("synthetic"):
         assert count < 10_000_000
+    elif c.model.arch == "speedpaper":  # vgg16_bn's features, no fc6/fc7, feature-map fusion
+        n = c.model.n_class
+        trunk = 14_714_688 + 2 * 4_224  # 13 convs + a BatchNorm scale and bias per channel
+        head = 512 * 512 * 16 + (512 * 256 + 256) + 256 * 256 * 16 + (256 * n + n) + n * n * 256
+        assert (c.model.width, c.model.backbone, count) == (1.0, "vgg16_bn", trunk + head)
     else:  # the paper's network: one VGG16 per stream
         assert c.model.width == 1.0
         assert count > 134_000_000 * max(len(c.model.streams), 1)
@@ -151,7 +165,8 @@ def test_builds_its_train_state(name):
     state = jax.eval_shape(lambda p: create_train_state(p, tx, c.seed), params)
     assert jax.tree.structure(state.params) == jax.tree.structure(params)
     assert int(np.prod(state.step.shape)) == 1
-    assert c.init.from_ or name.startswith("synthetic")  # paper configs start from weights
+    # Paper configs start from weights; SpeedPaper's second version from scratch, as it does.
+    assert bool(c.init.from_) != (name.startswith("synthetic") or name in FROM_SCRATCH)
 
 
 def test_training_recipes():
@@ -272,3 +287,108 @@ def test_camvid_config_evaluates_stats_without_n_class(tmp_path):
     r = run_stats("camvid_fcn8s", root)
     assert r.returncode == 0, r.stderr
     assert "CamVid(split='train', 1 images, 3 classes)" in r.stdout
+
+
+# --- SpeedPaper's recipes ------------------------------------------------------------------------
+
+
+def test_speedpaper_recipes():
+    v1, v2 = load("camvid_speedpaper"), load("folder_speedpaper")
+    for c in (v1, v2):
+        assert (c.model.arch, c.model.backbone, c.model.learn_upsampling) == (
+            "speedpaper", "vgg16_bn", True,
+        )  # fmt: skip
+        assert (c.optim.name, c.optim.loss, c.optim.weight_decay, c.optim.bias_lr_mult) == (
+            "adam", "mean", 0.0, 1.0,
+        )  # fmt: skip
+    assert (v1.data.name, v1.data.void_as_class) == ("camvid", True)
+    assert v1.data.centre_crop == (352, 480)
+    assert (v1.data.preprocessing, v1.batch_size, v1.learning_rate) == ("torchvision", 2, 1e-4)
+    assert (v1.optim.lr_halve_every_epochs, v1.optim.lr_milestone_epochs) == (50, None)
+    assert v1.init.from_ == "weights/vgg16_bn.pth"
+    assert (v2.data.name, v2.data.preprocessing, v2.model.n_class) == (
+        "folder", "speedpaper-grey", 5,
+    )  # fmt: skip
+    assert (v2.batch_size, v2.num_epochs, v2.learning_rate) == (8, 100, 0.01)
+    assert (v2.optim.lr_milestone_epochs, v2.optim.lr_gamma) == ((50, 80), 0.1)
+    assert v2.init.from_ is None and not v2.data.void_as_class and v2.data.centre_crop is None
+    spec = spec_from_config(v2)
+    assert spec.arch == "speedpaper" and spec.batch_norm and spec.n_class == 5
+    assert spec.preprocessing[0] == SPEEDPAPER_GREY
+    assert spec_from_config(load_resolved("camvid_speedpaper")).preprocessing[0] == TORCHVISION
+
+
+def test_speedpaper_schedules_over_their_epochs():
+    from fcn_jax.train.optim import learning_rate_schedule
+
+    v1 = resolve_num_steps(load("camvid_speedpaper"), 183)  # 367 CamVid images, batch 2
+    assert v1.num_steps == 200 * 183
+    lr = learning_rate_schedule(v1, 183)
+    assert [float(lr(e * 183)) for e in (0, 49, 50, 100, 150, 199)] == pytest.approx(
+        [1e-4, 1e-4, 5e-5, 2.5e-5, 1.25e-5, 1.25e-5]
+    )
+    v2 = resolve_num_steps(load("folder_speedpaper"), 10)
+    assert v2.num_steps == 1_000
+    lr = learning_rate_schedule(v2, 10)
+    assert [float(lr(s)) for s in (0, 499, 500, 799, 800, 999)] == pytest.approx(
+        [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4]
+    )
+
+
+def test_resolve_num_steps():
+    c = load("voc_fcn8s")
+    assert c.num_epochs is None and resolve_num_steps(c, 7) is c  # num_steps decides
+    c.num_epochs = 3
+    resolved = resolve_num_steps(c, 7)
+    assert resolved.num_steps == 21 and c.num_steps == 100_000  # a copy
+    c.num_epochs = 0
+    with pytest.raises(FCNError, match=r"config\.num_epochs=0 must be >= 1"):
+        resolve_num_steps(c, 7)
+    assert load("folder_speedpaper", "smoke").num_epochs is None  # smoke runs count steps
+    assert load("camvid_speedpaper", "smoke").data.centre_crop is None
+
+
+# The seed's CamVid csv shape: classes, then the void row (trained as class 3 here).
+SPEEDPAPER_ROWS = (("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128)))
+SPEEDPAPER_ROWS += (("Unlabelled", (0, 0, 0)),)
+# A tiny, narrow run: 2 training images = 1 step per epoch at batch 2.
+TINY_RUN = ("--config.model.width=0.0625", "--config.init.from_=None", "--config.num_epochs=1")
+TINY_RUN += ("--config.eval_every=1", "--config.checkpoint_every=1")
+
+
+def test_camvid_speedpaper_trains_on_colour_labels_with_void_as_class(tmp_path):
+    root = tmp_path / "camvid"
+    splits = {"train": {"a": (40, 70), "b": (36, 66)}, "val": {"c": (40, 70)}}
+    write_camvid_tree(root, splits, rows=SPEEDPAPER_ROWS)
+    r = run_script(
+        "train.py", "--config", REPO / "configs/camvid_speedpaper.py", "--workdir",
+        tmp_path / "run", f"--config.data.root={root}", "--config.data.centre_crop=(32,64)",
+        *TINY_RUN, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "speedpaper, 4 classes" in r.stderr and "0 -> 1:" in r.stderr  # 1 epoch = 1 step
+    meta = load_metadata(tmp_path / "run")
+    assert meta.class_names == ("Sky", "Road", "Car", "Unlabelled")
+    assert (meta.spec.arch, meta.spec.backbone, meta.preprocessing) == (
+        "speedpaper", "vgg16_bn", TORCHVISION,
+    )  # fmt: skip
+
+
+def test_folder_speedpaper_trains_on_grey_index_masks(tmp_path):
+    root = tmp_path / "dagm"
+    splits = {"train": {"a": (64, 64), "b": (48, 40)}, "val": {"c": (50, 64)}}
+    write_mask_tree(root, splits, 5, image_ext=".png")
+    rng = np.random.default_rng(0)
+    for split, sizes in splits.items():  # grey images, as the defect data's
+        for stem, shape in sizes.items():
+            grey = rng.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(grey, "L").save(root / "images" / split / f"{stem}.png")
+    r = run_script(
+        "train.py", "--config", REPO / "configs/folder_speedpaper.py", "--workdir",
+        tmp_path / "run", f"--config.data.root={root}", "--config.batch_size=2",
+        "--config.eval.batch_size=1", *TINY_RUN, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "speedpaper, 5 classes" in r.stderr and "0 -> 1:" in r.stderr
+    meta = load_metadata(tmp_path / "run")
+    assert meta.preprocessing == SPEEDPAPER_GREY and meta.class_names[0] == "class_0"

@@ -12,7 +12,8 @@ One root holds a folder of images per split, a folder of colour label PNGs besid
 Images and labels are paired by file stem; Kaggle's ``_L`` suffix on label stems is optional.
 Every image must have a label and every label an image, checked when the dataset is built.
 Records are ``{"image": [H, W, 3] uint8 RGB, "label": [H, W] uint8, "id": stem}`` with the
-csv's classes (void rows -> 255); see :mod:`fcn_jax.data.base`.
+csv's classes (void rows -> 255, or an ordinary class with ``void_as_class``, as SpeedPaper
+trains it: ``config.data.void_as_class``); see :mod:`fcn_jax.data.base`.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def camvid_label_stems(stem: str) -> list[str]:
 
 
 def colour_split_pairs(
-    root: Path, split: str, layout: str, what: str
+    root: Path, split: str, layout: str, what: str, void_as_class: bool = False
 ) -> tuple[ClassDict, dict[str, tuple[Path, Path]]]:
     """Read ``<root>/class_dict.csv`` and pair ``<root>/<split>/`` with ``<split>_labels/``.
 
@@ -157,6 +158,7 @@ def colour_split_pairs(
         split: a split folder name (``train``, ``val``, ``test`` or any other present).
         layout: the layout printed in errors.
         what: the dataset's name in errors ("CamVid").
+        void_as_class: the csv's void rows are classes (:func:`read_class_dict`).
 
     Returns:
         (class dict, stem -> (image, label)).
@@ -177,7 +179,7 @@ def colour_split_pairs(
             f"{what} split {split!r} not found: {missing} is not a directory. Splits in {root}: "
             f"{format_list(splits) or 'none'}. Expected layout:\n{layout}"
         )
-    classes = read_class_dict(class_dict)
+    classes = read_class_dict(class_dict, void_as_class)
     return classes, pair_by_stem(image_dir, label_dir, (".png",), camvid_label_stems)
 
 
@@ -187,23 +189,29 @@ class CamVid(SegmentationDataset):
     Attributes:
         root: the dataset root.
         class_dict: the parsed ``class_dict.csv`` (classes, colours, palette).
+        void_as_class: whether the csv's void rows are classes (SpeedPaper) or 255.
     """
 
     name = "camvid"
 
-    def __init__(self, root: str | Path, split: str = "train") -> None:
+    def __init__(self, root: str | Path, split: str = "train", void_as_class: bool = False) -> None:
         """Read ``class_dict.csv`` and pair the split's images and labels.
 
         Args:
             root: the folder holding ``class_dict.csv`` and the split folders (module docstring).
             split: ``train``, ``val`` or ``test`` (any ``<split>/`` with ``<split>_labels/``).
+            void_as_class: train void as an ordinary class, at its csv row's index, as
+                SpeedPaper does; by default void rows are the ignored label 255.
 
         Raises:
             FCNError: missing root, csv or split folders (with the expected layout), a bad csv,
                 or images and labels that do not pair up (naming the files).
         """
         self.root = Path(root)
-        self.class_dict, self._pairs = colour_split_pairs(self.root, split, LAYOUT, "CamVid")
+        self.void_as_class = void_as_class
+        self.class_dict, self._pairs = colour_split_pairs(
+            self.root, split, LAYOUT, "CamVid", void_as_class
+        )
         super().__init__(split, list(self._pairs), self.class_dict.class_names)
 
     @property
@@ -245,10 +253,12 @@ def check_n_class(dataset: SegmentationDataset, config: ml_collections.ConfigDic
 def make(config: ml_collections.ConfigDict, split: str) -> CamVid:
     """The ``camvid`` dataset of configs: :class:`CamVid` at ``config.data.root``.
 
+    ``config.data.void_as_class`` (False if absent) makes the csv's void rows classes.
+
     Raises:
         FCNError: ``config.data.root`` unset, a dataset error, or ``config.model.n_class``
             different from the csv's class count.
     """
-    dataset = CamVid(config_root(config), split)
+    dataset = CamVid(config_root(config), split, bool(config.data.get("void_as_class", False)))
     check_n_class(dataset, config)
     return dataset

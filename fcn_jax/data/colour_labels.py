@@ -13,6 +13,12 @@ Row order is class order: the first non-void row is class 0. Rows named ``void``
 ``unlabelled`` or ``unlabeled`` (any case) are not classes: their colours become the void label
 255. :func:`read_class_dict` parses the file once; :meth:`ClassDict.encode` turns an
 [H, W, 3] colour label into [H, W] class indices.
+
+With ``void_as_class`` every row is a class, void rows included, each at its row's index:
+SpeedPaper's CamVid code trains void as an ordinary class (its ``LabelProcessor`` numbers every
+csv row), and a model trained so predicts void at that index. A csv whose void row comes last
+(11 CamVid classes, then void) thus gets void as class 11 of 12; Kaggle's 32-row csv, whose
+``Void`` is row 30 of 0..31, keeps it there.
 """
 
 from __future__ import annotations
@@ -142,14 +148,18 @@ class ClassDict:
         )
 
 
-def read_class_dict(path: str | Path) -> ClassDict:
+def read_class_dict(path: str | Path, void_as_class: bool = False) -> ClassDict:
     """Parse a ``class_dict.csv`` (header ``name,r,g,b``, one row per class, in class order).
 
     Args:
         path: the csv file.
+        void_as_class: every row is a class, void/unlabelled rows too, at their row index
+            (SpeedPaper's reading); otherwise those rows are void (255) and the others are
+            numbered in order.
 
     Returns:
-        The :class:`ClassDict`; rows named void/unlabelled (any case) become void colours.
+        The :class:`ClassDict`; rows named void/unlabelled (any case) become void colours
+        unless ``void_as_class``.
 
     Raises:
         FCNError: naming the file (and line): missing or unreadable file, a header other than
@@ -200,7 +210,7 @@ def read_class_dict(path: str | Path) -> ClassDict:
             )
         seen_names[name] = line
         seen_colours[colour] = (name, line)
-        if name.lower() in VOID_NAMES:
+        if name.lower() in VOID_NAMES and not void_as_class:
             void_colours.append(colour)
         else:
             names.append(name)

@@ -11,6 +11,10 @@ The layout is detected from what the root holds:
    holds a ``class_dict.csv`` instead, the masks are read as colour-coded labels through it.
 
 Images and labels pair by file stem; an unpaired file on either side is an error that names it.
+With ``void_as_class`` (``config.data.void_as_class``) a ``class_dict.csv``'s void rows are
+ordinary classes, as SpeedPaper trains CamVid; index masks keep 255 as void either way.
+Single-channel (greyscale) images are read as three equal channels
+(:func:`~fcn_jax.data.io.read_image`).
 Records are ``{"image": [H, W, 3] uint8 RGB, "label": [H, W] uint8, "id": stem}``.
 """
 
@@ -132,6 +136,7 @@ class FolderDataset(SegmentationDataset):
         split: str = "train",
         n_class: int | None = None,
         images_only: bool = False,
+        void_as_class: bool = False,
     ) -> None:
         """Detect the layout, find the classes and pair the split's images and labels.
 
@@ -143,6 +148,8 @@ class FolderDataset(SegmentationDataset):
             images_only: the caller reads only the images (``python -m fcn_jax.data.stats``):
                 ``n_class`` is ignored, index masks need no class names, and labels are not
                 checked against a class count.
+            void_as_class: a ``class_dict.csv``'s void rows are classes at their row index
+                (:func:`~fcn_jax.data.colour_labels.read_class_dict`).
 
         Raises:
             FCNError: missing root (printing both layouts), an undetectable or ambiguous layout,
@@ -153,11 +160,12 @@ class FolderDataset(SegmentationDataset):
         self.layout = detect_layout(self.root)
         self.class_dict: ClassDict | None = None
         self.images_only = images_only
+        self.void_as_class = void_as_class
         if images_only:
             n_class = None  # nothing to check it against: no label is used
         if self.layout == COLOUR_LAYOUT:
             self.class_dict, self._pairs = colour_split_pairs(
-                self.root, split, LAYOUT, "dataset folder"
+                self.root, split, LAYOUT, "dataset folder", void_as_class
             )
             names = self.class_dict.class_names
             _check_n_class(names, n_class, self.class_dict.path)
@@ -175,7 +183,7 @@ class FolderDataset(SegmentationDataset):
                 "masks); keep the one that describes masks/"
             )
         if csv.is_file():
-            self.class_dict = read_class_dict(csv)
+            self.class_dict = read_class_dict(csv, self.void_as_class)
             names = self.class_dict.class_names
             _check_n_class(names, n_class, csv)
             return names
@@ -251,6 +259,12 @@ def make(config: ml_collections.ConfigDict, split: str) -> FolderDataset:
     """The ``folder`` dataset of configs: :class:`FolderDataset` at ``config.data.root``.
 
     ``config.model.n_class`` names the classes of index masks without ``classes.txt`` and is
-    checked against the class files otherwise.
+    checked against the class files otherwise; ``config.data.void_as_class`` (False if absent)
+    makes a ``class_dict.csv``'s void rows classes.
     """
-    return FolderDataset(config_root(config), split, n_class=config.model.get("n_class"))
+    return FolderDataset(
+        config_root(config),
+        split,
+        n_class=config.model.get("n_class"),
+        void_as_class=bool(config.data.get("void_as_class", False)),
+    )

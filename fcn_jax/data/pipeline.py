@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 
 from fcn_jax.data.base import SegmentationDataset
-from fcn_jax.data.transforms import collate, random_crop_flip
+from fcn_jax.data.transforms import centre_crop, collate, random_crop_flip
 from fcn_jax.errors import FCNError
 
 
@@ -34,6 +34,8 @@ class PipelineOptions:
         num_epochs: passes over the data; None repeats forever (training by steps).
         buckets: sorted bucket sizes to pad batches to; None for whole images.
         pad_last_batch: pad a final partial batch with void examples to ``batch_size``.
+        centre_crop: ``(height, width)`` cropped from every image's centre before any random
+            crop (SpeedPaper's 352x480 on CamVid); None for whole images.
         crop_size: random square crop (non-paper recipes); None for whole images.
         flip: random horizontal flip (non-paper recipes).
         worker_count: worker processes decoding records (0: in the main process).
@@ -55,6 +57,7 @@ class PipelineOptions:
     num_epochs: int | None = 1
     buckets: tuple[int, ...] | None = None
     pad_last_batch: bool = False
+    centre_crop: tuple[int, int] | None = None
     crop_size: int | None = None
     flip: bool = False
     worker_count: int = 0
@@ -88,6 +91,11 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
         ds = ds.shuffle(seed=options.seed)
     if options.num_epochs != 1:
         ds = ds.repeat(options.num_epochs)
+    if options.centre_crop is not None:
+        if len(options.centre_crop) != 2:
+            raise FCNError(f"centre_crop must be (height, width), got {options.centre_crop}")
+        height, width = (int(v) for v in options.centre_crop)
+        ds = ds.map(functools.partial(centre_crop, height=height, width=width))
     if options.crop_size is not None or options.flip:
         ds = ds.random_map(
             functools.partial(random_crop_flip, crop_size=options.crop_size, flip=options.flip),

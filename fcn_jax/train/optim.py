@@ -22,6 +22,7 @@ import optax
 from flax import traverse_util
 
 from fcn_jax.errors import FCNError
+from fcn_jax.models.spec import is_upsampling
 from fcn_jax.types import PyTree
 
 
@@ -32,14 +33,16 @@ def param_labels(
 
     Args:
         params: the params (or their shapes).
-        learn_upsampling: let the ``upscore*`` kernels learn.
+        learn_upsampling: let the transposed convolutions learn (``upscore*``; SpeedPaper's
+            ``upsample_*``).
         trainable: a regex; layers whose name does not match it are frozen (None: all learn).
     """
     pattern = re.compile(trainable) if trainable else None
 
     def label(path: tuple[str, ...]) -> str:
         layer, leaf = path[-2], path[-1]
-        if layer.startswith("upscore") and not learn_upsampling:
+        # Frozen here too, not only by the model's stop_gradient: weight decay would move them.
+        if is_upsampling(layer) and not learn_upsampling:
             return "frozen"
         if pattern is not None and not pattern.fullmatch(layer):
             return "frozen"
@@ -50,14 +53,56 @@ def param_labels(
 
 
 def learning_rate_schedule(config: Any, steps_per_epoch: int | None = None) -> optax.Schedule:
-    """Constant ``config.learning_rate``, or halved every ``optim.lr_halve_every_epochs``."""
-    epochs = config.optim.get("lr_halve_every_epochs")
-    if not epochs:
+    """The learning rate of each optimiser step, from ``learning_rate`` and the ``optim`` keys.
+
+    - neither key below set: constant ``config.learning_rate``;
+    - ``optim.lr_halve_every_epochs = N``: halved at the start of every N-th epoch (SpeedPaper's
+      first version: ``if epoch % 50 == 0 and epoch != 0: lr *= 0.5``);
+    - ``optim.lr_milestone_epochs = (a, b, ...)``: multiplied by ``optim.lr_gamma`` at the
+      start of epochs a, b, ... (torch's ``MultiStepLR`` stepped once per epoch; SpeedPaper's
+      second version: milestones (50, 80), gamma 0.1).
+
+    Epochs become steps through ``steps_per_epoch``: epoch ``e`` starts at step
+    ``e * steps_per_epoch`` (optax counts the first update as step 0), which is the first step
+    at the new rate, as in torch, where the rate changes between two epochs.
+
+    Args:
+        config: the experiment config.
+        steps_per_epoch: optimiser steps per pass over the training split (for epoch schedules).
+
+    Raises:
+        FCNError: an epoch schedule without ``steps_per_epoch``, both schedules at once,
+            milestones that are not increasing positive whole epochs, or a negative gamma.
+    """
+    o = config.optim
+    halve = o.get("lr_halve_every_epochs")
+    milestones = o.get("lr_milestone_epochs")
+    if halve and milestones:
+        raise FCNError(
+            "optim.lr_halve_every_epochs and optim.lr_milestone_epochs are both set: choose one "
+            "schedule (set the other to None)"
+        )
+    if not halve and not milestones:
         return optax.constant_schedule(config.learning_rate)
+    key = "optim.lr_halve_every_epochs" if halve else "optim.lr_milestone_epochs"
     if not steps_per_epoch:
-        raise FCNError("optim.lr_halve_every_epochs needs the training split's size")
-    return optax.exponential_decay(
-        config.learning_rate, epochs * steps_per_epoch, 0.5, staircase=True
+        raise FCNError(f"{key} needs the training split's size (steps per epoch)")
+    if halve:
+        return optax.exponential_decay(
+            config.learning_rate, halve * steps_per_epoch, 0.5, staircase=True
+        )
+    epochs = list(milestones)
+    if not all(isinstance(e, int) and e > 0 for e in epochs) or epochs != sorted(set(epochs)):
+        raise FCNError(
+            f"optim.lr_milestone_epochs={tuple(milestones)}: give increasing whole epochs > 0, "
+            "e.g. (50, 80)"
+        )
+    gamma = float(o.get("lr_gamma", 0.1))
+    if gamma < 0:
+        raise FCNError(f"optim.lr_gamma={gamma:g} must be >= 0")
+    # piecewise_constant_schedule scales by gamma from each boundary on (step >= boundary).
+    return optax.piecewise_constant_schedule(
+        config.learning_rate, {e * steps_per_epoch: gamma for e in epochs}
     )
 
 

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.configs import resolve_n_class, spec_from_config
+from fcn_jax.configs import resolve_n_class, resolve_num_steps, spec_from_config
 from fcn_jax.data import make_dataset
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
@@ -192,6 +192,7 @@ def _pipeline(config: Any, dataset: SegmentationDataset, host_batch: int, fill: 
         seed=config.seed,
         num_epochs=None,
         buckets=buckets,
+        centre_crop=config.data.get("centre_crop"),
         crop_size=config.data.crop_size,
         flip=config.data.flip,
         worker_count=config.data.worker_count,
@@ -265,6 +266,7 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
         run.checkpoints = snapshots
     start = snapshots.latest_step()
     steps_per_epoch = max(1, len(train_ds) // (config.batch_size * config.optim.accum_steps))
+    config = resolve_num_steps(config, steps_per_epoch)  # num_epochs set: num_steps from it
 
     if start is not None:
         check_resumed_config(snapshots, start, config, spec, steps_per_epoch, chief)

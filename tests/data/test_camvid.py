@@ -329,3 +329,55 @@ def test_label_claimed_by_two_images(tmp_path: Path) -> None:
     write_png(tmp_path / "train_labels" / "a_L.png", colourise(np.zeros((4, 5), np.uint8)))
     with pytest.raises(FCNError, match=r"label .*a_L\.png would pair with two images"):
         CamVid(tmp_path, "train")
+
+
+# --- void as an ordinary class (SpeedPaper's CamVid) ------------------------------------------
+
+# The 11-class CamVid csv with its void row last, as SpeedPaper's 12-class CamVid has it.
+CAMVID_11_AND_VOID = (
+    ("Sky", (128, 128, 128)),
+    ("Building", (128, 0, 0)),
+    ("Pole", (192, 192, 128)),
+    ("Road", (128, 64, 128)),
+    ("Pavement", (60, 40, 222)),
+    ("Tree", (128, 128, 0)),
+    ("SignSymbol", (192, 128, 128)),
+    ("Fence", (64, 64, 128)),
+    ("Car", (64, 0, 128)),
+    ("Pedestrian", (64, 64, 0)),
+    ("Bicyclist", (0, 128, 192)),
+    ("Unlabelled", (0, 0, 0)),
+)
+
+
+def test_void_as_class_is_class_n_when_last(tmp_path: Path) -> None:
+    splits = {"train": {"a": (13, 17), "b": (9, 22)}}
+    written = write_camvid_tree(tmp_path, splits, CAMVID_11_AND_VOID)
+    c = config(tmp_path, n_class=None)
+    c.data.void_as_class = True
+    ds = make(c, "train")
+    assert ds.n_class == 12 and ds.class_names[11] == "Unlabelled" and ds.void_as_class
+    for i, stem in enumerate(ds.ids):
+        label = written[stem][1]  # 255 where the PNG holds the void colour
+        assert (label == IGNORE_LABEL).any()
+        assert np.array_equal(ds[i]["label"], np.where(label == IGNORE_LABEL, 11, label))
+    assert ds.palette[11].tolist() == [0, 0, 0]
+    # A config without the key (every config before it existed) keeps void as 255.
+    plain = make(config(tmp_path, n_class=11), "train")
+    assert plain.n_class == 11 and not plain.void_as_class
+    assert np.array_equal(plain[0]["label"], written["a"][1])
+    c.model.n_class = 11
+    with pytest.raises(FCNError, match=r"n_class is 11 but the camvid data has 12 classes"):
+        make(c, "train")
+
+
+def test_void_as_class_keeps_the_csv_row_order(tree) -> None:
+    # Kaggle's csv: Void is row 30 of 0..31, so it is class 30 and Wall class 31, as
+    # SpeedPaper's LabelProcessor (which numbers every row) reads it.
+    root, written = tree
+    ds = CamVid(root, "val", void_as_class=True)
+    assert ds.n_class == 32 and ds.class_names[30:] == ("Void", "Wall")
+    for i, stem in enumerate(ds.ids):
+        label = written[stem][1].astype(np.int64)
+        expected = np.where(label == IGNORE_LABEL, 30, np.where(label >= 30, label + 1, label))
+        assert np.array_equal(ds[i]["label"], expected)

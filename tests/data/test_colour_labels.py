@@ -246,3 +246,17 @@ def test_helpers_agree_with_reader(camvid_csv: ClassDict) -> None:
     classes, voids = class_rows_colours()
     assert np.array_equal(classes, camvid_csv.colours)
     assert np.array_equal(voids, camvid_csv.void_colours)
+
+
+def test_void_as_class_numbers_every_row(tmp_path: Path) -> None:
+    rows = (("Sky", (1, 2, 3)), ("void", (0, 0, 0)), ("Road", (4, 5, 6)), ("unlabelled", (9, 9, 9)))
+    write_class_dict(tmp_path / "c.csv", rows)
+    default = read_class_dict(tmp_path / "c.csv")
+    assert default.class_names == ("Sky", "Road") and len(default.void_colours) == 2
+    cd = read_class_dict(tmp_path / "c.csv", void_as_class=True)
+    assert cd.class_names == ("Sky", "void", "Road", "unlabelled")
+    assert cd.void_colours.shape == (0, 3)
+    rgb = np.array([[[1, 2, 3], [0, 0, 0], [4, 5, 6], [9, 9, 9]]], np.uint8)
+    assert cd.encode(rgb, "x.png").tolist() == [[0, 1, 2, 3]]
+    assert default.encode(rgb, "x.png").tolist() == [[0, 255, 1, 255]]
+    assert cd.palette[:4].tolist() == [list(c) for _, c in rows]

@@ -309,3 +309,48 @@ def test_make(masks) -> None:
 def test_make_without_root() -> None:
     with pytest.raises(FCNError, match=r"config\.data\.root is not set"):
         make(config(None), "train")
+
+
+# --- SpeedPaper's data: void as a class, grey images --------------------------------------------
+
+
+def test_colour_layout_void_as_class(tmp_path: Path) -> None:
+    rows = (("road", (128, 64, 128)), ("Void", (0, 0, 0)), ("sky", (128, 128, 128)))
+    written = write_camvid_tree(tmp_path, {"train": {"a": (8, 9)}}, rows=rows)
+    c = config(tmp_path, n_class=3)
+    c.data.void_as_class = True
+    ds = make(c, "train")
+    assert ds.layout == COLOUR_LAYOUT and ds.class_names == ("road", "Void", "sky")
+    label = written["a"][1].astype(np.int64)  # 0 road, 1 sky, 255 void
+    expected = np.where(label == IGNORE_LABEL, 1, np.where(label == 1, 2, label))
+    assert np.array_equal(ds[0]["label"], expected)
+    # Index masks keep 255 as void: the option concerns colour labels only.
+    masks = tmp_path / "m"
+    written = write_mask_tree(masks, {"train": {"a": (8, 9)}}, 3)
+    c = config(masks, n_class=3)
+    c.data.void_as_class = True
+    assert np.array_equal(make(c, "train")[0]["label"], written["a"][1])
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "jpeg"])
+def test_grey_images_are_read_as_three_equal_channels(tmp_path: Path, mode: str) -> None:
+    # SpeedPaper's second version reads grey images with convert("RGB"): each level thrice.
+    written = write_mask_tree(tmp_path, {"train": {"a": (12, 10)}}, 5, image_ext=".png")
+    grey = np.random.default_rng(1).integers(0, 256, (12, 10), dtype=np.uint8)
+    path = tmp_path / "images" / "train" / "a.png"
+    if mode == "jpeg":
+        path.unlink()
+        path = path.with_suffix(".jpg")
+        Image.fromarray(grey, "L").save(path, quality=95)
+        with Image.open(path) as im:
+            assert im.mode == "L"
+            grey = np.asarray(im)
+    elif mode == "LA":
+        alpha = np.full_like(grey, 7)
+        Image.fromarray(np.stack([grey, alpha], -1), "LA").save(path)
+    else:
+        Image.fromarray(grey, "L").save(path)
+    record = FolderDataset(tmp_path, "train", n_class=5)[0]
+    assert record["image"].shape == (12, 10, 3) and record["image"].dtype == np.uint8
+    assert np.array_equal(record["image"], np.repeat(grey[..., None], 3, -1))
+    assert np.array_equal(record["label"], written["a"][1])

@@ -18,6 +18,7 @@ from fcn_jax.data.pipeline import PipelineOptions, iterate_ids, make_pipeline, n
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.transforms import (
     bucket_for,
+    centre_crop,
     collate,
     default_buckets,
     pad_record,
@@ -275,6 +276,66 @@ def test_crop_flip_deterministic_for_seed() -> None:
         for seed in range(8, 14)
     ]
     assert any(not np.array_equal(outs[0]["image"], o) for o in others)
+
+
+# --- centre_crop (SpeedPaper's 352x480 on CamVid) ------------------------------------------------
+
+
+def torchvision_offset(size: int, crop: int) -> int:
+    """torchvision's center_crop offset, written out: int(round((size - crop) / 2.0))."""
+    return round((size - crop) / 2.0)
+
+
+def test_centre_crop_camvid_352x480() -> None:
+    record = _coded_record(36, 48)  # CamVid's 360x480 at a tenth: 4 rows cut, 2 on each side
+    record["label_geo"] = record["label"] + 1
+    record["hha"] = record["image"][..., ::-1].copy()
+    out = centre_crop(record, 32, 48)
+    for key in ("image", "label", "label_geo", "hha"):
+        assert np.array_equal(out[key], record[key][2:34]), key
+        assert out[key].flags.c_contiguous
+    assert out["id"] == "coded"
+    full = {"image": np.zeros((360, 480, 3), np.uint8), "label": np.zeros((360, 480), np.uint8)}
+    full["label"][4, 0] = full["label"][355, 479] = 7  # the first and last rows kept
+    cut = centre_crop(full, 352, 480)["label"]
+    assert cut.shape == (352, 480) and cut[0, 0] == cut[351, 479] == 7
+
+
+@pytest.mark.parametrize(("size", "crop"), [(37, 32), (39, 32), (41, 32), (32, 32), (33, 30)])
+def test_centre_crop_offsets_round_halves_to_even_as_torchvision(size: int, crop: int) -> None:
+    # (37 - 32) / 2 = 2.5 -> 2, (39 - 32) / 2 = 3.5 -> 4: Python's round, as torchvision's.
+    record = _coded_record(size, size + 3)
+    out = centre_crop(record, crop, crop)
+    top, left = torchvision_offset(size, crop), torchvision_offset(size + 3, crop)
+    assert {(37, 32): 2, (39, 32): 4, (41, 32): 4, (32, 32): 0, (33, 30): 2}[(size, crop)] == top
+    assert np.array_equal(out["image"], record["image"][top : top + crop, left : left + crop])
+    assert np.array_equal(out["label"], record["label"][top : top + crop, left : left + crop])
+
+
+def test_centre_crop_smaller_side_is_padded_on_both_sides() -> None:
+    # torchvision pads (crop - size) // 2 before and the rest after, then crops at offset 0.
+    record = _coded_record(5, 20)
+    out = centre_crop(record, 8, 10)  # height padded 1 above, 2 below; width cropped at 5
+    assert out["image"].shape == (8, 10, 3) and out["label"].shape == (8, 10)
+    assert np.array_equal(out["image"][1:6], record["image"][:, 5:15])
+    assert np.array_equal(out["label"][1:6], record["label"][:, 5:15])
+    for rows in (slice(0, 1), slice(6, 8)):
+        assert np.all(out["image"][rows] == 0) and np.all(out["label"][rows] == IGNORE_LABEL)
+    with pytest.raises(FCNError, match="must be positive"):
+        centre_crop(record, 0, 4)
+
+
+def test_pipeline_centre_crops_before_batching() -> None:
+    ds = _data(4, min_size=34, max_size=40)
+    options = PipelineOptions(batch_size=2, centre_crop=(32, 24))
+    batches = _batches(options, ds)  # different sizes stack: every crop is 32x24
+    assert [b["image"].shape for b in batches] == [(2, 32, 24, 3)] * 2
+    for i, record in enumerate(ds[j] for j in range(4)):
+        expected = centre_crop(record, 32, 24)
+        assert np.array_equal(batches[i // 2]["image"][i % 2], expected["image"])
+        assert np.array_equal(batches[i // 2]["label"][i % 2], expected["label"])
+    with pytest.raises(FCNError, match=r"centre_crop must be \(height, width\)"):
+        make_pipeline(ds, PipelineOptions(centre_crop=(32,)))
 
 
 # --- pipeline -----------------------------------------------------------------------------------

@@ -266,6 +266,87 @@ def test_halving_shows_in_update_sizes(name):
         assert np.all(np.asarray(u["upscore"]["kernel"]) == 0.0)
 
 
+# --- SpeedPaper's schedules: halving every N epochs, MultiStepLR milestones ----------------------
+
+
+def test_halving_every_50_epochs_at_the_epoch_starts():
+    # SpeedPaper v1: `if epoch % 50 == 0 and epoch != 0: lr *= 0.5` before the epoch's steps.
+    c = small_config(lr=1e-4)
+    c.optim.lr_halve_every_epochs = 50
+    schedule = learning_rate_schedule(c, steps_per_epoch=183)  # CamVid's 367 images, batch 2
+    for epoch, rate in [(0, 1e-4), (49, 1e-4), (50, 5e-5), (99, 5e-5), (100, 2.5e-5)]:
+        for step in (epoch * 183, epoch * 183 + 182):  # the epoch's first and last step
+            assert float(schedule(step)) == pytest.approx(rate, rel=1e-6), (epoch, step)
+
+
+def test_milestones_scale_at_the_epoch_starts():
+    # SpeedPaper v2: MultiStepLR(milestones=[50, 80], gamma=0.1) stepped after every epoch, so
+    # epochs 0-49 run at 0.01, 50-79 at 0.001, 80- at 0.0001.
+    c = small_config(lr=0.01)
+    c.optim.lr_milestone_epochs = (50, 80)
+    c.optim.lr_gamma = 0.1
+    schedule = learning_rate_schedule(c, steps_per_epoch=7)
+    expected = {0: 0.01, 349: 0.01, 350: 1e-3, 559: 1e-3, 560: 1e-4, 699: 1e-4, 10**6: 1e-4}
+    got = {step: float(schedule(step)) for step in expected}
+    assert got == pytest.approx(expected, rel=1e-6)
+    c.optim.lr_gamma = 0.5
+    assert float(learning_rate_schedule(c, steps_per_epoch=1)(80)) == pytest.approx(0.0025)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("lr_milestone_epochs", (80, 50), "increasing whole epochs"),
+        ("lr_milestone_epochs", (50, 50), "increasing whole epochs"),
+        ("lr_milestone_epochs", (0, 5), "increasing whole epochs"),
+        ("lr_milestone_epochs", (1.5,), "increasing whole epochs"),
+        ("lr_gamma", -0.1, r"lr_gamma=-0.1 must be >= 0"),
+    ],
+)
+def test_bad_milestones(key, value, pattern):
+    c = small_config()
+    c.optim.lr_milestone_epochs = (50, 80)
+    c.optim[key] = value
+    with pytest.raises(FCNError, match=pattern):
+        learning_rate_schedule(c, steps_per_epoch=3)
+
+
+def test_milestones_need_steps_per_epoch_and_exclude_halving():
+    c = small_config()
+    c.optim.lr_milestone_epochs = (2,)
+    with pytest.raises(FCNError, match=r"optim\.lr_milestone_epochs needs the training split"):
+        make_optimizer(c, TINY)
+    c.optim.lr_halve_every_epochs = 2
+    with pytest.raises(FCNError, match="both set: choose one"):
+        learning_rate_schedule(c, steps_per_epoch=3)
+
+
+def test_milestones_show_in_adam_update_sizes():
+    # SpeedPaper's optimiser: Adam, one rate for weights and biases, no decay.
+    c = small_config(name="adam", lr=0.01, wd=0.0)
+    c.optim.bias_lr_mult = 1.0
+    c.optim.lr_milestone_epochs = (2, 3)
+    c.model.learn_upsampling = True
+    tx = make_optimizer(c, TINY, steps_per_epoch=2)
+    ones = jax.tree.map(jnp.ones_like, TINY)
+    updates, _ = apply_steps(tx, TINY, [ones] * 8)
+    for step, u in enumerate(updates):
+        rate = 0.01 * 0.1 ** ((step >= 4) + (step >= 6))
+        for leaf in jax.tree.leaves(u):  # constant gradient 1: Adam steps -rate / (1 + eps)
+            np.testing.assert_allclose(leaf, -rate, rtol=1e-4)
+
+
+def test_speedpaper_upsampling_frozen_unless_learned():
+    spec = NetSpec.single("speedpaper", 5, backbone="vgg16_bn", width=NARROW)
+    params = abstract_variables(spec)["params"]
+    frozen = {p[0] for p, label in flat_labels(params).items() if label == "frozen"}
+    assert frozen == {"upsample_2x_1", "upsample_2x_2", "upsample_8x"}
+    learned = flat_labels(params, learn_upsampling=True)
+    assert "frozen" not in set(learned.values())
+    assert learned[("vgg16_bn", "bn1_1", "scale")] == "weight"
+    assert learned[("vgg16_bn", "bn1_1", "bias")] == "bias"
+
+
 # --- divergence warning -------------------------------------------------------------------------
 
 
