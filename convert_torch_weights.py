@@ -5,9 +5,10 @@ r"""Convert PyTorch weights (VGG16, torchfcn's and SpeedPaper's FCNs) to a weigh
     python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s \
         --out weights/fcn8s --check
     python convert_torch_weights.py --to-torch --src weights/fcn8s --out fcn8s.pth
+    python convert_torch_weights.py --src 169.pth --arch speedpaper \
+        --preprocessing torchvision --out weights/speedpaper --check
     python convert_torch_weights.py --src BaseLine_76e_43.7023%.pkl --arch speedpaper \
-        --mean 0.16328026 0.16328026 0.16328026 --std 0.2432042 0.2432042 0.2432042 \
-        --out weights/speedpaper --check
+        --mean 0.2 0.2 0.2 --std 0.25 0.25 0.25 --grey --out weights/speedpaper-own
 
 Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
 """
@@ -25,6 +26,7 @@ from fcn_jax.cli import Args, parse_flags, run
 from fcn_jax.errors import FCNError
 from fcn_jax.models.spec import ARCHS
 from fcn_jax.outputs import output_dir, output_file
+from fcn_jax.preprocessing import PRESETS
 from fcn_jax.resources import VOC_SAMPLE_IMAGE, read_class_names
 
 REQUIRED = {
@@ -49,8 +51,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "preprocessing",
         None,
-        "preset the weights expect (caffe, torchvision, caffe-nyud, caffe-nyud-hha, "
-        "caffe-siftflow, caffe-context); default: from the source's kind",
+        f"preset the weights expect ({', '.join(PRESETS)}); default: from the source's kind",
         flag_values=fv,
     )
     for name, what in (("mean", "means"), ("std", "standard deviations")):
@@ -61,6 +62,13 @@ def define_flags(fv: flags.FlagValues) -> None:
             f"numbers R G B for pixels in [0, 1] (--{name} R G B or --{name}=R,G,B)",
             flag_values=fv,
         )
+    flags.DEFINE_bool(
+        "grey",
+        False,
+        "with --mean / --std: the network reads grey images replicated to three channels "
+        "(colour inputs are made grey first, as PIL's convert('L'))",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("check", False, "compare PyTorch and Flax outputs", flag_values=fv)
     flags.DEFINE_string(
         "image",
@@ -122,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fcn_jax.data.io import read_image
 
     preprocessing = custom_preprocessing(
-        parse_numbers(args.mean, "--mean"), parse_numbers(args.std, "--std")
+        parse_numbers(args.mean, "--mean"), parse_numbers(args.std, "--std"), args.grey
     )
     if preprocessing is not None and (args.preprocessing is not None or args.to_torch):
         raise FCNError("--mean / --std go with a conversion to fcn-jax, not with --preprocessing")

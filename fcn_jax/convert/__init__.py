@@ -252,18 +252,23 @@ def export_torch(weights_dir: str | Path, out: str | Path) -> Path:
 
 
 def custom_preprocessing(
-    mean: Sequence[float] | None, std: Sequence[float] | None
+    mean: Sequence[float] | None, std: Sequence[float] | None, grey: bool = False
 ) -> Preprocessing | None:
-    """``--mean R G B --std R G B`` (RGB, [0, 1] pixels) as a :class:`Preprocessing`, or None.
+    """``--mean R G B --std R G B [--grey]`` (RGB, [0, 1] pixels) as a Preprocessing, or None.
 
-    Stored as ``Preprocessing("custom", "RGB", 1, mean, std)``: ``x = (pixels / 255 - mean) /
-    std``, as ``torchvision.transforms.Normalize`` after ``ToTensor``.
+    Stored as ``Preprocessing("custom", "RGB", 1, mean, std, grey)``: ``x = (pixels / 255 -
+    mean) / std``, as ``torchvision.transforms.Normalize`` after ``ToTensor``; with ``grey``
+    the image is first made grey and replicated to three channels.
 
     Raises:
-        FCNError: only one of the two given, not three numbers each, or a std <= 0 (naming the
-            flag).
+        FCNError: only one of the two given, not three numbers each, a std <= 0, or ``grey``
+            without them (naming the flag).
     """
     if mean is None and std is None:
+        if grey:
+            raise FCNError(
+                "--grey goes with --mean and --std (or use --preprocessing speedpaper-grey)"
+            )
         return None
     if mean is None or std is None:
         given, missing = ("--mean", "--std") if std is None else ("--std", "--mean")
@@ -279,5 +284,10 @@ def custom_preprocessing(
     if min(std) <= 0:
         raise FCNError(f"--std must be positive, got {list(std)}")
     return Preprocessing(
-        "custom", "RGB", 1, tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        "custom",
+        "RGB",
+        1,
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+        grey=grey,
     )

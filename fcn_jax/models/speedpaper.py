@@ -15,7 +15,8 @@ plain 2x2/2 pooling, no fc6/fc7) and fuses *feature maps*, not class scores, NCH
 A transposed convolution with padding p is the full (``VALID``) one cropped by p on each side,
 which is how it is computed here (:class:`~fcn_jax.models.fcn.Upsample` and
 :func:`~fcn_jax.models.layers.crop_like`). The input sides must be multiples of 32 (the skips
-are added without crops); :meth:`~fcn_jax.models.NetSpec.logits` pads other sizes with the mean pixel.
+are added without crops); :meth:`~fcn_jax.models.NetSpec.logits` pads other sizes with the mean
+pixel.
 
 Its checkpoints also hold ``scores1`` / ``scores2`` / ``scores3`` 1x1 convolutions that
 ``forward`` never uses; this module has none (the converter drops them, and writes them back as

@@ -219,11 +219,13 @@ def test_metadata_and_weights_directory(narrow, tmp_path):
     loaded, loaded_meta = load_weights(tmp_path / "w")
     assert loaded_meta == metadata  # learn_upsampling=True included
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
-    grey = custom_preprocessing(GREY_MEAN, GREY_STD)
+    grey = custom_preprocessing(GREY_MEAN, GREY_STD, grey=True)
     _, meta, _ = convert_torch_file(path, "speedpaper", preprocessing=grey)
     assert meta.preprocessing == Preprocessing(
-        "custom", "RGB", 1, tuple(GREY_MEAN), tuple(GREY_STD)
+        "custom", "RGB", 1, tuple(GREY_MEAN), tuple(GREY_STD), grey=True
     )
+    save_weights(tmp_path / "grey", variables, meta)
+    assert load_weights(tmp_path / "grey")[1].preprocessing.grey
 
 
 def test_unused_scores_are_named_and_dropped(tmp_path, capsys):
@@ -257,6 +259,8 @@ def test_custom_preprocessing_errors():
         custom_preprocessing([0.5] * 3, [0.2, 0.2])
     with pytest.raises(FCNError, match=r"--std must be positive, got \[0.2, 0.0, 0.2\]"):
         custom_preprocessing([0.5] * 3, [0.2, 0.0, 0.2])
+    with pytest.raises(FCNError, match="--grey goes with --mean and --std"):
+        custom_preprocessing(None, None, grey=True)
 
 
 # ---------------------------------------------------------------- bad input, exit status 2
