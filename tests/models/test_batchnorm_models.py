@@ -42,7 +42,7 @@ def perturbed(spec, seed=0):
     v = jax.tree.map(np.asarray, random_variables(spec, seed))
     flat = traverse_util.flatten_dict(v)
     for path, leaf in flat.items():
-        if path[-1] in ("mean", "bias") and "batch_stats" in path or path[-1] == "bias":
+        if path[-1] in ("mean", "bias"):
             flat[path] = rng.normal(0, 0.1, leaf.shape).astype(np.float32)
         elif path[-1] in ("var", "scale"):
             flat[path] = rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
