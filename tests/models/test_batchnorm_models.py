@@ -179,7 +179,7 @@ def test_weights_directory_keeps_batch_stats(spec, tmp_path):
 def test_weights_without_their_statistics_are_refused(tmp_path):
     v = perturbed(BN_FCN)
     save_weights(tmp_path / "w", {"params": v["params"]}, metadata(BN_FCN))
-    with pytest.raises(FCNError, match="no model_state item.*BatchNorm statistics"):
+    with pytest.raises(FCNError, match=r"no model_state item.*BatchNorm statistics"):
         load_weights(tmp_path / "w")
 
 
