@@ -55,8 +55,8 @@ def convert_torch_file(
     """Convert a PyTorch weights file, recognised by its keys.
 
     Args:
-        src: a torchvision VGG16 state dict, or a torchfcn FCN checkpoint (bare state dict or a
-            dict with ``model_state_dict``).
+        src: a torchvision VGG16 or VGG16-BN state dict, or a torchfcn FCN checkpoint (bare
+            state dict or a dict with ``model_state_dict``; with ``bn*`` keys, on vgg16_bn).
         arch: the FCN variant to build (``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``).
         n_class: class count; for a torchfcn checkpoint it must match the checkpoint's, for a
             VGG16 it sets the new score layers (21 by default).
@@ -190,8 +190,9 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
     """Write a weights directory as ``{'model_state_dict': ..., 'arch': ...}`` (torchfcn layout).
 
     ``arch`` is torchfcn's class name (``FCN8s``, ...), which its trainer writes and
-    :func:`convert_torch_file` checks. Tensors are copied bit for bit.
+    :func:`convert_torch_file` checks. Tensors are copied bit for bit; a ``vgg16_bn`` network's
+    BatchNorms are written with their running statistics (``num_batches_tracked`` 0).
     """
     variables, metadata = load_weights(weights_dir, as_numpy=True)
-    state = flax_to_torchfcn(variables["params"])
+    state = flax_to_torchfcn(variables)
     return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)

@@ -1,9 +1,10 @@
 """Proof of a conversion: run the PyTorch source and the converted Flax model on the same input.
 
 For a torchfcn source the logits are compared, with a block-by-block table of intermediate maps
-so a mismatch points at its layer. For a torchvision VGG16 source the new score layers are zero
-(every logit equal, proving nothing), so the trunk is compared instead: fc7 of the VGG16 with its
-classifier run as convolutions against the Flax trunk's.
+so a mismatch points at its layer. For a torchvision VGG16 or VGG16-BN source the new score
+layers are zero (every logit equal, proving nothing), so the trunk is compared instead: fc7 of
+the VGG with its classifier run as convolutions (BatchNorm in eval mode) against the Flax
+trunk's.
 
 Both frameworks compute in full float32 (``jax_default_matmul_precision="highest"``, TF32 off in
 torch) so the comparison measures the conversion, not a GPU's reduced-precision matmuls.
@@ -19,12 +20,19 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch_float32
+from fcn_jax.convert.torch_files import (
+    TORCHVISION_VGG16,
+    TORCHVISION_VGG16_BN,
+    TorchWeights,
+    import_torch_float32,
+)
 from fcn_jax.models import NetSpec
 from fcn_jax.types import PyTree
 
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
 PARITY_TOLERANCE = 1e-4
+# ImageNet trunks whose FCN init is checked at fc7 (BatchNorm, if any, in eval mode).
+TORCHVISION_VGGS = (TORCHVISION_VGG16, TORCHVISION_VGG16_BN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +158,8 @@ def check_parity(
 
     ref: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        if source.kind == TORCHVISION_VGG16:
-            ref = vgg16_fc7(state, xs_torch[0])
+        if source.kind in TORCHVISION_VGGS:
+            ref = vgg16_fc7(state, xs_torch[0], batch_norm=source.kind == TORCHVISION_VGG16_BN)
             outputs = ("fc7",)
         else:
             net = TorchFCN.from_spec(spec)
@@ -172,7 +180,7 @@ def check_parity(
     # The headline row: the output that differs most (relative to its scale).
     finals.sort(key=lambda d: d.rel)
     layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
-    if source.kind == TORCHVISION_VGG16:
+    if source.kind in TORCHVISION_VGGS:
         return ParityReport("fc7", layers, None, None, None)
     agree, confident, pixels = logit_agreement(
         [ours[k][0] for k in outputs], [ref_np[k][0] for k in outputs]

@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fcn_jax.convert import torchfcn, torchvision_vgg
-from fcn_jax.convert.torch_files import TORCHFCN, TORCHVISION_VGG16, TorchWeights
+from fcn_jax.convert.torch_files import (
+    TORCHFCN,
+    TORCHVISION_VGG16,
+    TORCHVISION_VGG16_BN,
+    TorchWeights,
+)
 from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import NetSpec
 from fcn_jax.types import PyTree
@@ -51,20 +56,27 @@ class Source:
 
 
 def _torchfcn(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
-    params = torchfcn.torchfcn_to_flax(src, arch, n_class, options)
+    variables = torchfcn.torchfcn_to_variables(src, arch, n_class, options)
     spec, head_class_names = torchfcn.spec_for(torchfcn.read_structure(src), arch)
-    return Converted({"params": params}, spec, head_class_names)
+    return Converted(variables, spec, head_class_names)
 
 
 def _torchvision_vgg16(src: TorchWeights, arch: str, n_class: int | None, _: Mapping[str, str]):
-    params, spec = torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class)
-    return Converted({"params": params}, spec)
+    # VGG16 and VGG16-BN alike: the converter reads which from src.kind.
+    variables, spec = torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class)
+    return Converted(variables, spec)
 
 
 SOURCES: dict[str, Source] = {
     TORCHVISION_VGG16: Source(
         "a torchvision VGG16 state dict (features.N.*, classifier.N.*)",
         torchvision_vgg.recognises,
+        _torchvision_vgg16,
+    ),
+    TORCHVISION_VGG16_BN: Source(
+        "a torchvision VGG16-BN state dict (features.N.* with BatchNorm running statistics, "
+        "classifier.N.*)",
+        torchvision_vgg.recognises_bn,
         _torchvision_vgg16,
     ),
     TORCHFCN: Source(
