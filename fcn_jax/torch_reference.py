@@ -21,9 +21,10 @@ from torch import nn
 from fcn_jax.models.backbones.vgg16 import (
     CONV_LAYERS,
     FC_LAYERS,
-    TORCHVISION_CONVS,
     VGG16_BLOCKS,
+    bn_name,
     scaled,
+    torchvision_convs,
 )
 from fcn_jax.models.fcn import crop_offsets, get_variant
 from fcn_jax.models.layers import bilinear_kernel
@@ -47,6 +48,9 @@ class TorchFCN(nn.Module):
         width: hidden channel multiplier (1.0 is the paper's network).
         streams: stream suffixes (``("color", "hha")``), one VGG16 trunk each, late fusion.
         heads: ``(suffix, n_class)`` per output (``(("sem", 33), ("geo", 3))``).
+        batch_norm: a ``BatchNorm2d`` after every 3x3 convolution, as torchvision's
+            ``vgg16_bn`` (``bn1_1`` ... ``bn5_3``, stream-suffixed; the convolutions keep their
+            biases): the FCN on the ``vgg16_bn`` backbone.
     """
 
     def __init__(
@@ -56,8 +60,10 @@ class TorchFCN(nn.Module):
         width: float = 1.0,
         streams: tuple[str, ...] = (),
         heads: tuple[tuple[str, int], ...] = (),
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.batch_norm = batch_norm
         self.spec = get_variant(variant)
         self.skips, self.upsamplers = self.spec.skip_names(), self.spec.upsamplers()
         self.offsets = crop_offsets(variant)
@@ -68,6 +74,8 @@ class TorchFCN(nn.Module):
                 out_ch = scaled(s.features, width)
                 conv = nn.Conv2d(in_ch, out_ch, s.kernel, padding=s.padding)
                 setattr(self, f"{s.name}{suffix}", conv)
+                if batch_norm and s not in FC_LAYERS:
+                    setattr(self, f"{bn_name(s.name)}{suffix}", nn.BatchNorm2d(out_ch))
                 in_ch = out_ch
         channels = {**pool_channels(width), "fc7": in_ch}
         for head, classes in self.heads or (("", n_class),):
@@ -84,11 +92,15 @@ class TorchFCN(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: NetSpec) -> TorchFCN:
-        """The reference of a (VGG16) :class:`~fcn_jax.models.NetSpec`'s network."""
-        if spec.backbone != "vgg16":
-            raise ValueError(f"TorchFCN mirrors the VGG16 FCNs, not a {spec.backbone} backbone")
+        """The reference of a (VGG16 or VGG16-BN) :class:`~fcn_jax.models.NetSpec`'s network."""
+        if spec.backbone not in ("vgg16", "vgg16_bn"):
+            raise ValueError(
+                f"TorchFCN mirrors the VGG16 and VGG16-BN FCNs, not a {spec.backbone} backbone"
+            )
         heads = spec.heads if len(spec.heads) > 1 else ()
-        return cls(spec.arch, spec.n_class, spec.width, spec.streams, heads)
+        return cls(
+            spec.arch, spec.n_class, spec.width, spec.streams, heads, batch_norm=spec.batch_norm
+        )
 
     def forward(
         self,
@@ -116,7 +128,10 @@ class TorchFCN(nn.Module):
         out = {}
         for i, block in enumerate(VGG16_BLOCKS, start=1):
             for s in block:
-                h = F.relu(getattr(self, f"{s.name}{suffix}")(h))
+                h = getattr(self, f"{s.name}{suffix}")(h)
+                if self.batch_norm:
+                    h = getattr(self, f"{bn_name(s.name)}{suffix}")(h)
+                h = F.relu(h)
             h = F.max_pool2d(h, 2, 2, ceil_mode=True)
             out[f"pool{i}"] = h
         for s in FC_LAYERS:
@@ -159,17 +174,28 @@ def random_state_dict(
     seed: int = 0,
     streams: tuple[str, ...] = (),
     heads: tuple[tuple[str, int], ...] = (),
+    batch_norm: bool = False,
 ) -> dict[str, torch.Tensor]:
     """A torchfcn-layout state dict with random weights in *every* layer.
 
     Score layers and upsampling kernels are random too (non-symmetric), unlike a fresh FCN whose
     zero score layers make every logit equal and would prove nothing about conversion. He-scaled
-    so activations keep their magnitude through the 15+ layers.
+    so activations keep their magnitude through the 15+ layers. With ``batch_norm``
+    (:class:`TorchFCN`'s option), every BatchNorm has random affine parameters and running
+    statistics (:func:`random_batch_norm`), not the defaults that make it the identity in eval.
     """
-    model = TorchFCN(variant, n_class, width, streams, heads)
+    model = TorchFCN(variant, n_class, width, streams, heads, batch_norm=batch_norm)
     gen = torch.Generator().manual_seed(seed)
     state = {}
+    norms = {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     for key, value in model.state_dict().items():
+        layer, leaf = key.rsplit(".", 1)
+        if layer in norms:
+            if leaf == "weight":  # the first of the layer's keys: draw them all
+                state |= {
+                    f"{layer}.{k}": v for k, v in random_batch_norm(value.shape[0], gen).items()
+                }
+            continue
         if key.endswith(".bias"):
             state[key] = (torch.rand(value.shape, generator=gen) - 0.5) * 0.2
             continue
@@ -183,15 +209,37 @@ def random_state_dict(
     return state
 
 
-def random_vgg16_state_dict(width: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_batch_norm(channels: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A ``BatchNorm2d``'s state dict entries (unprefixed), random but sane.
+
+    Scale in [0.5, 1.5], shift in [-0.2, 0.2], running mean ~ N(0, 0.5^2) and running variance
+    log-uniform in [e^-1, e^1]: far enough from the defaults (0 and 1) that eval-mode
+    normalisation shows every term, close enough that 13 of them in a row keep the activations'
+    magnitude. ``num_batches_tracked`` is 0, as conversion writes it (it is torch-only state).
+    """
+    return {
+        "weight": torch.rand(channels, generator=gen) + 0.5,
+        "bias": (torch.rand(channels, generator=gen) - 0.5) * 0.4,
+        "running_mean": torch.randn(channels, generator=gen) * 0.5,
+        "running_var": torch.exp(torch.rand(channels, generator=gen) * 2 - 1),
+        "num_batches_tracked": torch.tensor(0, dtype=torch.long),
+    }
+
+
+def random_vgg16_state_dict(
+    width: float = 1.0, seed: int = 0, batch_norm: bool = False
+) -> dict[str, torch.Tensor]:
     """A torchvision-layout VGG16 state dict (``features.N``, ``classifier.N``), He-random.
 
     Narrow widths keep the layout with fewer channels (classifier.0 takes 512w * 7 * 7 inputs).
+    With ``batch_norm``, torchvision's ``vgg16_bn`` layout: each conv's BatchNorm at the next
+    ``features`` index, with random statistics (:func:`random_batch_norm`).
     """
     gen = torch.Generator().manual_seed(seed)
     state = {}
     in_ch = 3
-    convs = dict(zip(TORCHVISION_CONVS.values(), TORCHVISION_CONVS.keys(), strict=True))
+    table = torchvision_convs(batch_norm)
+    convs = {name: prefix for prefix, name in table.items()}
     for s in CONV_LAYERS:
         out_ch = scaled(s.features, width)
         if s.name in convs:
@@ -202,34 +250,55 @@ def random_vgg16_state_dict(width: float = 1.0, seed: int = 0) -> dict[str, torc
         fan_in = int(np.prod(shape[1:]))
         state[f"{key}.weight"] = torch.randn(shape, generator=gen) * np.sqrt(2.0 / fan_in)
         state[f"{key}.bias"] = (torch.rand(out_ch, generator=gen) - 0.5) * 0.2
+        if batch_norm and s.name in convs:
+            bn = convs[bn_name(s.name)]
+            state |= {f"{bn}.{k}": v for k, v in random_batch_norm(out_ch, gen).items()}
         in_ch = out_ch
     state["classifier.6.weight"] = torch.randn((1000, in_ch), generator=gen) * np.sqrt(1.0 / in_ch)
     state["classifier.6.bias"] = torch.zeros(1000)
     return state
 
 
-def vgg16_fc7(state: Mapping[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The FCN trunk computed straight from a torchvision VGG16 state dict.
+def vgg16_fc7(
+    state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_norm: bool | None = None
+) -> dict[str, torch.Tensor]:
+    """The FCN trunk computed straight from a torchvision VGG16 (or VGG16-BN) state dict.
 
     The classifier runs as convolutions (classifier.0 viewed as a 7x7 conv, classifier.3 as 1x1),
     with the FCN's pad 100 on the first conv and ceil-mode pooling: the computation the converted
     Flax trunk must reproduce. Independent of the converter's name table and reshapes.
 
     Args:
-        state: torchvision VGG16 state dict.
+        state: torchvision ``vgg16`` or ``vgg16_bn`` state dict.
         x: [N, 3, H, W] preprocessed images.
+        batch_norm: whether it is ``vgg16_bn``'s (a BatchNorm at each conv's index + 1, run in
+            eval mode); by default, whether ``features.1`` holds a running mean.
 
     Returns:
         ``pool1`` ... ``pool5``, ``fc6``, ``fc7`` activations (eval mode: no dropout).
     """
+    if batch_norm is None:
+        batch_norm = "features.1.running_mean" in state
     out = {}
     h = x
     index = 0
     for i, block in enumerate(VGG16_BLOCKS, start=1):
         for s in block:
             key = f"features.{index}"
-            h = F.relu(F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], padding=s.padding))
-            index += 2  # conv, relu
+            h = F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], padding=s.padding)
+            if batch_norm:
+                bn = f"features.{index + 1}"
+                h = F.batch_norm(
+                    h,
+                    state[f"{bn}.running_mean"],
+                    state[f"{bn}.running_var"],
+                    state[f"{bn}.weight"],
+                    state[f"{bn}.bias"],
+                    training=False,
+                    eps=1e-5,
+                )
+            h = F.relu(h)
+            index += 3 if batch_norm else 2  # conv, (batch norm,) relu
         h = F.max_pool2d(h, 2, 2, ceil_mode=True)
         out[f"pool{i}"] = h
         index += 1  # pool

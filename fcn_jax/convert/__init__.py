@@ -71,11 +71,12 @@ def convert_torch_file(
     """Convert a PyTorch weights file, recognised by its keys.
 
     Args:
-        src: a torchvision VGG16 state dict, a torchfcn FCN checkpoint (bare state dict or a
-            dict with ``model_state_dict``), or a SpeedPaper FCN state dict (bare, or under
-            ``CustomNet`` in its ``.pkl``).
+        src: a torchvision VGG16 or VGG16-BN state dict, a torchfcn FCN checkpoint (bare state
+            dict or a dict with ``model_state_dict``; with ``bn*`` keys, on vgg16_bn), or a
+            SpeedPaper FCN state dict (bare, or under ``CustomNet`` in its ``.pkl``).
         arch: the network to build: an FCN variant (``fcn32s``, ``fcn16s``, ``fcn8s``,
-            ``fcn8s-atonce``), or ``speedpaper`` for a SpeedPaper checkpoint (only).
+            ``fcn8s-atonce``), or ``speedpaper`` (from a SpeedPaper checkpoint or a torchvision
+            VGG16-BN).
         n_class: class count; for an FCN checkpoint it must match the checkpoint's, for a
             VGG16 it sets the new score layers (21 by default).
         class_names: one per class; VOC's for 21 classes by default.
@@ -221,10 +222,11 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
     """Write a weights directory as ``{'model_state_dict': ..., 'arch': ...}`` (torchfcn layout).
 
     ``arch`` is torchfcn's class name (``FCN8s``, ...), which its trainer writes and
-    :func:`convert_torch_file` checks. Tensors are copied bit for bit.
+    :func:`convert_torch_file` checks. Tensors are copied bit for bit; a ``vgg16_bn`` network's
+    BatchNorms are written with their running statistics (``num_batches_tracked`` 0).
     """
     variables, metadata = load_weights(weights_dir, as_numpy=True)
-    state = flax_to_torchfcn(variables["params"])
+    state = flax_to_torchfcn(variables)
     return write_torchfcn_checkpoint(out, state, get_variant(metadata.arch).torch_name)
 
 
@@ -235,7 +237,7 @@ def torch_state_dict(variables: Mapping[str, PyTree], spec: NetSpec) -> dict[str
     """
     if spec.arch == SPEEDPAPER:
         return flax_to_speedpaper(variables)
-    return flax_to_torchfcn(variables["params"])
+    return flax_to_torchfcn(variables)
 
 
 def export_torch(weights_dir: str | Path, out: str | Path) -> Path:

@@ -3,9 +3,10 @@
 For an FCN source (torchfcn's, SpeedPaper's) the logits are compared, with a block-by-block
 table of intermediate maps so a mismatch points at its layer. SpeedPaper's FCN takes sides that
 are multiples of 32 only: its check image is centre-cropped to them (padded with the mean pixel
-where a side is under 32), and the report says so. For a torchvision VGG16 source the new score
-layers are zero (every logit equal, proving nothing), so the trunk is compared instead: fc7 of
-the VGG16 with its classifier run as convolutions against the Flax trunk's.
+where a side is under 32), and the report says so. For a torchvision VGG16 or VGG16-BN source
+the new score layers are zero (every logit equal, proving nothing), so the trunk is compared
+instead: fc7 of the VGG with its classifier run as convolutions (BatchNorm in eval mode) against
+the Flax trunk's.
 
 Both frameworks compute in full float32 (``jax_default_matmul_precision="highest"``, TF32 off in
 torch) so the comparison measures the conversion, not a GPU's reduced-precision matmuls.
@@ -23,7 +24,12 @@ import numpy as np
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.convert.speedpaper import NUM_BATCHES_TRACKED
 from fcn_jax.convert.torch_files import SPEEDPAPER as SPEEDPAPER_KIND
-from fcn_jax.convert.torch_files import TORCHVISION_VGG16, TorchWeights, import_torch_float32
+from fcn_jax.convert.torch_files import (
+    TORCHVISION_VGG16,
+    TORCHVISION_VGG16_BN,
+    TorchWeights,
+    import_torch_float32,
+)
 from fcn_jax.models import NetSpec
 from fcn_jax.models.spec import SPEEDPAPER
 from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
@@ -31,6 +37,8 @@ from fcn_jax.types import PyTree
 
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
 PARITY_TOLERANCE = 1e-4
+# ImageNet trunks whose FCN init is checked at fc7 (BatchNorm, if any, in eval mode).
+TORCHVISION_VGGS = (TORCHVISION_VGG16, TORCHVISION_VGG16_BN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +203,8 @@ def check_parity(
 
     ref: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        if source.kind == TORCHVISION_VGG16:
-            ref = vgg16_fc7(state, xs_torch[0])
+        if source.kind in TORCHVISION_VGGS:
+            ref = vgg16_fc7(state, xs_torch[0], batch_norm=source.kind == TORCHVISION_VGG16_BN)
             outputs = ("fc7",)
         else:
             net = torch_model(spec)
@@ -217,7 +225,7 @@ def check_parity(
     # The headline row: the output that differs most (relative to its scale).
     finals.sort(key=lambda d: d.rel)
     layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
-    if source.kind == TORCHVISION_VGG16:
+    if source.kind in TORCHVISION_VGGS:
         return ParityReport("fc7", layers, None, None, None, note=note)
     agree, confident, pixels = logit_agreement(
         [ours[k][0] for k in outputs], [ref_np[k][0] for k in outputs]

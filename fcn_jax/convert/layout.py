@@ -12,6 +12,9 @@ backbone's foreign checkpoints live with the backbone, e.g.
   A symmetric bilinear kernel hides the difference; a learned one does not.
 - torchvision's classifier: ``classifier.0`` [4096, 25088] is fc6 as a [4096, 512, 7, 7] conv
   (torch flattens pool5 channel-major), ``classifier.3`` [4096, 4096] is fc7 as 1x1.
+- vectors (biases, BatchNorm's affine parameters and running statistics) have no layout: they
+  are copied as they are, under torch's names (:data:`TORCH_LEAVES`). torch's BatchNorm also
+  keeps ``num_batches_tracked``, which nothing here uses (ignored on import, 0 on export).
 """
 
 from __future__ import annotations
@@ -58,26 +61,60 @@ def is_upsampling(layer: str) -> bool:
     return layer.startswith("upscore")
 
 
+# Flax leaf name -> torch's: conv kernels and BatchNorm scales are ``weight``; BatchNorm's
+# running statistics (the ``batch_stats`` collection) are buffers.
+TORCH_LEAVES = {
+    "kernel": "weight",
+    "bias": "bias",
+    "scale": "weight",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+NUM_BATCHES_TRACKED = "num_batches_tracked"  # torch-only BatchNorm buffer (int64 step count)
+
+
 def torch_key(path: tuple[str, ...]) -> str:
-    """Torchfcn state-dict key of a Flax param path, e.g. ('vgg16', 'conv1_1', 'kernel')."""
+    """Torchfcn state-dict key of a Flax variable path.
+
+    ``('vgg16', 'conv1_1', 'kernel')`` -> ``conv1_1.weight``; BatchNorm's
+    ``('vgg16_bn', 'bn1_1', 'scale')`` -> ``bn1_1.weight`` and, in ``batch_stats``,
+    ``(..., 'bn1_1', 'var')`` -> ``bn1_1.running_var``. A leading collection name is allowed.
+    """
     layer, leaf = path[-2], path[-1]
-    return f"{layer}.{'weight' if leaf == 'kernel' else 'bias'}"
+    if leaf not in TORCH_LEAVES:
+        raise ValueError(f"no torch name for the Flax variable {'/'.join(path)}")
+    return f"{layer}.{TORCH_LEAVES[leaf]}"
 
 
-def torchfcn_names(params: PyTree) -> dict[str, tuple[str, ...]]:
-    """Torchfcn key -> Flax param path, for every param of an FCN params tree."""
-    return {torch_key(path): path for path in traverse_util.flatten_dict(params)}
+def torchfcn_names(variables: PyTree) -> dict[str, tuple[str, ...]]:
+    """Torchfcn key -> Flax path, for every leaf of an FCN params tree or variables dict.
+
+    Given variables (``{"params": ..., "batch_stats": ...}``) the paths start with the
+    collection. torch's ``num_batches_tracked`` buffers have no Flax counterpart.
+    """
+    return {torch_key(path): path for path in traverse_util.flatten_dict(variables)}
 
 
 def to_flax(key: str, w: np.ndarray) -> np.ndarray:
-    """Convert one torchfcn tensor to the Flax layout of the param it maps to."""
-    if key.endswith(".bias"):
+    """Convert one torchfcn tensor to the Flax layout of the variable it maps to."""
+    if w.ndim <= 1:  # biases, BatchNorm's vectors
         return w
     return deconv_to_flax(w) if is_upsampling(key.split(".")[0]) else conv_to_flax(w)
 
 
 def to_torch(key: str, w: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_flax`."""
-    if key.endswith(".bias"):
+    if w.ndim <= 1:
         return np.ascontiguousarray(w)
     return deconv_to_torch(w) if is_upsampling(key.split(".")[0]) else conv_to_torch(w)
+
+
+def torch_shape(key: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of :func:`to_torch`'s result for a Flax array of ``flax_shape``.
+
+    Read off :func:`to_torch` applied to a tiny array whose axes have distinct sizes, so the
+    layouts stay written once and fc6's 400 MB kernel is not built to learn its shape.
+    """
+    probe = (2, 3, 5, 7, 11, 13)[: len(flax_shape)]
+    out = to_torch(key, np.empty(probe, np.float32)).shape
+    return tuple(flax_shape[probe.index(n)] for n in out)

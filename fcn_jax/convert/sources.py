@@ -13,9 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fcn_jax.convert import speedpaper, torchfcn, torchvision_vgg
-from fcn_jax.convert.torch_files import SPEEDPAPER, TORCHFCN, TORCHVISION_VGG16, TorchWeights
+from fcn_jax.convert.torch_files import (
+    SPEEDPAPER,
+    TORCHFCN,
+    TORCHVISION_VGG16,
+    TORCHVISION_VGG16_BN,
+    TorchWeights,
+)
 from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import VARIANTS, NetSpec
+from fcn_jax.models.spec import SPEEDPAPER as SPEEDPAPER_ARCH
 from fcn_jax.types import PyTree
 
 
@@ -53,14 +60,15 @@ class Source:
 
 
 def _torchfcn(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
-    params = torchfcn.torchfcn_to_flax(src, arch, n_class, options)
+    variables = torchfcn.torchfcn_to_variables(src, arch, n_class, options)
     spec, head_class_names = torchfcn.spec_for(torchfcn.read_structure(src), arch)
-    return Converted({"params": params}, spec, head_class_names)
+    return Converted(variables, spec, head_class_names)
 
 
 def _torchvision_vgg16(src: TorchWeights, arch: str, n_class: int | None, _: Mapping[str, str]):
-    params, spec = torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class)
-    return Converted({"params": params}, spec)
+    # VGG16 and VGG16-BN alike: the converter reads which from src.kind.
+    variables, spec = torchvision_vgg.vgg16_to_fcn(src, arch, 21 if n_class is None else n_class)
+    return Converted(variables, spec)
 
 
 def _speedpaper(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
@@ -74,6 +82,13 @@ SOURCES: dict[str, Source] = {
         torchvision_vgg.recognises,
         _torchvision_vgg16,
     ),
+    TORCHVISION_VGG16_BN: Source(
+        "a torchvision VGG16-BN state dict (features.N.* with BatchNorm running statistics, "
+        "classifier.N.*)",
+        torchvision_vgg.recognises_bn,
+        _torchvision_vgg16,
+        archs=(*VARIANTS, SPEEDPAPER_ARCH),  # SpeedPaper's FCN stands on vgg16_bn's features
+    ),
     TORCHFCN: Source(
         "a torchfcn FCN checkpoint (conv1_1.*, ..., score_fr.*)",
         torchfcn.recognises,
@@ -83,7 +98,7 @@ SOURCES: dict[str, Source] = {
         "a SpeedPaper FCN state dict (stage1.0.*, ..., conv_trans1.*, upsample_8x.*)",
         speedpaper.recognises,
         _speedpaper,
-        archs=(SPEEDPAPER,),
+        archs=(SPEEDPAPER_ARCH,),
     ),
 }
 

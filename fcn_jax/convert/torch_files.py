@@ -13,6 +13,7 @@ import numpy as np
 from fcn_jax.errors import FCNError, format_list
 
 TORCHVISION_VGG16 = "torchvision_vgg16"
+TORCHVISION_VGG16_BN = "torchvision_vgg16_bn"
 TORCHFCN = "torchfcn"
 SPEEDPAPER = "speedpaper"
 # SpeedPaper's second version saves {"CustomNet": state_dict} as <tag>_<epoch>e_<miou>.pkl.
@@ -51,7 +52,7 @@ class TorchWeights:
     Attributes:
         path: the file.
         kind: a key of :data:`fcn_jax.convert.sources.SOURCES` (``torchvision_vgg16``,
-            ``torchfcn``, ``speedpaper``, ...), recognised by the keys.
+            ``torchvision_vgg16_bn``, ``torchfcn``, ``speedpaper``), recognised by the keys.
         state: key -> array, exactly as stored (float32 for the known sources).
         arch: the checkpoint's own ``arch`` entry, if it has one.
     """

@@ -1,20 +1,27 @@
-"""torchfcn FCN checkpoints <-> Flax FCN params, every tensor copied (upsampling kernels too)."""
+"""torchfcn FCN checkpoints <-> Flax FCN variables, every tensor copied (upsampling kernels too).
+
+The layout extends to FCNs on the ``vgg16_bn`` backbone (what
+:class:`~fcn_jax.torch_reference.TorchFCN` saves with ``batch_norm=True``): torchfcn's keys plus
+``bn1_1.*`` ... ``bn5_3.*`` (``weight``, ``bias``, ``running_mean``, ``running_var``,
+``num_batches_tracked``), recognised by those keys.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 import numpy as np
 from flax import traverse_util
 
-from fcn_jax.convert.layout import to_flax, to_torch, torch_key
+from fcn_jax.convert.layout import NUM_BATCHES_TRACKED, to_flax, to_torch, torch_key, torch_shape
 from fcn_jax.convert.torch_files import TorchWeights
 from fcn_jax.data.siftflow import GEOMETRIC_CLASSES
 from fcn_jax.errors import FCNError
 from fcn_jax.models import VARIANTS, NetSpec, abstract_variables
 from fcn_jax.models.fcn import SINGLE_HEAD
-from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW
+from fcn_jax.preprocessing import CAFFE_VOC, NYUD_HHA, NYUD_RGB, SIFTFLOW, TORCHVISION
 from fcn_jax.resources import default_class_names
 from fcn_jax.strict import check_keys_and_shapes
 from fcn_jax.types import PyTree
@@ -64,6 +71,7 @@ class Structure:
         n_class: classes of the (first) output.
         width: channel multiplier, from the first conv.
         score_key: the key ``n_class`` was read from.
+        batch_norm: it has BatchNorm layers (``bn1_1.*`` ...): an FCN on ``vgg16_bn``.
     """
 
     streams: tuple[str, ...]
@@ -71,6 +79,16 @@ class Structure:
     n_class: int
     width: float
     score_key: str
+    batch_norm: bool = False
+
+
+# A VGG16-BN trunk's BatchNorm keys: bn1_1.weight, bn5_3color.running_var, ...
+_BN_KEY = re.compile(r"bn\d+_\d+[a-z]*\.")
+
+
+def has_batch_norm(keys: set[str]) -> bool:
+    """Whether torchfcn-layout keys include a VGG16-BN trunk's BatchNorms."""
+    return any(_BN_KEY.match(k) for k in keys)
 
 
 def _suffixes(keys: set[str], prefix: str) -> list[str]:
@@ -94,7 +112,14 @@ def read_structure(src: TorchWeights) -> Structure:
         heads = tuple((h, src.state[f"score_fr{h}.weight"].shape[0]) for h in ordered)
     score = f"score_fr{streams[0] if streams else (heads[0][0] if heads else '')}.weight"
     first_conv = f"conv1_1{streams[0] if streams else ''}.weight"
-    return Structure(streams, heads, src.state[score].shape[0], infer_width(src, first_conv), score)
+    return Structure(
+        streams,
+        heads,
+        src.state[score].shape[0],
+        infer_width(src, first_conv),
+        score,
+        has_batch_norm(keys),
+    )
 
 
 def _stream_order(suffix: str) -> tuple[bool, str]:
@@ -151,11 +176,23 @@ def torchfcn_to_flax(
     n_class: int | None = None,
     options: Mapping[str, str] = FLAG_OPTIONS,
 ) -> PyTree:
-    """Convert a torchfcn-layout checkpoint into Flax params of ``variant``.
+    """The params of :func:`torchfcn_to_variables` (a network with BatchNorm needs all of them)."""
+    return torchfcn_to_variables(src, variant, n_class, options)["params"]
 
-    Single-stream FCNs as torchfcn saves them, and the release's two-stream (``conv1_1color``,
+
+def torchfcn_to_variables(
+    src: TorchWeights,
+    variant: str,
+    n_class: int | None = None,
+    options: Mapping[str, str] = FLAG_OPTIONS,
+) -> dict[str, PyTree]:
+    """Convert a torchfcn-layout checkpoint into the Flax variables of ``variant``.
+
+    Single-stream FCNs as torchfcn saves them, the release's two-stream (``conv1_1color``,
     ``conv1_1hha``, ...) and two-head (``score_frsem``, ``score_frgeo``, ...) nets in the same
-    layout: the structure is read off the keys (:func:`read_structure`).
+    layout, and FCNs on ``vgg16_bn`` (``bn1_1.*`` ...: their affine parameters go to
+    ``params``, their running statistics to ``batch_stats``; ``num_batches_tracked`` is
+    ignored): the structure is read off the keys (:func:`read_structure`).
 
     Args:
         src: the checkpoint, ``kind == "torchfcn"``.
@@ -165,7 +202,8 @@ def torchfcn_to_flax(
             (:func:`check_fits`).
 
     Returns:
-        The Flax params (numpy arrays), every layer copied from the checkpoint.
+        ``{"params": ...}`` (plus ``"batch_stats"`` with BatchNorm), numpy arrays, every
+        tensor copied from the checkpoint.
 
     Raises:
         FCNError: arch entry, class count, keys or shapes disagree with ``variant``.
@@ -173,16 +211,17 @@ def torchfcn_to_flax(
     check_fits(src, variant, n_class, options)
     structure = read_structure(src)
     spec, _ = spec_for(structure, variant)
-    abstract = traverse_util.flatten_dict(abstract_variables(spec)["params"])
+    abstract = traverse_util.flatten_dict(abstract_variables(spec))
     expected = {
-        torch_key(path): _torch_shape(torch_key(path), leaf.shape)
-        for path, leaf in abstract.items()
+        torch_key(path): torch_shape(torch_key(path), leaf.shape) for path, leaf in abstract.items()
     }
-    what = f"an {variant} (width {structure.width:g}, {structure.n_class} classes)"
-    found = set(src.state)
-    if set(expected) != found:
-        what += f"; its keys look like {guess_variant(found)}"
-    check_keys_and_shapes(str(src.path), src.shapes(), expected, what)
+    what = f"an {variant} (width {structure.width:g}, {structure.n_class} classes"
+    what += ", vgg16_bn backbone)" if structure.batch_norm else ")"
+    # torch's BatchNorm step counters: no Flax counterpart, ignored.
+    shapes = {k: s for k, s in src.shapes().items() if not k.endswith(f".{NUM_BATCHES_TRACKED}")}
+    if set(expected) != set(shapes):
+        what += f"; its keys look like {guess_variant(set(shapes))}"
+    check_keys_and_shapes(str(src.path), shapes, expected, what)
     flat = {path: to_flax(torch_key(path), src.state[torch_key(path)]) for path in abstract}
     return traverse_util.unflatten_dict(flat)
 
@@ -191,13 +230,16 @@ def spec_for(structure: Structure, variant: str) -> tuple[NetSpec, tuple[tuple[s
     """The network a checkpoint of this structure converts into, with the release's inputs.
 
     The release's nets take Caffe inputs: VOC's mean by default, NYUDv2's for the RGB-HHA
-    streams (``color`` reads ``image``), SIFT Flow's for the semantic + geometric net.
+    streams (``color`` reads ``image``), SIFT Flow's for the semantic + geometric net. A net
+    with BatchNorm is on ``vgg16_bn``, whose only ImageNet weights are torchvision's: it takes
+    torchvision's input by default (``--preprocessing`` overrides any of these).
 
     Returns:
         (the spec, class names of its heads after the first: SIFT Flow's geometric classes
         for a 3-class ``geo`` head, ``class_<i>`` otherwise).
     """
-    common = dict(arch=variant, width=structure.width)
+    backbone = "vgg16_bn" if structure.batch_norm else "vgg16"
+    common = dict(arch=variant, width=structure.width, backbone=backbone)
     if structure.streams:
         inputs = tuple("image" if s == "color" else s for s in structure.streams)
         spec = NetSpec(
@@ -215,17 +257,28 @@ def spec_for(structure: Structure, variant: str) -> tuple[NetSpec, tuple[tuple[s
             for h, n in structure.heads[1:]
         )
         return spec, names
-    return NetSpec.single(n_class=structure.n_class, preprocessing=(CAFFE_VOC,), **common), ()
+    default = TORCHVISION if structure.batch_norm else CAFFE_VOC
+    return NetSpec.single(n_class=structure.n_class, preprocessing=(default,), **common), ()
 
 
-def flax_to_torchfcn(params: PyTree) -> dict[str, np.ndarray]:
-    """Flax FCN params -> torchfcn state dict (numpy), loadable strictly by torchfcn's classes."""
-    return {
+def flax_to_torchfcn(variables: PyTree) -> dict[str, np.ndarray]:
+    """Flax FCN variables -> torchfcn state dict (numpy), loadable strictly by torchfcn's classes.
+
+    Args:
+        variables: ``{"params": ..., "batch_stats": ...}``, or a bare params tree (a network
+            without BatchNorm).
+
+    Returns:
+        torchfcn key -> array in torch's layout. With BatchNorm, its running statistics too and
+        a ``num_batches_tracked`` of 0 (int64) per BatchNorm, which torch's strict loading
+        (:class:`~fcn_jax.torch_reference.TorchFCN` with ``batch_norm=True``) requires.
+    """
+    if "params" not in variables:  # a params tree: its top level is layer names
+        variables = {"params": variables}
+    state = {
         torch_key(path): to_torch(torch_key(path), np.asarray(leaf))
-        for path, leaf in traverse_util.flatten_dict(params).items()
+        for path, leaf in traverse_util.flatten_dict(variables).items()
     }
-
-
-def _torch_shape(key: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape the torch tensor of ``key`` must have for a Flax param of ``flax_shape``."""
-    return tuple(to_torch(key, np.empty(flax_shape, np.float32)).shape)
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        state[f"{key.rsplit('.', 1)[0]}.{NUM_BATCHES_TRACKED}"] = np.zeros((), np.int64)
+    return state
