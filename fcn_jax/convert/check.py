@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from fcn_jax.checkpoint import WeightsMetadata
-from fcn_jax.convert.speedpaper import NUM_BATCHES_TRACKED
+from fcn_jax.convert.speedpaper import NUM_BATCHES_TRACKED, flax_to_speedpaper, stage_of
 from fcn_jax.convert.torch_files import SPEEDPAPER as SPEEDPAPER_KIND
 from fcn_jax.convert.torch_files import (
     TORCHVISION_VGG16,
@@ -35,6 +35,7 @@ from fcn_jax.models.spec import SPEEDPAPER
 from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
 from fcn_jax.types import PyTree
 
+STAGES = ("s1", "s2", "s3", "s4", "s5")  # SpeedPaper's trunk outputs, as both models name them
 # Max |logit difference| allowed, relative to the largest |logit| of the reference (float32).
 PARITY_TOLERANCE = 1e-4
 # ImageNet trunks whose FCN init is checked at fc7 (BatchNorm, if any, in eval mode).
@@ -68,7 +69,8 @@ class ParityReport:
     """Outcome of :func:`check_parity`.
 
     Attributes:
-        compared: ``logits`` (FCN source) or ``fc7`` (VGG16 source).
+        compared: ``logits`` (FCN source), ``fc7`` (VGG16 source) or ``s5`` (VGG16-BN source
+            of SpeedPaper's FCN).
         layers: per-block differences, input to output; the last row is ``compared``.
         argmax_agreement: % of pixels with the same argmax class (logits only).
         confident_agreement: % agreement on pixels whose reference top-2 margin exceeds the
@@ -202,8 +204,23 @@ def check_parity(
     state = {k: torch.from_numpy(v) for k, v in source.state.items()}
 
     ref: dict[str, torch.Tensor] = {}
+    trunk_only = source.kind in TORCHVISION_VGGS  # the new head is zero / bilinear: no proof
     with torch.no_grad():
-        if source.kind in TORCHVISION_VGGS:
+        if trunk_only and spec.arch == SPEEDPAPER:
+            # vgg16_bn's features are SpeedPaper's stages (same indices); compare up to s5.
+            net = torch_model(spec)
+            head = flax_to_speedpaper(jax.device_get(variables))
+            head = {k: torch.from_numpy(v) for k, v in head.items() if not k.startswith("stage")}
+            stages = {
+                f"stage{stage_of(int(k.split('.')[1]))}.{k.removeprefix('features.')}": v
+                for k, v in state.items()
+                if k.startswith("features.")
+            }
+            net.load_state_dict(stages | head, strict=True)
+            net.eval()(xs_torch[0], intermediates=ref)
+            ref = {k: v for k, v in ref.items() if k in STAGES}
+            outputs = (STAGES[-1],)
+        elif trunk_only:
             ref = vgg16_fc7(state, xs_torch[0], batch_norm=source.kind == TORCHVISION_VGG16_BN)
             outputs = ("fc7",)
         else:
@@ -225,8 +242,8 @@ def check_parity(
     # The headline row: the output that differs most (relative to its scale).
     finals.sort(key=lambda d: d.rel)
     layers = (*(_diff(k, ours[k], ref_np[k]) for k in names), *finals)
-    if source.kind in TORCHVISION_VGGS:
-        return ParityReport("fc7", layers, None, None, None, note=note)
+    if trunk_only:
+        return ParityReport(outputs[0], layers, None, None, None, note=note)
     agree, confident, pixels = logit_agreement(
         [ours[k][0] for k in outputs], [ref_np[k][0] for k in outputs]
     )

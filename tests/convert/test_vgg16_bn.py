@@ -165,6 +165,27 @@ def test_vgg16_bn_initialises_every_variant(vgg_bn_file, rng):
     assert report.final.rel < 1e-5
 
 
+def test_vgg16_bn_initialises_speedpapers_fcn(vgg_bn_file, rng, tmp_path):
+    # SpeedPaper's stages are vgg16_bn's features: the same tensors, no classifier.
+    path, state = vgg_bn_file
+    variables, meta, source = convert_torch_file(path, "speedpaper", n_class=5)
+    assert meta.arch == "speedpaper" and meta.spec.learn_upsampling
+    trunk = variables["params"]["vgg16_bn"]
+    assert "fc6" not in trunk and set(variables["batch_stats"]["vgg16_bn"]) == {
+        bn_name(c) for c in CONVS
+    }
+    np.testing.assert_array_equal(
+        trunk["conv5_3"]["kernel"], conv_to_flax(state["features.40.weight"])
+    )
+    report = check_parity(source, variables, meta, random_image(rng, 70, 90))
+    assert report.compared == "s5" and report.passed, report.format()
+    assert [d.name for d in report.layers] == ["s1", "s2", "s3", "s4", "s5"]
+    assert "centre-cropped to 64x64" in report.note
+    torch.save(random_vgg16_state_dict(NARROW, seed=1), tmp_path / "vgg16.pth")
+    with pytest.raises(FCNError, match="stands on a VGG16-BN"):
+        convert_torch_file(tmp_path / "vgg16.pth", "speedpaper")
+
+
 def test_plain_vgg16_is_still_vgg16(tmp_path):
     torch.save(random_vgg16_state_dict(NARROW, seed=1), tmp_path / "vgg16.pth")
     variables, meta, source = convert_torch_file(tmp_path / "vgg16.pth", "fcn32s")
