@@ -182,7 +182,7 @@ def test_vgg16_bn_initialises_speedpapers_fcn(vgg_bn_file, rng, tmp_path):
     assert [d.name for d in report.layers] == ["s1", "s2", "s3", "s4", "s5"]
     assert "centre-cropped to 64x64" in report.note
     torch.save(random_vgg16_state_dict(NARROW, seed=1), tmp_path / "vgg16.pth")
-    with pytest.raises(FCNError, match="--arch must be one of fcn32s.* not speedpaper"):
+    with pytest.raises(FCNError, match=r"--arch must be one of fcn32s.* not speedpaper"):
         convert_torch_file(tmp_path / "vgg16.pth", "speedpaper")
 
 
