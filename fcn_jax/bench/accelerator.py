@@ -280,7 +280,7 @@ def _scaling(state: SuiteState, net: Network | None) -> None:
             state.scaling.append({"devices": n, "skipped": f"budget: ~{need:.0f} s needed"})
             continue
         try:
-            record = measure(n, case, net.params, o.n_class, 1, min(o.repeats, 5), o.seed)
+            record = measure(n, case, net.variables, o.n_class, 1, min(o.repeats, 5), o.seed)
         except BudgetExceeded:
             raise
         except Exception as e:

@@ -38,7 +38,7 @@ from fcn_jax.types import PyTree
 def measure(
     n: int,
     case: Case,
-    params: PyTree,
+    variables: PyTree,
     n_class: int,
     warmup: int,
     repeats: int,
@@ -51,7 +51,7 @@ def measure(
         return record
     dp = data_parallel("sharding", n)  # the training loop's layout over the first n devices
     global_case = dataclasses.replace(case, mode="train", batch=case.batch * n)
-    train_step, state = make_jax_train_step(params, global_case, n_class, seed)
+    train_step, state = make_jax_train_step(variables, global_case, n_class, seed)
     images, labels = make_inputs(global_case, n_class, seed)
     batch = dp.put_batch({"image": images, "label": labels})
     compiled = compile_train(train_step, dp.put_state(state), batch, case.dtype)
@@ -87,9 +87,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     case = Case(**json.loads(args.case))
     counts = [int(n) for n in args.devices.split(",")]
     spec = spec_from_config(train_config(case, args.n_class))
-    params = random_variables(spec, args.seed)["params"]  # the same for every device count
+    variables = random_variables(spec, args.seed)  # the same for every device count
     records = [
-        measure(n, case, params, args.n_class, args.warmup, args.repeats, args.seed) for n in counts
+        measure(n, case, variables, args.n_class, args.warmup, args.repeats, args.seed)
+        for n in counts
     ]
     device = jax.devices()[0]
     for r in records:

@@ -303,7 +303,7 @@ def train_step_parity(
     case = Case(variant, "train", *image.shape[:2], 1, "float32", width)
     config = train_config(case, n_class)
     config.learning_rate = PARITY_LEARNING_RATE
-    params = jax.device_get(net.params)
+    params = jax.device_get(net.variables["params"])
     tx = make_optimizer(config, params)
     spec = spec_from_config(config)
     train_step = make_steps(spec, tx, config.optim.loss, batch_size=1).train_step

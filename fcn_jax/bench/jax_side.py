@@ -55,7 +55,7 @@ def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
     """The jitted inference function on preprocessed images, compiled for this case."""
     spec = spec_from_config(train_config(case, net.n_class))
     x = (jax.device_put(CAFFE_VOC.apply(images)),)
-    variables = {"params": net.params}
+    variables = net.variables
     with jax_precision(case.dtype):
         start = time.perf_counter()
         compiled = jax.jit(spec.apply).lower(variables, x).compile()
@@ -69,7 +69,7 @@ def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
     return result
 
 
-def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> tuple:
+def make_jax_train_step(variables: PyTree, case: Case, n_class: int, seed: int) -> tuple:
     """The library's jitted train step and a fresh state (own buffers: the step donates them).
 
     Returns:
@@ -79,10 +79,10 @@ def make_jax_train_step(params: PyTree, case: Case, n_class: int, seed: int) -> 
     from fcn_jax.train.step import create_train_state, make_steps
 
     config = train_config(case, n_class)
-    tx = make_optimizer(config, params)
+    tx = make_optimizer(config, variables["params"])
     steps = make_steps(spec_from_config(config), tx, config.optim.loss, batch_size=case.batch)
     train_step = steps.train_step
-    state = create_train_state({"params": jax.tree.map(jnp.copy, params)}, tx, seed)
+    state = create_train_state(jax.tree.map(jnp.copy, variables), tx, seed)
     return train_step, state
 
 
@@ -118,7 +118,7 @@ def jax_train(
         labels: [B, H, W] int32, void 255.
         seed: the dropout keys' seed.
     """
-    train_step, state = make_jax_train_step(net.params, case, net.n_class, seed)
+    train_step, state = make_jax_train_step(net.variables, case, net.n_class, seed)
     batch = jax.device_put({"image": images, "label": labels})
     return compile_train(train_step, state, batch, case.dtype)
 

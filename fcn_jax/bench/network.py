@@ -31,14 +31,14 @@ class Network:
         variant: FCN variant.
         width_mult: hidden channel multiplier.
         n_class: classes.
-        params: Flax params on JAX's device.
+        variables: Flax variables (``{"params": ...}``) on JAX's device.
         torch_model: the :class:`~fcn_jax.torch_reference.TorchFCN` on torch's device (or None).
     """
 
     variant: str
     width_mult: float
     n_class: int
-    params: PyTree
+    variables: dict[str, PyTree]
     torch_model: Any
 
 
@@ -46,7 +46,8 @@ def build_network(
     variant: str, width_mult: float, n_class: int, seed: int, torch_device: str | None
 ) -> Network:
     """Random torchfcn weights in every layer, loaded by torch and converted to Flax."""
-    from fcn_jax.convert import TorchWeights, torchfcn_to_flax
+    from fcn_jax.convert import TorchWeights
+    from fcn_jax.convert.torchfcn import torchfcn_to_variables
     from fcn_jax.torch_reference import TorchFCN, random_state_dict
 
     state = random_state_dict(variant, n_class, width_mult, seed)
@@ -55,13 +56,13 @@ def build_network(
         "torchfcn",
         {k: v.numpy() for k, v in state.items()},
     )
-    params = jax.device_put(torchfcn_to_flax(source, variant, n_class))
+    variables = jax.device_put(torchfcn_to_variables(source, variant, n_class))
     model = None
     if torch_device is not None:
         model = TorchFCN(variant, n_class, width_mult)
         model.load_state_dict(state)
         model.to(torch_device)
-    return Network(variant, width_mult, n_class, params, model)
+    return Network(variant, width_mult, n_class, variables, model)
 
 
 def make_inputs(case: Case, n_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -416,7 +416,7 @@ def test_data_parallel_section_spans_the_hosts_devices(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_measure(n, case, params, n_class, warmup, repeats, seed):
+    def fake_measure(n, case, variables, n_class, warmup, repeats, seed):
         calls.append((n, case.batch, case.dtype, case.mode))
         return {"devices": n, "global_batch": n * case.batch, "step_ms": 10.0 * (1 + n / 10),
                 "step_ms_q1": 9.0, "step_ms_q3": 11.0, "images_per_s": 100.0 * n / (1 + n / 10),
