@@ -1,7 +1,7 @@
 """NetSpec: one description of a network; the backbone seam; both convolution implementations."""
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -29,7 +29,7 @@ def test_crop_offsets_are_derived_from_the_backbones_coordinate_maps():
     assert set(vgg.TAPS.values()) <= set(vgg.coord_maps())
     with pytest.raises(ValueError, match="vgg16"):
         get_backbone("resnet7")
-    assert set(BACKBONES) == {"vgg16"}
+    assert set(BACKBONES) == {"vgg16", "vgg16_bn"}
 
 
 @pytest.mark.parametrize(
@@ -134,6 +134,8 @@ class StubBackbone(nn.Module):
     dropout_rate: float = 0.0
     suffix: str = ""
     conv_impl: str = "xla"
+    freeze_bn: bool = False  # the protocol's BatchNorm attributes: no BatchNorm, ignored
+    bn_axis_name: Any = None
 
     @staticmethod
     def coord_maps() -> dict[str, CoordMap]:
