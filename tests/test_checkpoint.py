@@ -20,22 +20,25 @@ def metadata(arch="fcn16s", n_class=3, **kw):
     return metadata_for(arch, n_class, **kw)
 
 
-def random_params(meta, seed=0):
+def random_variables(meta, seed=0):
+    """{"params": ...} of ``meta``'s network, standard normal in every leaf."""
     abstract = abstract_variables(meta.spec)["params"]
     leaves, tree = jax.tree.flatten(abstract)
     rng = np.random.default_rng(seed)
-    return jax.tree.unflatten(
+    params = jax.tree.unflatten(
         tree, [rng.standard_normal(x.shape).astype(np.float32) for x in leaves]
     )
+    return {"params": params}
 
 
 def test_save_load_round_trip(tmp_path):
     meta = metadata()
-    params = random_params(meta)
-    save_weights(tmp_path / "w", params, meta)
+    variables = random_variables(meta)
+    save_weights(tmp_path / "w", variables, meta)
     loaded, meta2 = load_weights(tmp_path / "w")
     assert meta2 == meta
-    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    assert set(loaded) == {"params"}
+    jax.tree.map(np.testing.assert_array_equal, loaded, variables)
     raw, _ = load_weights(tmp_path / "w", as_numpy=True)
     assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(raw))
     assert load_metadata(tmp_path / "w").to_json()["preprocessing"]["mean"][0] == 104.00699
@@ -43,10 +46,10 @@ def test_save_load_round_trip(tmp_path):
 
 def test_latest_step_and_overwrite(tmp_path):
     meta = metadata()
-    save_weights(tmp_path / "w", random_params(meta, 0), meta)
+    save_weights(tmp_path / "w", random_variables(meta, 0), meta)
     with pytest.raises(FCNError, match="already exists"):
-        save_weights(tmp_path / "w", random_params(meta, 1), meta)
-    new = random_params(meta, 1)
+        save_weights(tmp_path / "w", random_variables(meta, 1), meta)
+    new = random_variables(meta, 1)
     save_weights(tmp_path / "w", new, meta, step=5, overwrite=True)
     loaded, _ = load_weights(tmp_path / "w")
     jax.tree.map(np.testing.assert_array_equal, loaded, new)
@@ -67,12 +70,12 @@ def test_bad_directories(tmp_path):
 
 def test_params_that_do_not_match_the_metadata(tmp_path):
     meta = metadata()
-    wrong = random_params(metadata(width=0.25))
+    wrong = random_variables(metadata(width=0.25))
     save_weights(tmp_path / "w", wrong, meta)
     with pytest.raises(FCNError) as e:
         load_weights(tmp_path / "w")
     msg = str(e.value)
-    assert "does not fit a fcn16s with n_class=3, width=0.125" in msg
+    assert "does not fit a fcn16s (vgg16) with n_class=3, width=0.125" in msg
     assert "shape mismatch in vgg16.conv1_1: vgg16.conv1_1.kernel is (3, 3, 3, 16)" in msg
     assert "needs (3, 3, 3, 8)" in msg
 
@@ -91,7 +94,7 @@ def test_metadata_validation():
 def test_a_step_folder_names_its_directory_and_step(tmp_path):
     # What a user browsing a training workdir passes: run/40 (or run/40/params), not run.
     meta = metadata()
-    save_weights(tmp_path / "run", random_params(meta), meta, step=40)
+    save_weights(tmp_path / "run", random_variables(meta), meta, step=40)
     expected = f"is step 40 of the weights directory {tmp_path / 'run'}"
     for path in (tmp_path / "run" / "40", tmp_path / "run" / "40" / "params"):
         with pytest.raises(FCNError, match=re.escape(expected)) as e:

@@ -160,10 +160,12 @@ def test_builds_its_train_state(name):
     from fcn_jax.train.step import create_train_state
 
     c = load_resolved(name)
-    params = abstract_variables(spec_from_config(c))["params"]
+    variables = abstract_variables(spec_from_config(c))
+    params = variables["params"]
     tx = make_optimizer(c, params, steps_per_epoch=100)
-    state = jax.eval_shape(lambda p: create_train_state(p, tx, c.seed), params)
+    state = jax.eval_shape(lambda v: create_train_state(v, tx, c.seed), variables)
     assert jax.tree.structure(state.params) == jax.tree.structure(params)
+    assert jax.tree.structure(state.variables) == jax.tree.structure(variables)
     assert int(np.prod(state.step.shape)) == 1
     # Paper configs start from weights; SpeedPaper's second version from scratch, as it does.
     assert bool(c.init.from_) != (name.startswith("synthetic") or name in FROM_SCRATCH)
@@ -278,7 +280,7 @@ def test_camvid_config_evaluates_stats_without_n_class(tmp_path):
     meta = metadata_for("fcn32s", 3, 0.0625, TORCHVISION, class_names=names)
     leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     params = jax.tree.unflatten(tree, [np.zeros(x.shape, np.float32) for x in leaves])
-    save_weights(tmp_path / "w", params, meta)
+    save_weights(tmp_path / "w", {"params": params}, meta)
     out = tmp_path / "m.json"
     args = data_args("camvid_fcn8s", root)
     r = run_script("eval.py", *args, "--weights", tmp_path / "w", "--out", out)

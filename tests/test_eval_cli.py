@@ -191,7 +191,7 @@ def smoke_weights(tmp_path_factory):
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
     )
-    return save_weights(tmp_path_factory.mktemp("smoke") / "w", params, meta)
+    return save_weights(tmp_path_factory.mktemp("smoke") / "w", {"params": params}, meta)
 
 
 def smoke_shapes():

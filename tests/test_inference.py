@@ -27,7 +27,7 @@ def weights_dir(tmp_path_factory):
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
     )
-    return save_weights(tmp_path_factory.mktemp("w") / "weights", params, meta)
+    return save_weights(tmp_path_factory.mktemp("w") / "weights", {"params": params}, meta)
 
 
 def test_palette_png_round_trip(tmp_path):
@@ -84,7 +84,7 @@ def test_predict_uses_the_metadata_palette(tmp_path, rng):
     params = jax.tree.unflatten(
         tree, [(0.05 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
     )
-    save_weights(tmp_path / "w", params, meta)
+    save_weights(tmp_path / "w", {"params": params}, meta)
     Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "x.png")
     predict_files(tmp_path / "w", tmp_path / "x.png", tmp_path / "out")
     with Image.open(tmp_path / "out" / "x.png") as im:
@@ -138,7 +138,7 @@ def test_predictor_matches_plain_forward(weights_dir, rng):
     logits, _ = predictor(image)
     model = predictor.metadata.spec.module()
     x = CAFFE_VOC.apply(image[None])
-    expected = model.apply({"params": predictor.params}, x)["out"][0]
+    expected = model.apply(predictor.variables, x)["out"][0]
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 

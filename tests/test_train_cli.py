@@ -15,7 +15,7 @@ import pytest
 from flax import traverse_util
 
 from fcn_jax.checkpoint import load_weights, save_weights
-from fcn_jax.models import random_params
+from fcn_jax.models import random_variables
 from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.train.snapshots import training_steps
 from tests.utils import REPO, device_env, metadata_for, run_script, write_list, write_voc_tree
@@ -29,8 +29,8 @@ run = run_script
 
 
 def final_params(workdir):
-    params, _ = load_weights(workdir, as_numpy=True)
-    return traverse_util.flatten_dict(params)
+    variables, _ = load_weights(workdir, as_numpy=True)
+    return traverse_util.flatten_dict(variables["params"])
 
 
 @pytest.mark.long
@@ -250,7 +250,7 @@ def test_bad_workdir_exits_2_before_any_work(case, tmp_path):
     weights = tmp_path / "parent" / "weights"
     if "weights" in case:  # a converted weights directory: step 0, params and metadata only
         meta = metadata_for("fcn8s", 5, 0.0625, CAFFE_VOC)
-        save_weights(weights, random_params(meta.spec), meta)
+        save_weights(weights, random_variables(meta.spec), meta)
     voc = [
         "--config",
         REPO / "configs/voc_fcn32s.py",

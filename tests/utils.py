@@ -350,8 +350,9 @@ def metadata_for(arch: str, n_class: int, width: float = NARROW, preprocessing=N
     return WeightsMetadata(spec=spec, **own)
 
 
-def random_weights(spec, seed: int = 0):
-    """Params of ``spec``'s network random in *every* layer, He-scaled; numpy, no torch.
+def random_weights(spec, seed: int = 0) -> dict:
+    """Variables ``{"params": ...}`` of ``spec``'s network (a VGG16 FCN: no BatchNorm, so no
+    other collection), random in *every* layer, He-scaled; numpy, no torch.
 
     As :func:`fcn_jax.torch_reference.random_state_dict` draws them: score layers and upsampling
     kernels random too (a fresh FCN's zero score layers make every logit equal), biases uniform
@@ -373,7 +374,7 @@ def random_weights(spec, seed: int = 0):
         *_, c_in, _ = leaf.shape  # [kh, kw, c_in, c_out]
         fan_in = 4 * c_in if path[-2].startswith("upscore") else int(np.prod(leaf.shape[:-1]))
         params[path] = (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    return traverse_util.unflatten_dict(params)
+    return {"params": traverse_util.unflatten_dict(params)}
 
 
 def save_random_weights(directory: Path, metadata, seed: int = 0) -> Path:

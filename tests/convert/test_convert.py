@@ -13,7 +13,7 @@ from fcn_jax.convert import convert_torch_file, export_torchfcn, read_torch_weig
 from fcn_jax.convert.check import check_parity
 from fcn_jax.convert.layout import conv_to_flax, conv_to_torch, deconv_to_flax, deconv_to_torch
 from fcn_jax.errors import FCNError
-from fcn_jax.models import VARIANTS, get_variant, random_params
+from fcn_jax.models import VARIANTS, get_variant, random_variables
 from fcn_jax.models.backbones.vgg16 import TORCHVISION_CONVS
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
 from fcn_jax.resources import voc_class_names
@@ -54,8 +54,8 @@ def test_torchfcn_round_trip_is_bitwise(tmp_path, variant, wrap):
 
     src = tmp_path / "in.pth"
     state = save_fcn(src, variant, n_class=7, wrap=wrap)
-    params, meta, _ = convert_torch_file(src, variant)
-    save_weights(tmp_path / "w", params, meta)
+    variables, meta, _ = convert_torch_file(src, variant)
+    save_weights(tmp_path / "w", variables, meta)
     out = export_torchfcn(tmp_path / "w", tmp_path / "out.pth")
     back = torch.load(out, weights_only=True)
     assert back["arch"] == get_variant(variant).torch_name
@@ -65,23 +65,23 @@ def test_torchfcn_round_trip_is_bitwise(tmp_path, variant, wrap):
     # The exported file converts again to the same params.
     again, meta2, _ = convert_torch_file(out, variant)
     assert meta2.n_class == 7 and meta2.width == NARROW
-    jax.tree.map(np.testing.assert_array_equal, again, params)
+    jax.tree.map(np.testing.assert_array_equal, again, variables)
 
 
 @pytest.mark.torch
 def test_torchfcn_metadata(tmp_path):
     src = tmp_path / "in.pth"
     save_fcn(src, "fcn16s")
-    params, meta, _ = convert_torch_file(src, "fcn16s")
+    variables, meta, _ = convert_torch_file(src, "fcn16s")
     assert (meta.arch, meta.n_class, meta.width, meta.source) == ("fcn16s", 21, NARROW, "torchfcn")
     assert meta.preprocessing == CAFFE_VOC
     assert meta.preprocessing.channel_order == "BGR" and meta.preprocessing.scale == 255
     assert meta.class_names == voc_class_names()
     assert len(meta.source_sha256) == 64
-    save_weights(tmp_path / "w", params, meta)
+    save_weights(tmp_path / "w", variables, meta)
     loaded, meta_loaded = load_weights(tmp_path / "w")
     assert meta_loaded == meta
-    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    jax.tree.map(np.testing.assert_array_equal, loaded, variables)
 
 
 @pytest.mark.torch
@@ -102,8 +102,8 @@ def narrow_sources(tmp_path_factory):
     out = {}
     for i, variant in enumerate(ALL):
         save_fcn(d / f"{variant}.pth", variant, seed=i)
-        params, meta, weights = convert_torch_file(d / f"{variant}.pth", variant)
-        out[variant] = (params, meta, weights)
+        variables, meta, weights = convert_torch_file(d / f"{variant}.pth", variant)
+        out[variant] = (variables, meta, weights)
     return out
 
 
@@ -116,8 +116,8 @@ def _sweep():
 @pytest.mark.torch
 @pytest.mark.parametrize(("variant", "height", "width"), _sweep())
 def test_narrow_parity_over_random_sizes(narrow_sources, variant, height, width, rng):
-    params, meta, weights = narrow_sources[variant]
-    report = check_parity(weights, params, meta, random_image(rng, height, width))
+    variables, meta, weights = narrow_sources[variant]
+    report = check_parity(weights, variables, meta, random_image(rng, height, width))
     assert report.passed, report.format()
     assert report.final.rel < 1e-4
     assert report.confident_agreement == 100.0
@@ -126,12 +126,13 @@ def test_narrow_parity_over_random_sizes(narrow_sources, variant, height, width,
 
 @pytest.mark.torch
 def test_check_fails_past_tolerance(narrow_sources, rng):
-    params, meta, weights = narrow_sources["fcn8s"]
+    variables, meta, weights = narrow_sources["fcn8s"]
+    params = variables["params"]
     broken = {
         **params,
         "score_fr": {**params["score_fr"], "bias": params["score_fr"]["bias"] + 1.0},
     }
-    report = check_parity(weights, broken, meta, random_image(rng, 20, 20))
+    report = check_parity(weights, {**variables, "params": broken}, meta, random_image(rng, 20, 20))
     assert not report.passed
     assert "FAIL" in report.format()
     # The block table points at the first broken layer: everything before it agrees.
@@ -147,7 +148,8 @@ def test_vgg16_conversion_narrow(tmp_path, rng):
 
     state = random_vgg16_state_dict(NARROW, seed=3)
     torch.save(state, tmp_path / "vgg.pth")
-    params, meta, weights = convert_torch_file(tmp_path / "vgg.pth", "fcn8s", n_class=5)
+    variables, meta, weights = convert_torch_file(tmp_path / "vgg.pth", "fcn8s", n_class=5)
+    params = variables["params"]
     assert weights.kind == "torchvision_vgg16"
     assert meta.preprocessing == TORCHVISION and meta.n_class == 5
     assert meta.class_names == tuple(f"class_{i}" for i in range(5))
@@ -156,7 +158,7 @@ def test_vgg16_conversion_narrow(tmp_path, rng):
         state["classifier.0.weight"].numpy().reshape(-1, 64, 7, 7)[7, 2],
     )
     assert not np.any(params["score_pool3"]["kernel"]) and not np.any(params["score_fr"]["bias"])
-    report = check_parity(weights, params, meta, random_image(rng, 30, 41))
+    report = check_parity(weights, variables, meta, random_image(rng, 30, 41))
     assert report.compared == "fc7" and report.passed, report.format()
 
 
@@ -176,7 +178,7 @@ def test_without_torch_a_pth_says_how_to_install_it(tmp_path, monkeypatch):
     ):
         convert_torch_file(tmp_path / "x.pth", "fcn8s")
     meta = metadata_for("fcn32s", 3, NARROW, CAFFE_VOC)
-    save_weights(tmp_path / "w", random_params(meta.spec), meta)
+    save_weights(tmp_path / "w", random_variables(meta.spec), meta)
     with pytest.raises(FCNError, match="PyTorch is needed"):
         export_torchfcn(tmp_path / "w", tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()

@@ -98,7 +98,7 @@ def test_convert_check_and_round_trip(tmp_path, variant, kind, rng):
     n_class = 40 if kind == "streams" else 33
     state = random_state_dict(variant, n_class, NARROW, seed=1, **kw)
     torch.save(state, tmp_path / "src.pth")
-    params, meta, source = convert_torch_file(tmp_path / "src.pth", variant)
+    variables, meta, source = convert_torch_file(tmp_path / "src.pth", variant)
     assert meta.n_class == n_class
     if kind == "streams":
         assert meta.streams == STREAMS and meta.inputs == ("image", "hha")
@@ -107,13 +107,13 @@ def test_convert_check_and_round_trip(tmp_path, variant, kind, rng):
         assert meta.spec.head_names == ("sem", "geo") and meta.preprocessing == SIFTFLOW
         assert meta.head_class_names == (("sky", "horizontal", "vertical"),)
         assert meta.spec.heads == HEADS
-    report = check_parity(source, params, meta, random_image(rng, 37, 29))
+    report = check_parity(source, variables, meta, random_image(rng, 37, 29))
     assert report.passed, report.format()
     assert report.confident_agreement == 100.0
-    save_weights(tmp_path / "w", params, meta)
+    save_weights(tmp_path / "w", variables, meta)
     loaded, meta2 = load_weights(tmp_path / "w")
     assert meta2 == meta
-    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    jax.tree.map(np.testing.assert_array_equal, loaded, variables)
     back = torch.load(export_torchfcn(tmp_path / "w", tmp_path / "back.pth"), weights_only=True)
     assert back["model_state_dict"].keys() == state.keys()
     assert all(torch.equal(back["model_state_dict"][k], v) for k, v in state.items())

@@ -59,13 +59,13 @@ def torchfcn_models():
 
 @pytest.fixture(scope="module", params=ALL)
 def converted(request, tmp_path_factory):
-    """(variant, torch state dict, converted params, metadata, source) at full width."""
+    """(variant, torch state dict, converted variables, metadata, source) at full width."""
     variant = request.param
     state = random_state_dict(variant, 21, 1.0, seed=ALL.index(variant))
     path = tmp_path_factory.mktemp(variant) / f"{variant}.pth"
     torch.save({"model_state_dict": state, "arch": get_variant(variant).torch_name}, path)
-    params, meta, source = convert_torch_file(path, variant)
-    return variant, state, params, meta, source
+    variables, meta, source = convert_torch_file(path, variant)
+    return variant, state, variables, meta, source
 
 
 def test_torch_reference_matches_torchfcn(converted, torchfcn_models, rng):
@@ -84,8 +84,8 @@ def test_torch_reference_matches_torchfcn(converted, torchfcn_models, rng):
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
 def test_flax_matches_torch_full_width(converted, height, width, rng):
-    variant, _, params, meta, source = converted
-    report = check_parity(source, params, meta, random_image(rng, height, width))
+    variant, _, variables, meta, source = converted
+    report = check_parity(source, variables, meta, random_image(rng, height, width))
     print(f"\n{variant} {height}x{width}\n{report.format()}")
     assert report.final.rel <= PARITY_TOLERANCE, report.format()
     assert report.confident_agreement == 100.0, report.format()
@@ -95,9 +95,9 @@ def test_flax_matches_torch_full_width(converted, height, width, rng):
 def test_voc_sample_through_full_width_fcn8s(tmp_path):
     state = random_state_dict("fcn8s", 21, 1.0, seed=7)
     torch.save(state, tmp_path / "fcn8s.pth")
-    params, meta, source = convert_torch_file(tmp_path / "fcn8s.pth", "fcn8s")
+    variables, meta, source = convert_torch_file(tmp_path / "fcn8s.pth", "fcn8s")
     image = read_image(VOC_SAMPLE_IMAGE)
-    report = check_parity(source, params, meta, image)
+    report = check_parity(source, variables, meta, image)
     print(f"\nVOC sample {image.shape}\n{report.format()}")
     assert report.final.shape == (1, *image.shape[:2], 21)
     assert report.passed, report.format()
@@ -105,9 +105,9 @@ def test_voc_sample_through_full_width_fcn8s(tmp_path):
 
 def test_vgg16_trunk_full_width(tmp_path, rng):
     torch.save(random_vgg16_state_dict(1.0, seed=11), tmp_path / "vgg16.pth")
-    params, meta, source = convert_torch_file(tmp_path / "vgg16.pth", "fcn32s")
+    variables, meta, source = convert_torch_file(tmp_path / "vgg16.pth", "fcn32s")
     assert meta.width == 1.0 and meta.preprocessing.name == "torchvision"
-    report = check_parity(source, params, meta, random_image(rng, 48, 37))
+    report = check_parity(source, variables, meta, random_image(rng, 48, 37))
     print(f"\nVGG16 trunk\n{report.format()}")
     assert report.compared == "fc7" and report.final.shape == (1, 2, 2, 4096)
     assert report.passed, report.format()
@@ -126,8 +126,8 @@ def test_bilinear_init_matches_torchfcn(torchfcn_models):
 
 def test_export_loads_strictly_into_torchfcn(converted, torchfcn_models):
     # The state dict --to-torch writes (its file path is tested at narrow width) fits torchfcn.
-    variant, state, params, *_ = converted
-    exported = {k: torch.from_numpy(v) for k, v in flax_to_torchfcn(params).items()}
+    variant, state, variables, *_ = converted
+    exported = {k: torch.from_numpy(v) for k, v in flax_to_torchfcn(variables["params"]).items()}
     model = torchfcn_models[variant](n_class=21)
     model.load_state_dict(exported, strict=True)
     for k, v in model.state_dict().items():
@@ -144,11 +144,11 @@ def test_export_loads_strictly_into_torchfcn(converted, torchfcn_models):
 def test_two_stream_and_two_head_full_width(tmp_path, rng, kind, structure, n_class):
     state = random_state_dict("fcn16s", n_class, 1.0, seed=5, **structure)
     torch.save(state, tmp_path / "net.pth")
-    params, meta, source = convert_torch_file(tmp_path / "net.pth", "fcn16s")
+    variables, meta, source = convert_torch_file(tmp_path / "net.pth", "fcn16s")
     assert (meta.streams, meta.spec.heads) == (
         structure.get("streams", ()),
         structure.get("heads", (("out", n_class),)),
     )
-    report = check_parity(source, params, meta, random_image(rng, 56, 41))
+    report = check_parity(source, variables, meta, random_image(rng, 56, 41))
     print(f"\n{kind} FCN-16s 56x41\n{report.format()}")
     assert report.final.rel <= PARITY_TOLERANCE and report.passed, report.format()

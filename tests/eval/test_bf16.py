@@ -21,12 +21,12 @@ def test_bf16_eval_of_float32_weights_stays_within_tolerance(tmp_path):
     write_voc_tree(tmp_path, SIZES, split="seg11valid")
     # Random in every layer, as a converted torchfcn FCN-8s would be (float32, Caffe VOC input).
     metadata = metadata_for("fcn8s", 21, NARROW, CAFFE_VOC, class_names=voc_class_names())
-    params = random_weights(metadata.spec, seed=5)
+    variables = random_weights(metadata.spec, seed=5)
     config = base()
     config.data.root = str(tmp_path)
     dataset = make_dataset(config, "seg11valid")
-    f32 = evaluate(params, metadata, dataset, progress=False)
-    bf16 = evaluate(params, metadata, dataset, progress=False, dtype="bfloat16")
+    f32 = evaluate(variables, metadata, dataset, progress=False)
+    bf16 = evaluate(variables, metadata, dataset, progress=False, dtype="bfloat16")
     a, b = f32.metrics[""], bf16.metrics[""]
     print(f"mean IU float32 {a.mean_iou:.5f} bfloat16 {b.mean_iou:.5f}")
     assert abs(a.mean_iou - b.mean_iou) <= BF16_MIOU_TOLERANCE
@@ -35,7 +35,7 @@ def test_bf16_eval_of_float32_weights_stays_within_tolerance(tmp_path):
     image = dataset[0]["image"][None]
     logits = {
         dtype: np.asarray(
-            metadata.spec.replace(dtype=dtype).logits({"params": params}, {"image": image})["out"],
+            metadata.spec.replace(dtype=dtype).logits(variables, {"image": image})["out"],
             np.float32,
         )
         for dtype in ("float32", "bfloat16")

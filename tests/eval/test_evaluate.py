@@ -25,28 +25,30 @@ from tests.utils import METRIC_KEYS, NARROW, REPO, device_env, metadata_for
 N_CLASS = 4
 
 
-def random_params(meta, seed=0, scale=0.05):
+def random_variables(meta, seed=0, scale=0.05):
+    """{"params": ...} of ``meta``'s network, normal with standard deviation ``scale``."""
     leaves, tree = jax.tree.flatten(abstract_variables(meta.spec)["params"])
     rng = np.random.default_rng(seed)
-    return jax.tree.unflatten(
+    params = jax.tree.unflatten(
         tree, [(scale * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]
     )
+    return {"params": params}
 
 
 @pytest.fixture(scope="module")
 def setup():
     meta = metadata_for("fcn16s", N_CLASS, NARROW, CAFFE_VOC, class_names=("bg", "a", "b", "c"))
     dataset = SyntheticSegmentation("val", N_CLASS, num_images=6, min_size=20, max_size=30)
-    return meta, random_params(meta), dataset
+    return meta, random_variables(meta), dataset
 
 
-def reference_confusion(meta, params, dataset):
+def reference_confusion(meta, variables, dataset):
     """Image by image, through the plain jitted forward and numpy: independent of evaluate()."""
     forward = jax.jit(meta.spec.module().apply)
     hist = np.zeros((N_CLASS, N_CLASS), np.int64)
     for i in range(len(dataset)):
         r = dataset[i]
-        logits = forward({"params": params}, CAFFE_VOC.apply(r["image"][None]))["out"]
+        logits = forward(variables, CAFFE_VOC.apply(r["image"][None]))["out"]
         pred = np.asarray(logits[0]).argmax(-1)
         keep = r["label"] < N_CLASS
         np.add.at(hist, (r["label"][keep], pred[keep]), 1)
@@ -54,10 +56,10 @@ def reference_confusion(meta, params, dataset):
 
 
 def test_whole_image_evaluation_matches_reference(setup):
-    meta, params, dataset = setup
-    result = evaluate(params, meta, dataset, progress=False)
+    meta, variables, dataset = setup
+    result = evaluate(variables, meta, dataset, progress=False)
     np.testing.assert_array_equal(
-        result.metrics[""].confusion, reference_confusion(meta, params, dataset)
+        result.metrics[""].confusion, reference_confusion(meta, variables, dataset)
     )
     assert result.n_images == 6
     shapes = {dataset[i]["label"].shape for i in range(len(dataset))}
@@ -70,9 +72,9 @@ def test_whole_image_evaluation_matches_reference(setup):
 
 
 def test_bucketed_evaluation_counts_every_pixel_once(setup):
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     result = evaluate(
-        params, meta, dataset, bucket=True, batch_size=4, buckets=(16, 24, 32), progress=False
+        variables, meta, dataset, bucket=True, batch_size=4, buckets=(16, 24, 32), progress=False
     )
     labels = [dataset[i]["label"] for i in range(len(dataset))]
     assert result.metrics[""].confusion.sum() == sum(int((lab < N_CLASS).sum()) for lab in labels)
@@ -86,8 +88,8 @@ def test_bucketed_evaluation_counts_every_pixel_once(setup):
 
 @pytest.mark.torch
 def test_against_torch(setup):
-    meta, params, dataset = setup
-    result = evaluate(params, meta, dataset, against_torch=True, progress=False)
+    meta, variables, dataset = setup
+    result = evaluate(variables, meta, dataset, against_torch=True, progress=False)
     assert result.torch is not None and result.torch_agrees
     assert result.torch_miou_diff <= 1e-3
     assert result.pixel_agreement > 0.999
@@ -97,19 +99,19 @@ def test_against_torch(setup):
 
 
 def test_against_torch_without_torch_says_how_to_install_it(setup, monkeypatch):
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
     with pytest.raises(
         FCNError, match=r"PyTorch is needed for this: pip install 'fcn-jax\[torch\]'"
     ):
-        evaluate(params, meta, dataset, against_torch=True, progress=False)
+        evaluate(variables, meta, dataset, against_torch=True, progress=False)
 
 
 def test_class_count_mismatch(setup):
-    meta, params, _ = setup
+    meta, variables, _ = setup
     other = SyntheticSegmentation("val", 7, num_images=2)
     with pytest.raises(FCNError, match=r"predict 4 classes but .* has 7"):
-        evaluate(params, meta, other, progress=False)
+        evaluate(variables, meta, other, progress=False)
 
 
 def test_config_and_weights_preprocessing_disagree_loudly(capsys):
@@ -187,9 +189,9 @@ def test_eval_options_refused(key, value, message):
 
 
 def test_batches_count_the_steps(setup):
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     result = evaluate(
-        params, meta, dataset, bucket=True, batch_size=2, buckets=(32,), progress=False
+        variables, meta, dataset, bucket=True, batch_size=2, buckets=(32,), progress=False
     )
     assert result.batches == 3 and result.to_json()["batches"] == 3
     assert "6 images in 3 batch(es)" in result.format()
@@ -200,17 +202,17 @@ import json, jax, numpy as np
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.evaluate import evaluate
-from tests.eval.test_evaluate import random_params
+from tests.eval.test_evaluate import random_variables
 from tests.utils import metadata_for
 meta = metadata_for("fcn16s", 4, 0.125, class_names=("bg", "a", "b", "c"))
-params = random_params(meta)
+variables = random_variables(meta)
 data = SyntheticSegmentation("val", 4, num_images=6, min_size=20, max_size=30)
 try:
-    evaluate(params, meta, data, bucket=True, batch_size=6, buckets=(32,), progress=False)
+    evaluate(variables, meta, data, bucket=True, batch_size=6, buckets=(32,), progress=False)
     error = None
 except FCNError as e:
     error = str(e)
-r = evaluate(params, meta, data, bucket=True, batch_size=4, buckets=(32,), progress=False)
+r = evaluate(variables, meta, data, bucket=True, batch_size=4, buckets=(32,), progress=False)
 print(json.dumps({"devices": jax.local_device_count(), "error": error,
                   "confusion": r.metrics[""].confusion.tolist(), "n": r.n_images}))
 """
@@ -218,9 +220,9 @@ print(json.dumps({"devices": jax.local_device_count(), "error": error,
 
 def test_four_devices_equal_one_device(setup):
     # 6 images, global batch 4 over 4 devices: the last batch holds 2 real + 2 void examples.
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     single = evaluate(
-        params, meta, dataset, bucket=True, batch_size=4, buckets=(32,), progress=False
+        variables, meta, dataset, bucket=True, batch_size=4, buckets=(32,), progress=False
     )
     env = device_env(4)
     run = subprocess.run(

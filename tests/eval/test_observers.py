@@ -14,7 +14,7 @@ from fcn_jax.eval.metrics import compute_metrics
 from fcn_jax.eval.observers import ImageScore, PerImageMetrics
 from fcn_jax.models import NetSpec
 from fcn_jax.preprocessing import CAFFE_VOC
-from tests.eval.test_evaluate import N_CLASS, random_params, reference_confusion
+from tests.eval.test_evaluate import N_CLASS, random_variables, reference_confusion
 from tests.utils import NARROW, metadata_for
 
 
@@ -22,7 +22,7 @@ from tests.utils import NARROW, metadata_for
 def setup():
     meta = metadata_for("fcn16s", N_CLASS, NARROW, CAFFE_VOC, class_names=("bg", "a", "b", "c"))
     dataset = SyntheticSegmentation("val", N_CLASS, num_images=6, min_size=20, max_size=30)
-    return meta, random_params(meta), dataset
+    return meta, random_variables(meta), dataset
 
 
 class Recorder:
@@ -56,10 +56,10 @@ def scores_of(label: np.ndarray, pred: np.ndarray, n: int) -> tuple[float, float
 
 
 def test_per_image_metrics_of_whole_images(setup):
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     per_image = PerImageMetrics.for_network(meta)
     recorder = Recorder()
-    result = evaluate(params, meta, dataset, progress=False, observers=[per_image, recorder])
+    result = evaluate(variables, meta, dataset, progress=False, observers=[per_image, recorder])
     scores = per_image.result()
     assert list(scores) == [""]  # keyed like result.metrics
     assert [s.id for s in scores[""]] == dataset.ids
@@ -69,17 +69,17 @@ def test_per_image_metrics_of_whole_images(setup):
         np.testing.assert_allclose((score.pixel_acc, score.mean_iou), expected, rtol=1e-12)
     # The observers changed nothing: the split's confusion is the independent reference's.
     np.testing.assert_array_equal(
-        result.metrics[""].confusion, reference_confusion(meta, params, dataset)
+        result.metrics[""].confusion, reference_confusion(meta, variables, dataset)
     )
     json.dumps([s.to_json() for s in scores[""]], allow_nan=False)
 
 
 def test_per_image_metrics_skip_padding_of_buckets(setup):
     # 6 images in batches of 4: the last batch holds 2 void examples, every batch void pixels.
-    meta, params, dataset = setup
+    meta, variables, dataset = setup
     per_image, recorder = PerImageMetrics.for_network(meta), Recorder()
     evaluate(
-        params,
+        variables,
         meta,
         dataset,
         bucket=True,

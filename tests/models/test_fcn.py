@@ -17,7 +17,7 @@ from fcn_jax.models import (
     init_variables,
     initial_head_params,
     predict_fn,
-    random_params,
+    random_variables,
 )
 from fcn_jax.models.layers import bilinear_kernel
 from tests.utils import NARROW
@@ -141,7 +141,9 @@ def test_init_zero_scores_and_bilinear_upsampling(narrow_fcn8s):
     head = initial_head_params(net, abstract_params(net))
     jax.tree.map(np.testing.assert_array_equal, head, {k: params[k] for k in head})
     # Timing's params: the init's shapes, the same head, a He-normal trunk (no init run).
-    timed = random_params(net, seed=1)
+    timed = random_variables(net, seed=1)
+    assert set(timed) == {"params"}  # no BatchNorm: no other collection
+    timed = timed["params"]
     assert jax.tree.structure(timed) == jax.tree.structure(params)
     jax.tree.map(assert_same_shape_dtype, timed, params)
     jax.tree.map(np.testing.assert_array_equal, head, {k: timed[k] for k in head})

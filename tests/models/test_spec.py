@@ -1,7 +1,7 @@
 """NetSpec: one description of a network; the backbone seam; both convolution implementations."""
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -29,7 +29,7 @@ def test_crop_offsets_are_derived_from_the_backbones_coordinate_maps():
     assert set(vgg.TAPS.values()) <= set(vgg.coord_maps())
     with pytest.raises(ValueError, match="vgg16"):
         get_backbone("resnet7")
-    assert set(BACKBONES) == {"vgg16"}
+    assert set(BACKBONES) == {"vgg16", "vgg16_bn"}
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_xla_and_gemm_convolutions_give_the_same_values_and_gradients():
     # The whole narrow FCN-8s through both implementations, on the CPU, where "auto" is gemm.
     xla = NetSpec.single("fcn8s", 4, width=NARROW, conv_impl="xla")
     gemm = xla.replace(conv_impl="gemm")
-    params = jax.tree.map(jnp.asarray, random_weights(xla, seed=4))
+    params = jax.tree.map(jnp.asarray, random_weights(xla, seed=4)["params"])
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (2, 21, 27, 3), dtype=np.uint8)}
     labels = jnp.asarray(rng.integers(0, 4, (2, 21, 27)))
@@ -111,11 +111,11 @@ def test_xla_and_gemm_convolutions_give_the_same_values_and_gradients():
 def test_a_weights_directory_written_before_netspec_loads_and_predicts_the_same():
     # Written by convert_torch_weights.py at c86a5c1 (fcn8s, 3 classes, width 1/32): no
     # ``backbone`` key in its metadata; its logits were recorded by that version.
-    params, meta = load_weights(FIXTURES / "weights_pre_netspec")
+    variables, meta = load_weights(FIXTURES / "weights_pre_netspec")
     assert meta.spec == NetSpec.single("fcn8s", 3, width=0.03125, preprocessing=(CAFFE_VOC,))
     assert meta.source == "torchfcn" and meta.class_names == ("class_0", "class_1", "class_2")
     recorded = np.load(FIXTURES / "weights_pre_netspec_logits.npz")
-    logits = predict_fn(meta.spec)({"params": params}, {"image": recorded["image"]})["out"]
+    logits = predict_fn(meta.spec)(variables, {"image": recorded["image"]})["out"]
     scale = np.abs(recorded["logits"]).max()
     np.testing.assert_allclose(np.asarray(logits), recorded["logits"], atol=1e-5 * scale, rtol=0)
 
@@ -134,6 +134,8 @@ class StubBackbone(nn.Module):
     dropout_rate: float = 0.0
     suffix: str = ""
     conv_impl: str = "xla"
+    freeze_bn: bool = False  # the protocol's BatchNorm attributes: no BatchNorm, ignored
+    bn_axis_name: Any = None
 
     @staticmethod
     def coord_maps() -> dict[str, CoordMap]:

@@ -18,7 +18,7 @@ from fcn_jax.checkpoint import load_weights
 from fcn_jax.cli import enable_compilation_cache
 from fcn_jax.configs import load_config_file, spec_from_config
 from fcn_jax.train.loop import train_and_evaluate
-from fcn_jax.train.setup import initial_params
+from fcn_jax.train.setup import initial_variables
 
 REPO = Path(__file__).resolve().parents[2]
 # (loss, optimiser overrides): plain SGD, because Adam would hide a gradient off by a constant
@@ -69,10 +69,12 @@ def main(case: str, workdir: str) -> None:
     for name, overrides in CASES[case]:
         c = config({**loss, **overrides})
         summary = train_and_evaluate(c, Path(workdir) / name, progress=False)
-        params = traverse_util.flatten_dict(load_weights(Path(workdir) / name, as_numpy=True)[0])
+        variables, _ = load_weights(Path(workdir) / name, as_numpy=True)
+        params = traverse_util.flatten_dict(variables["params"])
         if reference is None:
             reference = params
-            start = traverse_util.flatten_dict(initial_params(c, spec_from_config(c))[0])
+            initial, _, _ = initial_variables(c, spec_from_config(c))
+            start = traverse_util.flatten_dict(initial["params"])
         out[name] = {
             "devices": summary["devices"],
             "parallel": summary["parallel"],

@@ -29,8 +29,8 @@ def test_bf16_training_learns_with_float32_state(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [row["train/loss"] for row in log if "train/loss" in row]
     assert losses[-1] < 0.7 * losses[0], losses
-    params, _ = load_weights(tmp_path, as_numpy=True)
-    assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
+    variables, _ = load_weights(tmp_path, as_numpy=True)
+    assert {x.dtype for x in jax.tree.leaves(variables["params"])} == {np.dtype(np.float32)}
     # The optimiser state as stored (Adam's moments float32, its count int32).
     stored = ocp.StandardCheckpointer().metadata(tmp_path / "80" / "train").item_metadata
     dtypes = {np.dtype(leaf.dtype) for leaf in jax.tree.leaves(stored["opt_state"])}

@@ -142,7 +142,7 @@ def test_two_processes_of_two_devices_train_like_one_of_four(tmp_path):
     assert reference["devices"] == 4 and reference["processes"] == 1
     for key, value in summary["eval"].items():
         assert value == pytest.approx(reference["eval"][key], abs=1e-6), key
-    a = traverse_util.flatten_dict(load_weights(tmp_path / "two", as_numpy=True)[0])
-    b = traverse_util.flatten_dict(load_weights(tmp_path / "one", as_numpy=True)[0])
+    a = traverse_util.flatten_dict(load_weights(tmp_path / "two", as_numpy=True)[0]["params"])
+    b = traverse_util.flatten_dict(load_weights(tmp_path / "one", as_numpy=True)[0]["params"])
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg="/".join(key))

@@ -117,8 +117,8 @@ def accumulation(data, params0):
         big_step = make_steps(spec, tx, loss, batch_size=4).train_step
         steps = make_steps(spec, tx, loss, batch_size=1, accum_steps=4)
         accumulate, apply_accumulated = steps.accumulate, steps.apply_accumulated
-        big = create_train_state(copy(params0), tx, seed=7)
-        small = create_train_state(copy(params0), tx, seed=7)
+        big = create_train_state({"params": copy(params0)}, tx, seed=7)
+        small = create_train_state({"params": copy(params0)}, tx, seed=7)
         big_metrics, small_metrics = [], []
         for _ in range(2):
             big, m = big_step(big, batch)
@@ -128,7 +128,7 @@ def accumulation(data, params0):
             acc = None
             if loss == "sum":  # (a fresh one each step: accumulate donates it)
                 acc = Accumulator(
-                    jax.tree.map(jnp.zeros_like, params0), jnp.zeros(()), jnp.zeros(())
+                    jax.tree.map(jnp.zeros_like, params0), jnp.zeros(()), jnp.zeros(()), {}
                 )
             for micro in range(4):
                 one = {k: v[micro : micro + 1] for k, v in batch.items()}
@@ -192,7 +192,7 @@ def adam(data, params0):
     train_step, traces = steps.train_step, steps.traces
 
     def run(seed: int, steps: int, batch: dict):
-        state = create_train_state(copy(params0), tx, seed)
+        state = create_train_state({"params": copy(params0)}, tx, seed)
         metrics = []
         for _ in range(steps):
             state, m = train_step(state, batch)
