@@ -236,6 +236,12 @@ class FCN(nn.Module):
         height, width = inputs[0].shape[1:3]
         maps: dict[str, Array] = {}  # every intermediate map, sown at the end for parity checks
         features = []
+        # A backbone with BatchNorm takes its training options; one without need not know them.
+        batch_norm = (
+            {"freeze_bn": self.freeze_bn, "bn_axis_name": self.bn_axis_name}
+            if getattr(net, "BATCH_NORM", False)
+            else {}
+        )
         for suffix, scope, x in zip(
             self.streams or ("",), self.backbone_scopes, inputs, strict=True
         ):
@@ -245,9 +251,8 @@ class FCN(nn.Module):
                 dropout_rate=self.dropout_rate,
                 suffix=suffix,
                 conv_impl=impl,
-                freeze_bn=self.freeze_bn,
-                bn_axis_name=self.bn_axis_name,
                 name=scope,
+                **batch_norm,
             )
             features.append(trunk(x, train=train))
             maps |= {f"{k}{suffix}": v for k, v in features[-1].items()}

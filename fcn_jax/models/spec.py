@@ -130,7 +130,7 @@ class NetSpec:
     @property
     def batch_norm(self) -> bool:
         """Whether the network has BatchNorm (its variables hold ``batch_stats``)."""
-        return bool(BACKBONES[self.backbone].BATCH_NORM)
+        return bool(getattr(BACKBONES[self.backbone], "BATCH_NORM", False))
 
     def module(self, **overrides: Any) -> FCN | SpeedPaperFCN:
         """The Flax module (``overrides``: :data:`TRAINING_OVERRIDES`, e.g. ``freeze_bn``)."""

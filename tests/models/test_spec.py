@@ -1,7 +1,7 @@
 """NetSpec: one description of a network; the backbone seam; both convolution implementations."""
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -134,8 +134,6 @@ class StubBackbone(nn.Module):
     dropout_rate: float = 0.0
     suffix: str = ""
     conv_impl: str = "xla"
-    freeze_bn: bool = False  # the protocol's BatchNorm attributes: no BatchNorm, ignored
-    bn_axis_name: Any = None
 
     @staticmethod
     def coord_maps() -> dict[str, CoordMap]:

@@ -8,9 +8,9 @@ A backbone is a Flax module class with
 - ``coord_maps() -> {feature name: CoordMap}``: each feature's input -> output coordinate map,
   from which the head derives its crop offsets (nothing is typed in);
 - the attributes ``width``, ``dtype``, ``dropout_rate``, ``suffix`` (appended to its layer
-  names, for multi-stream nets), ``conv_impl``, and for BatchNorm ``freeze_bn`` and
-  ``bn_axis_name`` (:class:`~fcn_jax.models.norm.BatchNorm`; a backbone without it ignores them).
-  Its BatchNorm statistics live in the ``batch_stats`` collection.
+  names, for multi-stream nets) and ``conv_impl``;
+- with BatchNorm: ``BATCH_NORM = True`` and the attributes ``freeze_bn`` and ``bn_axis_name``
+  (:class:`~fcn_jax.models.norm.BatchNorm`), its statistics in the ``batch_stats`` collection.
 
 Adding a backbone means one module here and one entry in :data:`BACKBONES` (and a converter for
 its weights in :mod:`fcn_jax.convert`).
