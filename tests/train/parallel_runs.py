@@ -41,6 +41,13 @@ CASES = {
         ),
     ],
     "sum": [("one-device", {"num_devices": 1}), ("pmap-4", {"parallel": "pmap"})],
+    # BatchNorm's statistics over the global batch however it is split (SyncBatchNorm): the
+    # params and the running statistics of both wrappers equal one device's.
+    "batchnorm": [
+        ("one-device", {"num_devices": 1, "model.backbone": "vgg16_bn"}),
+        ("sharding-4", {"model.backbone": "vgg16_bn"}),
+        ("pmap-4", {"parallel": "pmap", "model.backbone": "vgg16_bn"}),
+    ],
 }
 
 
@@ -70,21 +77,26 @@ def main(case: str, workdir: str) -> None:
         c = config({**loss, **overrides})
         summary = train_and_evaluate(c, Path(workdir) / name, progress=False)
         variables, _ = load_weights(Path(workdir) / name, as_numpy=True)
-        params = traverse_util.flatten_dict(variables["params"])
+        flat = traverse_util.flatten_dict(variables)  # params and any batch_stats
         if reference is None:
-            reference = params
+            reference = flat
             initial, _, _ = initial_variables(c, spec_from_config(c))
-            start = traverse_util.flatten_dict(initial["params"])
+            start = traverse_util.flatten_dict(initial)
         out[name] = {
             "devices": summary["devices"],
             "parallel": summary["parallel"],
-            "max_abs_diff": max(float(np.abs(params[k] - reference[k]).max()) for k in params),
-            # How far training moved the params: the scale the differences are read against.
-            "max_update": max(
-                float(np.abs(params[k] - np.asarray(start[k])).max()) for k in params
-            ),
             "eval": summary["eval"],
+            "collections": {},
         }
+        for collection in variables:  # params; BatchNorm's running statistics apart
+            keys = [k for k in flat if k[0] == collection]
+            out[name]["collections"][collection] = {
+                "max_abs_diff": max(float(np.abs(flat[k] - reference[k]).max()) for k in keys),
+                # How far training moved them: the scale the differences are read against.
+                "max_update": max(
+                    float(np.abs(flat[k] - np.asarray(start[k])).max()) for k in keys
+                ),
+            }
     print("RESULT " + json.dumps(out))
 
 
