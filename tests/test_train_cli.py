@@ -28,9 +28,10 @@ ONE_BUCKET = "--config.data.buckets=(40,)"
 run = run_script
 
 
-def final_params(workdir):
+def final_variables(workdir):
+    """Every variable of a run's latest step, params and BatchNorm statistics alike."""
     variables, _ = load_weights(workdir, as_numpy=True)
-    return traverse_util.flatten_dict(variables["params"])
+    return traverse_util.flatten_dict(variables)
 
 
 @pytest.mark.long
@@ -61,11 +62,14 @@ def test_training_visibly_learns(tmp_path):
 
 
 @pytest.mark.long
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("backbone", ["vgg16", "vgg16_bn"])
+def test_sigkill_then_resume_is_bitwise_identical(backbone, tmp_path):
+    # vgg16_bn: the BatchNorm statistics are saved and restored with the rest of the state.
     args = [
         "--config",
         SMOKE,
         ONE_BUCKET,
+        f"--config.model.backbone={backbone}",
         "--config.num_steps=6",
         "--config.checkpoint_every=2",
         "--config.eval_every=6",
@@ -79,7 +83,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     r = run("train.py", *args, "--workdir", killed)
     assert r.returncode == 0, r.stderr
     assert "resuming at step 4" in r.stderr, r.stderr
-    a, b = final_params(tmp_path / "straight"), final_params(killed)
+    a, b = final_variables(tmp_path / "straight"), final_variables(killed)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg="/".join(key))
@@ -458,7 +462,7 @@ def unmoved_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("unmoved")
     r = run("train.py", *DEVICE_ARGS, *MORE_STEPS, "--workdir", work, env=device_env(1))
     assert r.returncode == 0, r.stderr
-    return final_params(work)
+    return final_variables(work)
 
 
 @pytest.mark.parametrize(("first", "then"), [(4, 1), (1, 4)])
@@ -470,7 +474,7 @@ def test_resume_on_another_device_count(first, then, tmp_path, unmoved_run):
     assert r.returncode == 0, r.stderr
     r = run("train.py", *DEVICE_ARGS, *MORE_STEPS, "--workdir", tmp_path, env=device_env(then))
     assert r.returncode == 0 and "resuming at step 3" in r.stderr, r.stderr
-    moved = final_params(tmp_path)
+    moved = final_variables(tmp_path)
     for key, value in unmoved_run.items():
         np.testing.assert_allclose(moved[key], value, rtol=1e-4, atol=1e-5, err_msg="/".join(key))
 
