@@ -330,3 +330,23 @@ def test_predict_cli_overlay_flags(weights_dir, tmp_path):
         )  # fmt: skip
         assert r.returncode == 2 and "--alpha" in r.stderr and "error:" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_with_batch_norm_weights_at_any_size(tmp_path, rng):
+    # SpeedPaper's FCN (vgg16_bn, statistics in the weights directory) on sides that are not
+    # multiples of 32: padded with the mean pixel, logits cropped back to the image.
+    from fcn_jax.models import random_variables
+    from fcn_jax.preprocessing import TORCHVISION
+
+    meta = metadata_for(
+        "speedpaper", 4, NARROW, TORCHVISION, backbone="vgg16_bn", learn_upsampling=True
+    )
+    variables = random_variables(meta.spec, seed=2)
+    save_weights(tmp_path / "w", variables, meta)
+    image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    predict_files(tmp_path / "w", tmp_path / "x.png", tmp_path / "out", save_logits=True)
+    logits = np.load(tmp_path / "out" / "x.npy")
+    assert logits.shape == (50, 70, 4)
+    direct, _ = Predictor(variables, meta)(image)
+    np.testing.assert_allclose(logits, np.asarray(direct), rtol=1e-5, atol=1e-5)
