@@ -24,8 +24,8 @@ from PIL import Image
 
 from fcn_jax.data.splits import shipped_split_dir
 from fcn_jax.preprocessing import NYUD_HHA, NYUD_RGB
-from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 from tests.utils import (
+    CAMVID11,
     NARROW,
     REPO,
     SIFTFLOW_SEMANTIC,
@@ -38,6 +38,7 @@ from tests.utils import (
     write_nyud_tree,
     write_siftflow_tree,
 )
+from tests.utils import METRIC_KEYS as METRIC_SET_KEYS
 
 if TYPE_CHECKING:
     import torch
@@ -55,21 +56,6 @@ CONTEXT_SPLITS = {
 CAMVID_SPLITS = {"val": {"0001TP_006690": (36, 48), "Seq05VD_f00000": (24, 40)}}
 FOLDER_SPLITS = {"val": {"a": (50, 30), "b": (21, 45), "c": (64, 22)}}
 
-# The seed's CamVid class_dict.csv: 11 classes and Void (label 255), in class order.
-CAMVID11 = (
-    ("Sky", (128, 128, 128)),
-    ("Building", (128, 0, 0)),
-    ("Pole", (192, 192, 128)),
-    ("Road", (128, 64, 128)),
-    ("Pavement", (60, 40, 222)),
-    ("Tree", (128, 128, 0)),
-    ("SignSymbol", (192, 128, 128)),
-    ("Fence", (64, 64, 128)),
-    ("Car", (64, 0, 128)),
-    ("Pedestrian", (64, 64, 0)),
-    ("Bicyclist", (0, 128, 192)),
-    ("Void", (0, 0, 0)),
-)
 FOLDER_N_CLASS = 5
 
 GEOMETRIC = ["sky", "horizontal", "vertical"]

@@ -150,6 +150,21 @@ CAMVID_CLASS_DICT = (
     ("Void", (0, 0, 0)),
     ("Wall", (64, 192, 0)),
 )
+# The 11-class CamVid class_dict.csv with its void row last (the seed's; SpeedPaper's 12 classes).
+CAMVID11 = (
+    ("Sky", (128, 128, 128)),
+    ("Building", (128, 0, 0)),
+    ("Pole", (192, 192, 128)),
+    ("Road", (128, 64, 128)),
+    ("Pavement", (60, 40, 222)),
+    ("Tree", (128, 128, 0)),
+    ("SignSymbol", (192, 128, 128)),
+    ("Fence", (64, 64, 128)),
+    ("Car", (64, 0, 128)),
+    ("Pedestrian", (64, 64, 0)),
+    ("Bicyclist", (0, 128, 192)),
+    ("Void", (0, 0, 0)),
+)
 VOID_ROW_NAMES = ("void", "unlabelled", "unlabeled")
 
 

@@ -13,6 +13,7 @@ from fcn_jax.data.base import IGNORE_LABEL
 from fcn_jax.data.camvid import LAYOUT, CamVid, make
 from fcn_jax.errors import FCNError
 from tests.utils import (
+    CAMVID11,
     CAMVID_CLASS_DICT,
     colourise,
     write_camvid_tree,
@@ -333,30 +334,14 @@ def test_label_claimed_by_two_images(tmp_path: Path) -> None:
 
 # --- void as an ordinary class (SpeedPaper's CamVid) ------------------------------------------
 
-# The 11-class CamVid csv with its void row last, as SpeedPaper's 12-class CamVid has it.
-CAMVID_11_AND_VOID = (
-    ("Sky", (128, 128, 128)),
-    ("Building", (128, 0, 0)),
-    ("Pole", (192, 192, 128)),
-    ("Road", (128, 64, 128)),
-    ("Pavement", (60, 40, 222)),
-    ("Tree", (128, 128, 0)),
-    ("SignSymbol", (192, 128, 128)),
-    ("Fence", (64, 64, 128)),
-    ("Car", (64, 0, 128)),
-    ("Pedestrian", (64, 64, 0)),
-    ("Bicyclist", (0, 128, 192)),
-    ("Unlabelled", (0, 0, 0)),
-)
-
 
 def test_void_as_class_is_class_n_when_last(tmp_path: Path) -> None:
     splits = {"train": {"a": (13, 17), "b": (9, 22)}}
-    written = write_camvid_tree(tmp_path, splits, CAMVID_11_AND_VOID)
+    written = write_camvid_tree(tmp_path, splits, CAMVID11)
     c = config(tmp_path, n_class=None)
     c.data.void_as_class = True
     ds = make(c, "train")
-    assert ds.n_class == 12 and ds.class_names[11] == "Unlabelled" and ds.void_as_class
+    assert ds.n_class == 12 and ds.class_names[11] == "Void" and ds.void_as_class
     for i, stem in enumerate(ds.ids):
         label = written[stem][1]  # 255 where the PNG holds the void colour
         assert (label == IGNORE_LABEL).any()
