@@ -2,7 +2,7 @@
 
 Both frameworks get the network of one random torchfcn-layout state dict
 (:func:`fcn_jax.torch_reference.random_state_dict`, converted to Flax by
-:func:`fcn_jax.convert.torchfcn_to_flax`) and the same seeded NumPy inputs.
+:func:`fcn_jax.convert.torchfcn_to_variables`) and the same seeded NumPy inputs.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from fcn_jax.convert.torchfcn import (
     CONFIG_OPTIONS,
     FLAG_OPTIONS,
     flax_to_torchfcn,
-    torchfcn_to_flax,
+    torchfcn_to_variables,
 )
 from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import NetSpec, get_variant
@@ -54,7 +54,7 @@ __all__ = [
     "load_weights_for_config",
     "read_torch_weights",
     "torch_state_dict",
-    "torchfcn_to_flax",
+    "torchfcn_to_variables",
     "warn_network_differs",
 ]
 

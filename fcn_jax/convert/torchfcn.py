@@ -170,16 +170,6 @@ def check_fits(
         )
 
 
-def torchfcn_to_flax(
-    src: TorchWeights,
-    variant: str,
-    n_class: int | None = None,
-    options: Mapping[str, str] = FLAG_OPTIONS,
-) -> PyTree:
-    """The params of :func:`torchfcn_to_variables` (a network with BatchNorm needs all of them)."""
-    return torchfcn_to_variables(src, variant, n_class, options)["params"]
-
-
 def torchfcn_to_variables(
     src: TorchWeights,
     variant: str,
