@@ -128,6 +128,8 @@ class WeightsMetadata:
             "head_class_names": [list(names) for names in self.head_class_names],
             # Only where the upsampling learns (SpeedPaper's): older layouts stay as they were.
             **({"learn_upsampling": True} if spec.learn_upsampling else {}),
+            # Only where an FCN-ResNet has its auxiliary head.
+            **({"aux": True} if spec.aux else {}),
         }
 
     @classmethod
@@ -160,6 +162,7 @@ class WeightsMetadata:
                 ),
                 width=float(d["width"]),
                 learn_upsampling=bool(d.get("learn_upsampling", False)),
+                aux=bool(d.get("aux", False)),
             )
             palette = d.get("palette")
             return cls(
