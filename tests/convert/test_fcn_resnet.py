@@ -8,6 +8,8 @@ full-width JAX init); narrow widths elsewhere. Bad inputs run through the CLI's 
 this process (exit status 2, ``error: ...``); one subprocess run proves the real command line.
 """
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from fcn_jax.torch_reference import (
     random_resnet_state_dict,
     torchvision_fcn_resnet,
 )
-from tests.utils import NARROW, REPO, random_image, run_script
+from tests.utils import NARROW, REPO, random_image, run_script, write_voc_tree
 
 pytestmark = pytest.mark.torch
 
@@ -408,3 +410,26 @@ def test_cli_check_and_back(tmp_path):
     assert "PASS" in r.stdout
     back = torch.load(tmp_path / "back.pth", weights_only=True)
     torchvision_fcn_resnet("fcn_resnet50", N_CLASS, True, NARROW).load_state_dict(back, strict=True)
+
+
+def test_eval_against_torch_on_generated_voc(tmp_path):
+    # eval.py --against-torch with converted torchvision weights on a VOC tree: torchvision's
+    # own model scores the same images to within 1e-3 mean IU (the weights' metadata decides
+    # the network and its preprocessing over the config's, saying so).
+    root = tmp_path / "pascal"
+    sizes = {"2007_000033": (40, 52), "2007_000042": (33, 33), "2010_000003": (27, 61)}
+    write_voc_tree(root, sizes, split="seg11valid")
+    save_fcn_resnet(tmp_path / "fcn.pth", aux=True, n_class=21, seed=9)
+    variables, metadata, _ = convert_torch_file(tmp_path / "fcn.pth", "fcn_resnet50")
+    save_weights(tmp_path / "w", variables, metadata)
+    r = run_script(
+        "eval.py",
+        *("--config", REPO / "configs/voc_fcn8s.py", "--weights", tmp_path / "w"),
+        *(f"--config.data.root={root}", "--out", tmp_path / "m.json", "--against-torch"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "weights decide" in r.stderr and "arch='fcn_resnet50'" in r.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n_images"] == len(sizes)
+    assert abs(metrics["torch"]["mean_iou"] - metrics["mean_iou"]) <= 1e-3
+    assert metrics["torch"]["pixel_agreement"] > 0.999
