@@ -45,8 +45,6 @@ SPEEDPAPER = "speedpaper"  # SpeedPaper's FCN (fcn_jax.models.speedpaper), on vg
 # torchvision's FCN-ResNets (fcn_jax.models.fcn_resnet): arch -> the backbone it stands on.
 RESNET_ARCHS = {"fcn_resnet50": "resnet50", "fcn_resnet101": "resnet101"}
 ARCHS = (*VARIANTS, SPEEDPAPER, *RESNET_ARCHS)  # every value of NetSpec.arch
-# The backbones the paper's head (VARIANTS) stands on: they have its TAPS and coord_maps.
-PAPER_BACKBONES = ("vgg16", "vgg16_bn")
 # Module attributes a step may set besides the spec's (how it trains, not what it computes).
 TRAINING_OVERRIDES = ("dropout_rate", "freeze_bn", "bn_axis_name")
 
@@ -139,11 +137,13 @@ class NetSpec:
                 f"network aux: only the FCN-ResNets ({', '.join(RESNET_ARCHS)}) have an "
                 f"auxiliary head, not arch {self.arch!r}"
             )
-        if self.arch in VARIANTS and self.backbone not in PAPER_BACKBONES:
+        # The paper's head reads the features a backbone's TAPS name (the ResNets have none).
+        if self.arch in VARIANTS and not hasattr(BACKBONES[self.backbone], "TAPS"):
+            taps = sorted(k for k, v in BACKBONES.items() if hasattr(v, "TAPS"))
             suggestion = {v: k for k, v in RESNET_ARCHS.items()}.get(self.backbone)
             raise FCNError(
-                f"network arch {self.arch!r} (the paper's head) stands on "
-                f"{' or '.join(PAPER_BACKBONES)}, not backbone {self.backbone}"
+                f"network arch {self.arch!r} (the paper's head) stands on a backbone with "
+                f"skip taps ({', '.join(taps)}), not {self.backbone}"
                 + (f": backbone {self.backbone} goes with arch {suggestion}" if suggestion else "")
             )
 

@@ -157,7 +157,7 @@ def test_resnet101_has_23_blocks_in_layer3():
         ({"arch": "fcn_resnet50", "backbone": "resnet101"}, "backbone resnet50, not resnet101"),
         ({"arch": "fcn_resnet101", "backbone": "vgg16"}, "backbone resnet101, not vgg16"),
         ({"arch": "fcn8s", "backbone": "resnet50"}, "goes with arch fcn_resnet50"),
-        ({"arch": "fcn32s", "backbone": "resnet101"}, "stands on vgg16 or vgg16_bn"),
+        ({"arch": "fcn32s", "backbone": "resnet101"}, r"skip taps \(vgg16, vgg16_bn\)"),
         ({"arch": "fcn8s", "aux": True}, "only the FCN-ResNets"),
         ({"arch": "speedpaper", "backbone": "vgg16_bn", "aux": True}, "auxiliary head"),
         (
