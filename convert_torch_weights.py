@@ -164,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"converted {source.kind} {args.src} -> {args.out}: {metadata.arch}, "
             f"{metadata.n_class} classes, width {metadata.width:g}, "
             f"preprocessing {metadata.preprocessing.name}"
+            + (
+                f", evaluated at shorter side {metadata.eval_resize}"
+                if metadata.eval_resize is not None
+                else ""
+            )
         )
     if not args.check:
         return 0

@@ -129,6 +129,7 @@ def convert_torch_file(
         head_class_names=converted.head_class_names,
         source=weights.kind,
         source_sha256=sha256_file(src),
+        eval_resize=converted.eval_resize,
     )
     return variables, metadata, weights
 

@@ -37,11 +37,14 @@ class Converted:
         variables: ``{"params": ..., <other collections, e.g. batch_stats>}`` (numpy arrays).
         spec: the network they belong to, with the preprocessing the source expects.
         head_class_names: class names of ``spec.heads[1:]`` where the source implies them.
+        eval_resize: the shorter side the weights are evaluated at, where the source's own
+            evaluation resizes (torchvision's segmentation weights: 520).
     """
 
     variables: dict[str, PyTree]
     spec: NetSpec
     head_class_names: tuple[tuple[str, ...], ...] = ()
+    eval_resize: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +84,12 @@ def _speedpaper(src: TorchWeights, arch: str, n_class: int | None, options: Mapp
 
 def _fcn_resnet(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
     variables, spec = torchvision_resnet.fcn_resnet_to_flax(src, arch, n_class, options)
-    return Converted(variables, spec)
+    return Converted(variables, spec, eval_resize=torchvision_resnet.EVAL_RESIZE)
 
 
 def _resnet(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
     variables, spec = torchvision_resnet.resnet_to_fcn(src, arch, n_class, options)
-    return Converted(variables, spec)
+    return Converted(variables, spec, eval_resize=torchvision_resnet.EVAL_RESIZE)
 
 
 SOURCES: dict[str, Source] = {

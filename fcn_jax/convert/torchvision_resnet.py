@@ -23,7 +23,11 @@ reads) is ignored on import and written as int64 0 on export (:func:`flax_to_tor
 which loads strictly into ``torchvision.models.segmentation.fcn_resnet50(weights=None,
 weights_backbone=None, num_classes=N, aux_loss=...)``.
 
-Preprocessing: torchvision's (RGB in [0, 1], ImageNet mean and standard deviation).
+Preprocessing: torchvision's (RGB in [0, 1], ImageNet mean and standard deviation), and its
+evaluation resize: the shorter side to 520 (:data:`EVAL_RESIZE`, stored in the metadata; see
+:mod:`fcn_jax.data.resize`), as torchvision's weights' ``transforms`` and reference evaluation
+resize. A new FCN-ResNet on an ImageNet ResNet gets the same (torchvision's recipe evaluates it
+so).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from fcn_jax.types import PyTree
 TRUNK_PREFIX = "backbone."  # the trunk's prefix in segmentation checkpoints
 NUM_BATCHES_TRACKED = "num_batches_tracked"
 SCORE = "classifier.4.weight"  # gives the class count
+# Shorter side torchvision's segmentation weights are evaluated at (``resize_size=520``).
+EVAL_RESIZE = 520
 CLASSIFIER_FC = "fc."  # the ImageNet classifier, unused
 ARCH_OF = {backbone: arch for arch, backbone in RESNET_ARCHS.items()}
 # torch leaf of a BatchNorm -> (Flax collection, leaf).

@@ -8,6 +8,7 @@ full-width JAX init); narrow widths elsewhere. Bad inputs run through the CLI's 
 this process (exit status 2, ``error: ...``); one subprocess run proves the real command line.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -21,6 +22,7 @@ from fcn_jax.convert import convert_torch_file, export_torch, torch_state_dict
 from fcn_jax.convert.check import PARITY_TOLERANCE, check_parity
 from fcn_jax.convert.torch_files import TORCHVISION_FCN_RESNET, TORCHVISION_RESNET
 from fcn_jax.convert.torchvision_resnet import key_table
+from fcn_jax.data.resize import resize_label, resized_size
 from fcn_jax.preprocessing import TORCHVISION
 from fcn_jax.torch_reference import (
     import_torchvision,
@@ -195,7 +197,7 @@ def test_round_trip_is_bitwise(tmp_path, arch, aux, rng):
         NARROW,
         TORCHVISION_FCN_RESNET,
     )
-    assert metadata.preprocessing == TORCHVISION
+    assert metadata.preprocessing == TORCHVISION and metadata.eval_resize == 520
     assert set(variables) == {"params", "batch_stats"}
     save_weights(tmp_path / "w", variables, metadata)
     loaded, loaded_meta = load_weights(tmp_path / "w")
@@ -415,12 +417,15 @@ def test_cli_check_and_back(tmp_path):
 def test_eval_against_torch_on_generated_voc(tmp_path):
     # eval.py --against-torch with converted torchvision weights on a VOC tree: torchvision's
     # own model scores the same images to within 1e-3 mean IU (the weights' metadata decides
-    # the network and its preprocessing over the config's, saying so).
+    # the network and its preprocessing over the config's, saying so), both on the images and
+    # labels resized by the weights' evaluation resize (torchvision's 520; 45 here, cheaper).
     root = tmp_path / "pascal"
     sizes = {"2007_000033": (40, 52), "2007_000042": (33, 33), "2010_000003": (27, 61)}
-    write_voc_tree(root, sizes, split="seg11valid")
+    labels = write_voc_tree(root, sizes, split="seg11valid")
     save_fcn_resnet(tmp_path / "fcn.pth", aux=True, n_class=21, seed=9)
     variables, metadata, _ = convert_torch_file(tmp_path / "fcn.pth", "fcn_resnet50")
+    assert metadata.eval_resize == 520
+    metadata = dataclasses.replace(metadata, eval_resize=45)
     save_weights(tmp_path / "w", variables, metadata)
     r = run_script(
         "eval.py",
@@ -431,5 +436,35 @@ def test_eval_against_torch_on_generated_voc(tmp_path):
     assert "weights decide" in r.stderr and "arch='fcn_resnet50'" in r.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["n_images"] == len(sizes)
+    # Scored at the resized size: the nearest-resized labels' pixels, void excluded.
+    scored = sum(
+        int((resize_label(lab, *resized_size(*lab.shape, 45)) < 21).sum())
+        for lab in labels.values()
+    )
+    assert (
+        sum(map(sum, metrics["confusion_matrix"]))
+        == scored
+        != sum(int((lab < 21).sum()) for lab in labels.values())
+    )
     assert abs(metrics["torch"]["mean_iou"] - metrics["mean_iou"]) <= 1e-3
     assert metrics["torch"]["pixel_agreement"] > 0.999
+
+
+def test_predictor_resizes_like_torchvisions_transforms(tmp_path, rng):
+    # predict.py: the image resized to the weights' shorter side, the scores resized back.
+    from fcn_jax.data.resize import resize_image
+    from fcn_jax.inference import Predictor
+    from fcn_jax.models import predict_fn
+    from fcn_jax.models.fcn_resnet import resize_bilinear
+
+    save_fcn_resnet(tmp_path / "fcn.pth", aux=False, seed=10)
+    variables, metadata, _ = convert_torch_file(tmp_path / "fcn.pth", "fcn_resnet50")
+    metadata = dataclasses.replace(metadata, eval_resize=40)
+    image = random_image(rng, 30, 50)
+    logits, classes = Predictor(variables, metadata)(image)
+    assert logits.shape == (30, 50, N_CLASS) and classes.shape == (30, 50)
+    small = resize_image(image, 40, 66)  # shorter side 40, 50 * 40 / 30 = 66.7 -> 66
+    at_40 = predict_fn(metadata.spec)(variables, {"image": small[None]})["out"]
+    expected = resize_bilinear(at_40, 30, 50)[0]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(classes, np.argmax(expected, -1))
