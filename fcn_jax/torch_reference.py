@@ -496,8 +496,9 @@ def import_torchvision() -> types.ModuleType:
     Raises:
         ImportError: torchvision is not installed (saying how to install it).
     """
-    if "torchvision.models" in sys.modules:
-        return sys.modules["torchvision"]
+    imported = sys.modules.get("torchvision")
+    if imported is not None and hasattr(imported, "models"):
+        return imported
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
