@@ -8,6 +8,11 @@ TORCH := torch==2.13.0
 # torchfcn's model classes are the community reference our PyTorch FCN is checked against. Its
 # package imports `fcn` and `torchvision` (only for downloads), so it is installed without deps.
 TORCHFCN := torchfcn==1.9.7
+# torchvision's FCN-ResNet and ResNet model code is the reference the FCN-ResNets are proven
+# against. 0.28.0 is torch 2.13.0's release; --no-deps keeps pip from replacing the CPU torch. Its
+# C++ operators (detection only) may not load beside a CPU torch: fcn_jax.torch_reference's
+# import_torchvision imports the models regardless.
+TORCHVISION := torchvision==0.28.0
 DEMO_DIR := demo_out
 DEMO_WIDTH ?= 1.0
 SAMPLE := fcn_jax/assets/voc_sample.jpg
@@ -52,7 +57,7 @@ install: $(PY)
 install-test: $(PY)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[torch,test]'
-	$(PIP) install --quiet --no-deps $(TORCHFCN)
+	$(PIP) install --quiet --no-deps $(TORCHFCN) $(TORCHVISION)
 
 # The main job end to end, no downloads: train the narrow FCN-8s on the built-in synthetic data
 # (a few minutes on 2 CPU cores), score it, and predict the bundled VOC sample.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Convert PyTorch weights (VGG16, torchfcn's and SpeedPaper's FCNs) to a weights dir, and back.
+r"""Convert PyTorch weights (VGGs, ResNets, torchfcn/SpeedPaper/torchvision FCNs) to Flax, and back.
 
     python convert_torch_weights.py --src vgg16.pth --arch fcn32s --out weights/fcn32s-init
     python convert_torch_weights.py --src fcn8s_from_caffe.pth --arch fcn8s \
@@ -9,6 +9,10 @@ r"""Convert PyTorch weights (VGG16, torchfcn's and SpeedPaper's FCNs) to a weigh
         --preprocessing torchvision --out weights/speedpaper --check
     python convert_torch_weights.py --src BaseLine_76e_43.7023%.pkl --arch speedpaper \
         --mean 0.2 0.2 0.2 --std 0.25 0.25 0.25 --grey --out weights/speedpaper-own
+    python convert_torch_weights.py --src fcn_resnet50_coco-1167a1af.pth --arch fcn_resnet50 \
+        --out weights/fcn_resnet50 --check
+    python convert_torch_weights.py --src resnet101-63fe2227.pth --arch fcn_resnet101 \
+        --out weights/fcn_resnet101-init
 
 Exit codes: 0 ok; 1 ``--check`` found a difference past tolerance; 2 bad input.
 """
@@ -41,7 +45,11 @@ def define_flags(fv: flags.FlagValues) -> None:
         "src", None, ".pth file (or, with --to-torch, a weights dir)", flag_values=fv
     )
     flags.DEFINE_enum(
-        "arch", None, sorted(ARCHS), "network to build (speedpaper: SpeedPaper's)", flag_values=fv
+        "arch",
+        None,
+        sorted(ARCHS),
+        "network to build (speedpaper: SpeedPaper's; fcn_resnet50/101: torchvision's)",
+        flag_values=fv,
     )
     flags.DEFINE_string("out", None, "weights directory (or .pth with --to-torch)", flag_values=fv)
     flags.DEFINE_integer(
@@ -79,7 +87,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "to-torch",
         False,
-        "weights dir -> PyTorch checkpoint (torchfcn's layout; SpeedPaper's for speedpaper)",
+        "weights dir -> PyTorch checkpoint (torchfcn's layout; SpeedPaper's for speedpaper, "
+        "torchvision's for fcn_resnet50/101)",
         flag_values=fv,
     )
     flags.DEFINE_bool("overwrite", False, "replace an existing --out", flag_values=fv)
@@ -155,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"converted {source.kind} {args.src} -> {args.out}: {metadata.arch}, "
             f"{metadata.n_class} classes, width {metadata.width:g}, "
             f"preprocessing {metadata.preprocessing.name}"
+            + (
+                f", evaluated at shorter side {metadata.eval_resize}"
+                if metadata.eval_resize is not None
+                else ""
+            )
         )
     if not args.check:
         return 0

@@ -55,6 +55,9 @@ class WeightsMetadata:
         source: where the params came from (``torchfcn``, ``torchvision_vgg16``, ``fcn-jax``).
         source_sha256: SHA-256 of the source file, if converted.
         palette: optional RGB colour per class (the dataset's); VOC's colour map otherwise.
+        eval_resize: the shorter side images are resized to before evaluation and prediction
+            (labels nearest-neighbour, scored at that size), or None (every image as it is).
+            torchvision's FCN-ResNets: 520 (:mod:`fcn_jax.data.resize`). Stored only when set.
     """
 
     spec: NetSpec
@@ -63,6 +66,7 @@ class WeightsMetadata:
     source: str = "fcn-jax"
     source_sha256: str | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    eval_resize: int | None = None
 
     def __post_init__(self) -> None:
         counts = [len(names) for names in (self.class_names, *self.head_class_names)]
@@ -79,6 +83,15 @@ class WeightsMetadata:
             len(self.palette) != self.n_class or any(len(c) != 3 for c in self.palette)
         ):
             raise FCNError(f"metadata palette must hold {self.n_class} RGB triples")
+        if self.eval_resize is not None and (
+            isinstance(self.eval_resize, bool)
+            or not isinstance(self.eval_resize, int)
+            or self.eval_resize < 1
+        ):
+            raise FCNError(
+                f"metadata eval_resize must be a positive integer (a shorter side in pixels) or "
+                f"absent, not {self.eval_resize!r}"
+            )
 
     # The spec's fields every tool reads, by their metadata names.
     arch = property(lambda self: self.spec.arch, doc="The head variant (``fcn8s``, ...).")
@@ -128,6 +141,10 @@ class WeightsMetadata:
             "head_class_names": [list(names) for names in self.head_class_names],
             # Only where the upsampling learns (SpeedPaper's): older layouts stay as they were.
             **({"learn_upsampling": True} if spec.learn_upsampling else {}),
+            # Only where an FCN-ResNet has its auxiliary head.
+            **({"aux": True} if spec.aux else {}),
+            # Only where the weights come with an evaluation resize (torchvision's: 520).
+            **({"eval_resize": self.eval_resize} if self.eval_resize is not None else {}),
         }
 
     @classmethod
@@ -160,6 +177,7 @@ class WeightsMetadata:
                 ),
                 width=float(d["width"]),
                 learn_upsampling=bool(d.get("learn_upsampling", False)),
+                aux=bool(d.get("aux", False)),
             )
             palette = d.get("palette")
             return cls(
@@ -171,6 +189,7 @@ class WeightsMetadata:
                 palette=None
                 if palette is None
                 else tuple(tuple(int(v) for v in c) for c in palette),
+                eval_resize=d.get("eval_resize"),
             )
         except FCNError as e:
             raise FCNError(f"{where}: {e}") from None

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -13,8 +14,10 @@ from tqdm import tqdm
 
 from fcn_jax.checkpoint import WeightsMetadata, load_weights
 from fcn_jax.data.io import read_image
+from fcn_jax.data.resize import resize_image, resized_size
 from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import predict_fn
+from fcn_jax.models.fcn_resnet import resize_bilinear
 from fcn_jax.outputs import output_dir
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
@@ -122,6 +125,10 @@ class PredictResult:
     inputs: InputImages
 
 
+# Scores of a resized image back to the image's size (one compilation per size pair).
+_resize_back = jax.jit(resize_bilinear, static_argnums=(1, 2))
+
+
 class Predictor:
     """A model loaded from a weights directory, with its preprocessing, ready to predict.
 
@@ -150,10 +157,19 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> tuple[Array, Array]:
         """Logits [H, W, n_class] float32 and class map [H, W] uint8 for one [H, W, 3] uint8 image.
 
+        Weights with an evaluation resize (``metadata.eval_resize``, torchvision's FCN-ResNets)
+        see the image resized to that shorter side (as their ``transforms`` resize it), and
+        their logits are resized back to the image's size (bilinear) before the argmax.
         Returned as device arrays: only what the caller reads is transferred.
         """
+        height, width = image.shape[:2]
+        if self.metadata.eval_resize is not None:
+            image = resize_image(image, *resized_size(height, width, self.metadata.eval_resize))
         logits = self._predict(self.variables, {"image": jnp.asarray(image)[None]})
-        logits = logits[self._head][0]
+        logits = logits[self._head]
+        if logits.shape[1:3] != (height, width):
+            logits = _resize_back(logits, height, width)
+        logits = logits[0]
         return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
 
 

@@ -5,19 +5,37 @@ checkpoints load strictly), the same :class:`~fcn_jax.models.fcn.VariantSpec` an
 offsets as the Flax model, any ``width``. The test suite checks it against torchfcn's own model
 classes, so Flax parity against it is parity against the community's code.
 
+The FCN-ResNets' reference is torchvision's own model code, not a copy:
+:func:`import_torchvision` imports torchvision where its compiled operators cannot load (see
+there), and :func:`torchvision_fcn_resnet` builds ``fcn_resnet50`` / ``fcn_resnet101`` (at
+narrow widths from torchvision's own classes, only the channel counts scaled).
+
 Imported lazily by the converters and tests: torch is an optional dependency
 (``pip install 'fcn-jax[torch]'``).
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
+import types
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcn_jax.models.backbones.resnet import (
+    DEPTHS,
+    EXPANSION,
+    SEGMENTATION_DILATION,
+    STAGE_PLANES,
+    STEM_CHANNELS,
+)
 from fcn_jax.models.backbones.vgg16 import (
     CONV_LAYERS,
     FC_LAYERS,
@@ -27,8 +45,9 @@ from fcn_jax.models.backbones.vgg16 import (
     torchvision_convs,
 )
 from fcn_jax.models.fcn import crop_offsets, get_variant
+from fcn_jax.models.fcn_resnet import AUX_HEAD, HEADS
 from fcn_jax.models.layers import bilinear_kernel
-from fcn_jax.models.spec import SPEEDPAPER, NetSpec
+from fcn_jax.models.spec import RESNET_ARCHS, SPEEDPAPER, NetSpec
 
 
 def pool_channels(width: float) -> dict[str, int]:
@@ -415,7 +434,16 @@ def random_speedpaper_state_dict(
     variances in [0.5, 2]), so that evaluation-mode normalisation is tested, not skipped;
     ``num_batches_tracked`` a random count; ``scores1`` ... ``scores3`` random too.
     """
-    model = TorchSpeedPaperFCN(n_class, width)
+    return random_module_state(TorchSpeedPaperFCN(n_class, width), seed)
+
+
+def random_module_state(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values for *every* tensor of ``model``'s state dict, its keys and shapes.
+
+    Convolution, transposed convolution and linear weights He-random (fan-in; a transposed
+    convolution's counts the taps that reach one output pixel), biases small, BatchNorm as
+    :func:`_random_batch_norm` (affine around (1, 0), statistics far from (0, 1)).
+    """
     gen = torch.Generator().manual_seed(seed)
     modules = dict(model.named_modules())
     state = {}
@@ -449,11 +477,224 @@ def _random_batch_norm(leaf: str, shape: torch.Size, gen: torch.Generator) -> to
     return torch.randint(1, 10_000, (), generator=gen)  # num_batches_tracked
 
 
+# ---------------------------------------------------------------- torchvision's FCN-ResNets
+
+
+def import_torchvision() -> types.ModuleType:
+    """Import torchvision, also where its compiled operators cannot be loaded.
+
+    torchvision's model classes are plain Python, but its package ``__init__`` imports
+    ``torchvision._meta_registrations``, which registers "meta" kernels for its C++ detection
+    operators (``nms``, ``roi_align``, ...) and raises where those operators were never
+    loaded: torchvision 0.28.0 beside the CPU build of torch 2.13.0 ("operator torchvision::nms
+    does not exist"), whose ``_C`` library does not load (torchvision's own ``extension``
+    module tolerates that; only this registration module does not). Where the library does not
+    load, an empty module stands in for ``torchvision._meta_registrations`` (there is nothing
+    to register those kernels on) and the package imports as usual; where it loads, nothing
+    is changed. Segmentation and classification models use none of these operators.
+
+    Raises:
+        ImportError: torchvision is not installed (saying how to install it).
+    """
+    imported = sys.modules.get("torchvision")
+    if imported is not None and hasattr(imported, "models"):
+        return imported
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "torchvision is needed for the FCN-ResNet references: beside torch==2.13.0, "
+            "pip install --no-deps torchvision==0.28.0"
+        )
+    if not _torchvision_ops_load(Path(next(iter(spec.submodule_search_locations)))):
+        name = "torchvision._meta_registrations"
+        stand_in = types.ModuleType(name, "(empty: torchvision's C++ operators did not load)")
+        sys.modules.setdefault(name, stand_in)
+    import torchvision
+
+    return torchvision
+
+
+def _torchvision_ops_load(package: Path) -> bool:
+    """Whether torchvision's ``_C`` operator library loads (as its ``extension`` module tries)."""
+    finder = importlib.machinery.FileFinder(
+        str(package),
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+    )
+    found = finder.find_spec("_C")
+    if found is None or found.origin is None:
+        return False
+    try:
+        torch.ops.load_library(found.origin)
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _narrow_resnet(backbone: str, width: float, dilation: tuple[bool, bool, bool]) -> nn.Module:
+    """The ``ResNet`` of torchvision with every hidden channel count scaled by ``width``.
+
+    ``ResNet.__init__`` types in the stem's 64 channels and the stages' planes; this sets the
+    same attributes with those numbers scaled (as :func:`~fcn_jax.models.backbones.vgg16.
+    scaled`) and builds the stages with torchvision's own ``_make_layer`` (strides, the
+    dilations, the shortcut projections) and ``Bottleneck``; ``forward`` is torchvision's.
+    """
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    net = ResNet.__new__(ResNet)
+    nn.Module.__init__(net)
+    net._norm_layer = nn.BatchNorm2d
+    net.inplanes = scaled(STEM_CHANNELS, width)
+    net.dilation = 1
+    net.groups = 1
+    net.base_width = 64
+    net.conv1 = nn.Conv2d(3, net.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(net.inplanes)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    for i, (planes, blocks) in enumerate(zip(STAGE_PLANES, DEPTHS[backbone], strict=True)):
+        options = {} if i == 0 else {"stride": 2, "dilate": dilation[i - 1]}
+        layer = net._make_layer(Bottleneck, scaled(planes, width), blocks, **options)
+        setattr(net, f"layer{i + 1}", layer)
+    net.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    net.fc = nn.Linear(scaled(STAGE_PLANES[-1], width) * EXPANSION, 1000)
+    return net
+
+
+def torchvision_resnet(
+    backbone: str = "resnet50",
+    width: float = 1.0,
+    dilation: tuple[bool, bool, bool] = SEGMENTATION_DILATION,
+) -> nn.Module:
+    """The ImageNet ``resnet50`` / ``resnet101`` of torchvision (random init), any ``width``.
+
+    Full width: ``torchvision.models.resnet50(weights=None, replace_stride_with_dilation=...)``
+    itself; narrower: the same classes with scaled channel counts (:func:`_narrow_resnet`).
+    The dilations default to the segmentation backbone's (the ImageNet checkpoints load into
+    either: dilation has no weights).
+    """
+    tv = import_torchvision()
+    if width == 1.0:
+        build = getattr(tv.models, backbone)
+        return build(weights=None, replace_stride_with_dilation=list(dilation))
+    return _narrow_resnet(backbone, width, dilation)
+
+
+def torchvision_fcn_resnet(
+    arch: str = "fcn_resnet50",
+    n_class: int = 21,
+    aux: bool = False,
+    width: float = 1.0,
+    assemble: bool = False,
+) -> nn.Module:
+    """The ``fcn_resnet50`` / ``fcn_resnet101`` of torchvision (random init), any ``width``.
+
+    Full width: ``torchvision.models.segmentation.fcn_resnet50(weights=None,
+    weights_backbone=None, num_classes=n_class, aux_loss=aux)`` itself. Narrower (or with
+    ``assemble``, to test the assembly against the builder): what its ``_fcn_resnet`` builds,
+    from torchvision's own ``IntermediateLayerGetter``, ``FCNHead`` and ``FCN`` on
+    :func:`torchvision_resnet`, the heads' input channels scaled.
+    """
+    tv = import_torchvision()
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.fcn import FCN, FCNHead
+
+    if width == 1.0 and not assemble:
+        build = getattr(tv.models.segmentation, arch)
+        return build(weights=None, weights_backbone=None, num_classes=n_class, aux_loss=aux)
+    resnet = torchvision_resnet(RESNET_ARCHS[arch], width)
+    return_layers = {HEADS["out"][1]: "out"} | ({HEADS[AUX_HEAD][1]: AUX_HEAD} if aux else {})
+    channels = {f"layer{i}": scaled(p, width) * EXPANSION for i, p in enumerate(STAGE_PLANES, 1)}
+    return FCN(
+        IntermediateLayerGetter(resnet, return_layers=return_layers),
+        FCNHead(channels["layer4"], n_class),
+        FCNHead(channels["layer3"], n_class) if aux else None,
+    )
+
+
+def torchvision_maps(net: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Run a torchvision FCN-ResNet or ResNet trunk on ``x``, keeping its intermediate maps.
+
+    Forward hooks record what the Flax model sows: ``stem`` (after the max pool),
+    ``layer1`` ... ``layer4`` and, for an FCN, ``classifier`` / ``aux_classifier`` (scores
+    before the resize). A bare ResNet runs up to layer4 (its ``avgpool`` and ``fc`` are not
+    part of a segmentation backbone).
+
+    Returns:
+        (the FCN's output dict, or layer4 for a ResNet; the maps, NCHW).
+    """
+    maps: dict[str, torch.Tensor] = {}
+    trunk = getattr(net, "backbone", net)
+    watched = {
+        "stem": trunk.maxpool,
+        **{f"layer{i}": getattr(trunk, f"layer{i}") for i in range(1, 5)},
+    }
+    for scope, _ in HEADS.values():
+        if getattr(net, scope, None) is not None:
+            watched[scope] = getattr(net, scope)
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: maps.__setitem__(name, out))
+        for name, module in watched.items()
+    ]
+    try:
+        if trunk is net:  # a classification ResNet: its trunk only
+            h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+            for i in range(1, 5):
+                h = getattr(net, f"layer{i}")(h)
+            return h, maps
+        return net(x), maps
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def random_fcn_resnet_state_dict(
+    arch: str = "fcn_resnet50",
+    n_class: int = 21,
+    aux: bool = False,
+    width: float = 1.0,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A torchvision FCN-ResNet state dict, random in every tensor (:func:`random_module_state`).
+
+    The residual branches' last BatchNorms scaled down (:func:`_tame_residuals`).
+    """
+    return _tame_residuals(
+        random_module_state(torchvision_fcn_resnet(arch, n_class, aux, width), seed)
+    )
+
+
+def random_resnet_state_dict(
+    backbone: str = "resnet50", width: float = 1.0, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A torchvision ImageNet ResNet state dict (``fc`` included), random in every tensor.
+
+    The residual branches' last BatchNorms scaled down (:func:`_tame_residuals`).
+    """
+    return _tame_residuals(random_module_state(torchvision_resnet(backbone, width), seed))
+
+
+def _tame_residuals(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each Bottleneck's ``bn3`` scale and shift divided by 4, as trained ResNets' are small.
+
+    With :func:`_random_batch_norm`'s scales around 1 every residual branch adds as much as its
+    input holds, and ResNet-101's 23 blocks in layer3 take the activations to ~1e6; a quarter
+    keeps them within ~1e3 while every branch still adds a visible part.
+    """
+    for key in state:
+        if ".bn3." in key and key.endswith((".weight", ".bias")):
+            state[key] = state[key] / 4
+    return state
+
+
 def torch_model(spec: NetSpec) -> nn.Module:
     """The PyTorch reference of any :class:`~fcn_jax.models.NetSpec` (eval mode is the caller's).
 
-    ``speedpaper``: :class:`TorchSpeedPaperFCN`; the paper's variants: :class:`TorchFCN`.
+    ``speedpaper``: :class:`TorchSpeedPaperFCN`; ``fcn_resnet50`` / ``fcn_resnet101``:
+    torchvision's own model (:func:`torchvision_fcn_resnet`); the paper's variants:
+    :class:`TorchFCN`.
     """
+    if spec.arch in RESNET_ARCHS:
+        return torchvision_fcn_resnet(spec.arch, spec.n_class, spec.aux, spec.width)
     if spec.arch == SPEEDPAPER:
         return TorchSpeedPaperFCN.from_spec(spec)
     return TorchFCN.from_spec(spec)

@@ -1,13 +1,15 @@
 """Conversion between PyTorch weights and weights directories.
 
-Sources: torchvision VGG16, torchfcn FCNs, SpeedPaper's FCN (:mod:`fcn_jax.convert.speedpaper`).
+Sources: torchvision VGG16, torchfcn FCNs, SpeedPaper's FCN (:mod:`fcn_jax.convert.speedpaper`),
+torchvision's FCN-ResNets and ImageNet ResNets (:mod:`fcn_jax.convert.torchvision_resnet`).
 
 - :func:`convert_torch_file`: a ``.pth`` file -> Flax variables + metadata (the preprocessing the
   source expects included), by the converter of its kind (:data:`~fcn_jax.convert.sources.SOURCES`:
   one module per weight source);
 - :func:`export_torch`: a weights directory -> the checkpoint layout of its architecture
   (:func:`export_torchfcn` for the paper's variants, a bare SpeedPaper state dict for
-  ``speedpaper``); :func:`torch_state_dict` is that state dict in memory;
+  ``speedpaper``, a bare torchvision state dict for ``fcn_resnet50`` / ``fcn_resnet101``);
+  :func:`torch_state_dict` is that state dict in memory;
 - :func:`fcn_jax.convert.check.check_parity`: runs both frameworks on one image and reports.
 
 torch is imported lazily, only by the functions that read or write torch files.
@@ -37,9 +39,10 @@ from fcn_jax.convert.torchfcn import (
     flax_to_torchfcn,
     torchfcn_to_variables,
 )
+from fcn_jax.convert.torchvision_resnet import flax_to_torchvision
 from fcn_jax.errors import FCNError, warn
 from fcn_jax.models import NetSpec, get_variant
-from fcn_jax.models.spec import ARCHS, SPEEDPAPER
+from fcn_jax.models.spec import ARCHS, RESNET_ARCHS, SPEEDPAPER
 from fcn_jax.preprocessing import PRESETS, Preprocessing, reconcile
 from fcn_jax.resources import default_class_names
 from fcn_jax.types import PyTree
@@ -72,17 +75,20 @@ def convert_torch_file(
 
     Args:
         src: a torchvision VGG16 or VGG16-BN state dict, a torchfcn FCN checkpoint (bare state
-            dict or a dict with ``model_state_dict``; with ``bn*`` keys, on vgg16_bn), or a
-            SpeedPaper FCN state dict (bare, or under ``CustomNet`` in its ``.pkl``).
+            dict or a dict with ``model_state_dict``; with ``bn*`` keys, on vgg16_bn), a
+            SpeedPaper FCN state dict (bare, or under ``CustomNet`` in its ``.pkl``), or a
+            torchvision FCN-ResNet or ImageNet ResNet-50 / -101 state dict.
         arch: the network to build: an FCN variant (``fcn32s``, ``fcn16s``, ``fcn8s``,
-            ``fcn8s-atonce``), or ``speedpaper`` (from a SpeedPaper checkpoint or a torchvision
-            VGG16-BN).
+            ``fcn8s-atonce``), ``speedpaper`` (from a SpeedPaper checkpoint or a torchvision
+            VGG16-BN), or ``fcn_resnet50`` / ``fcn_resnet101`` (from a torchvision FCN-ResNet
+            or ImageNet ResNet of that depth).
         n_class: class count; for an FCN checkpoint it must match the checkpoint's, for a
-            VGG16 it sets the new score layers (21 by default).
+            VGG16 or an ImageNet ResNet it sets the new score layers (21 by default).
         class_names: one per class; VOC's for 21 classes by default.
         preprocessing_name: a preset of :data:`fcn_jax.preprocessing.PRESETS` overriding the
             source's default (Caffe VOC for torchfcn FCNs, NYUDv2 / SIFT Flow means for the
-            two-stream / two-head nets, torchvision for VGG16 and SpeedPaper's FCN).
+            two-stream / two-head nets, torchvision for VGG16, SpeedPaper's FCN and the
+            ResNets).
         options: how the user sets ``arch`` and ``n_class`` (:data:`FLAG_OPTIONS` or
             :data:`CONFIG_OPTIONS`), named in errors.
         preprocessing: explicit numbers overriding the source's default
@@ -123,6 +129,7 @@ def convert_torch_file(
         head_class_names=converted.head_class_names,
         source=weights.kind,
         source_sha256=sha256_file(src),
+        eval_resize=converted.eval_resize,
     )
     return variables, metadata, weights
 
@@ -233,8 +240,11 @@ def export_torchfcn(weights_dir: str | Path, out: str | Path) -> Path:
 def torch_state_dict(variables: Mapping[str, PyTree], spec: NetSpec) -> dict[str, np.ndarray]:
     """The state dict (numpy) that ``spec``'s PyTorch reference loads strictly.
 
-    SpeedPaper's layout for ``speedpaper`` (:func:`flax_to_speedpaper`), torchfcn's otherwise.
+    SpeedPaper's layout for ``speedpaper`` (:func:`flax_to_speedpaper`), torchvision's for the
+    FCN-ResNets (:func:`flax_to_torchvision`), torchfcn's otherwise.
     """
+    if spec.arch in RESNET_ARCHS:
+        return flax_to_torchvision(variables, spec)
     if spec.arch == SPEEDPAPER:
         return flax_to_speedpaper(variables)
     return flax_to_torchfcn(variables)
@@ -245,9 +255,14 @@ def export_torch(weights_dir: str | Path, out: str | Path) -> Path:
 
     ``speedpaper``: a bare state dict, as SpeedPaper's first version saves ``<epoch>.pth`` (its
     unused ``scores*`` layers zero, ``num_batches_tracked`` 0), loadable with ``strict=True``;
-    the paper's variants: :func:`export_torchfcn`.
+    ``fcn_resnet50`` / ``fcn_resnet101``: a bare state dict in torchvision's layout, which
+    ``torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None,
+    num_classes=N, aux_loss=...)`` loads with ``strict=True``; the paper's variants:
+    :func:`export_torchfcn`.
     """
     variables, metadata = load_weights(weights_dir, as_numpy=True)
+    if metadata.arch in RESNET_ARCHS:
+        return write_state_dict(out, flax_to_torchvision(variables, metadata.spec))
     if metadata.arch == SPEEDPAPER:
         return write_state_dict(out, flax_to_speedpaper(variables))
     return export_torchfcn(weights_dir, out)

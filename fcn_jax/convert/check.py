@@ -8,6 +8,12 @@ the new score layers are zero (every logit equal, proving nothing), so the trunk
 instead: fc7 of the VGG with its classifier run as convolutions (BatchNorm in eval mode) against
 the Flax trunk's.
 
+torchvision's FCN-ResNets are checked against torchvision's own model
+(:func:`~fcn_jax.torch_reference.torchvision_fcn_resnet`): the trunk's stages, both heads'
+scores and both outputs (``out`` and ``aux``). A new FCN-ResNet on an ImageNet ResNet (its
+heads freshly initialised) is checked up to layer4 against torchvision's ``resnet50`` /
+``resnet101`` with the segmentation dilations.
+
 Both frameworks compute in full float32 (``jax_default_matmul_precision="highest"``, TF32 off in
 torch) so the comparison measures the conversion, not a GPU's reduced-precision matmuls.
 """
@@ -25,13 +31,14 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.convert.speedpaper import NUM_BATCHES_TRACKED, flax_to_speedpaper, stage_of
 from fcn_jax.convert.torch_files import SPEEDPAPER as SPEEDPAPER_KIND
 from fcn_jax.convert.torch_files import (
+    TORCHVISION_RESNET,
     TORCHVISION_VGG16,
     TORCHVISION_VGG16_BN,
     TorchWeights,
     import_torch_float32,
 )
 from fcn_jax.models import NetSpec
-from fcn_jax.models.spec import SPEEDPAPER
+from fcn_jax.models.spec import RESNET_ARCHS, SPEEDPAPER
 from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_STRIDE
 from fcn_jax.types import PyTree
 
@@ -69,8 +76,8 @@ class ParityReport:
     """Outcome of :func:`check_parity`.
 
     Attributes:
-        compared: ``logits`` (FCN source), ``fc7`` (VGG16 source) or ``s5`` (VGG16-BN source
-            of SpeedPaper's FCN).
+        compared: ``logits`` (FCN source), ``fc7`` (VGG16 source), ``s5`` (VGG16-BN source
+            of SpeedPaper's FCN) or ``layer4`` (ImageNet ResNet source of an FCN-ResNet).
         layers: per-block differences, input to output; the last row is ``compared``.
         argmax_agreement: % of pixels with the same argmax class (logits only).
         confident_agreement: % agreement on pixels whose reference top-2 margin exceeds the
@@ -191,7 +198,12 @@ def check_parity(
         The report; ``report.passed`` says whether it is within tolerance.
     """
     torch = import_torch_float32()
-    from fcn_jax.torch_reference import torch_model, vgg16_fc7
+    from fcn_jax.torch_reference import (
+        torch_model,
+        torchvision_maps,
+        torchvision_resnet,
+        vgg16_fc7,
+    )
 
     # Every input of a multi-stream net gets the same image: this checks numerics, not data.
     spec = metadata.spec
@@ -204,9 +216,21 @@ def check_parity(
     state = {k: torch.from_numpy(v) for k, v in source.state.items()}
 
     ref: dict[str, torch.Tensor] = {}
-    trunk_only = source.kind in TORCHVISION_VGGS  # the new head is zero / bilinear: no proof
+    # The new head is zero / bilinear / random: comparing its logits proves little.
+    trunk_only = source.kind in (*TORCHVISION_VGGS, TORCHVISION_RESNET)
     with torch.no_grad():
-        if trunk_only and spec.arch == SPEEDPAPER:
+        if source.kind == TORCHVISION_RESNET:
+            net = torchvision_resnet(spec.backbone, spec.width)
+            net.load_state_dict(state, strict=True)
+            _, ref = torchvision_maps(net.eval(), xs_torch[0])
+            outputs = ("layer4",)
+        elif spec.arch in RESNET_ARCHS:
+            net = torch_model(spec)
+            net.load_state_dict(state, strict=True)
+            out, ref = torchvision_maps(net.eval(), xs_torch[0])
+            ref |= _named_logits(dict(out))
+            outputs = tuple(_named_logits(dict(out)))
+        elif trunk_only and spec.arch == SPEEDPAPER:
             # vgg16_bn's features are SpeedPaper's stages (same indices); compare up to s5.
             net = torch_model(spec)
             head = flax_to_speedpaper(jax.device_get(variables))

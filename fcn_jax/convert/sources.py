@@ -12,16 +12,19 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fcn_jax.convert import speedpaper, torchfcn, torchvision_vgg
+from fcn_jax.convert import speedpaper, torchfcn, torchvision_resnet, torchvision_vgg
 from fcn_jax.convert.torch_files import (
     SPEEDPAPER,
     TORCHFCN,
+    TORCHVISION_FCN_RESNET,
+    TORCHVISION_RESNET,
     TORCHVISION_VGG16,
     TORCHVISION_VGG16_BN,
     TorchWeights,
 )
 from fcn_jax.errors import FCNError, format_list
 from fcn_jax.models import VARIANTS, NetSpec
+from fcn_jax.models.spec import RESNET_ARCHS
 from fcn_jax.models.spec import SPEEDPAPER as SPEEDPAPER_ARCH
 from fcn_jax.types import PyTree
 
@@ -34,11 +37,14 @@ class Converted:
         variables: ``{"params": ..., <other collections, e.g. batch_stats>}`` (numpy arrays).
         spec: the network they belong to, with the preprocessing the source expects.
         head_class_names: class names of ``spec.heads[1:]`` where the source implies them.
+        eval_resize: the shorter side the weights are evaluated at, where the source's own
+            evaluation resizes (torchvision's segmentation weights: 520).
     """
 
     variables: dict[str, PyTree]
     spec: NetSpec
     head_class_names: tuple[tuple[str, ...], ...] = ()
+    eval_resize: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,16 @@ def _speedpaper(src: TorchWeights, arch: str, n_class: int | None, options: Mapp
     return Converted(variables, spec)
 
 
+def _fcn_resnet(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
+    variables, spec = torchvision_resnet.fcn_resnet_to_flax(src, arch, n_class, options)
+    return Converted(variables, spec, eval_resize=torchvision_resnet.EVAL_RESIZE)
+
+
+def _resnet(src: TorchWeights, arch: str, n_class: int | None, options: Mapping[str, str]):
+    variables, spec = torchvision_resnet.resnet_to_fcn(src, arch, n_class, options)
+    return Converted(variables, spec, eval_resize=torchvision_resnet.EVAL_RESIZE)
+
+
 SOURCES: dict[str, Source] = {
     TORCHVISION_VGG16: Source(
         "a torchvision VGG16 state dict (features.N.*, classifier.N.*)",
@@ -99,6 +115,18 @@ SOURCES: dict[str, Source] = {
         speedpaper.recognises,
         _speedpaper,
         archs=(SPEEDPAPER_ARCH,),
+    ),
+    TORCHVISION_FCN_RESNET: Source(
+        "a torchvision FCN-ResNet state dict (backbone.*, classifier.*, aux_classifier.*)",
+        torchvision_resnet.recognises_fcn,
+        _fcn_resnet,
+        archs=tuple(RESNET_ARCHS),
+    ),
+    TORCHVISION_RESNET: Source(
+        "a torchvision ImageNet ResNet state dict (conv1.*, layer1.*, ..., fc.*)",
+        torchvision_resnet.recognises_resnet,
+        _resnet,
+        archs=tuple(RESNET_ARCHS),
     ),
 }
 

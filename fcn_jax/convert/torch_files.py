@@ -16,6 +16,8 @@ TORCHVISION_VGG16 = "torchvision_vgg16"
 TORCHVISION_VGG16_BN = "torchvision_vgg16_bn"
 TORCHFCN = "torchfcn"
 SPEEDPAPER = "speedpaper"
+TORCHVISION_FCN_RESNET = "torchvision_fcn_resnet"  # torchvision's segmentation FCN-ResNets
+TORCHVISION_RESNET = "torchvision_resnet"  # torchvision's ImageNet ResNet-50 / -101
 # SpeedPaper's second version saves {"CustomNet": state_dict} as <tag>_<epoch>e_<miou>.pkl.
 SPEEDPAPER_ENTRY = "CustomNet"
 
@@ -52,7 +54,8 @@ class TorchWeights:
     Attributes:
         path: the file.
         kind: a key of :data:`fcn_jax.convert.sources.SOURCES` (``torchvision_vgg16``,
-            ``torchvision_vgg16_bn``, ``torchfcn``, ``speedpaper``), recognised by the keys.
+            ``torchvision_vgg16_bn``, ``torchfcn``, ``speedpaper``, ``torchvision_fcn_resnet``,
+            ``torchvision_resnet``), recognised by the keys.
         state: key -> array, exactly as stored (float32 for the known sources).
         arch: the checkpoint's own ``arch`` entry, if it has one.
     """

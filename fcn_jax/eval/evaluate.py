@@ -35,6 +35,7 @@ from tqdm import tqdm
 from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
+from fcn_jax.data.resize import ResizedDataset
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.heads import HEAD_LABELS, head_class_counts, head_targets
 from fcn_jax.eval.metrics import Metrics, compute_metrics, confusion_matrix
@@ -242,6 +243,10 @@ def evaluate(
     The keyword arguments a config decides are :class:`EvalOptions`' fields (see there):
     ``evaluate(variables, metadata, dataset, **dataclasses.asdict(options))``.
 
+    Weights with an evaluation resize (``metadata.eval_resize``: torchvision's FCN-ResNets,
+    520) are scored on images and labels resized to that shorter side (bilinear, nearest), as
+    torchvision's reference evaluates them; ``against_torch``'s reference sees the same ones.
+
     Args:
         variables: ``{"params": ..., <BatchNorm statistics>}`` (device or numpy arrays).
         metadata: their metadata (model, inputs, classes, preprocessing).
@@ -274,6 +279,8 @@ def evaluate(
     )
     devices = options.check()
     check_dataset(metadata, dataset)
+    if metadata.eval_resize is not None:  # the weights' own evaluation resize (torchvision's)
+        dataset = ResizedDataset(dataset, metadata.eval_resize)
     feed = _feed(options, devices, metadata)
     comparison = TorchComparison(variables, metadata) if against_torch else None
     watchers = [*observers, *([comparison] if comparison else [])]

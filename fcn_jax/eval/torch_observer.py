@@ -113,9 +113,10 @@ class TorchComparison:
         )
         with self.torch.no_grad():
             out = self.net(xs if spec.streams else xs[0])
-        # The reference returns a bare tensor for one head, as torchfcn does.
+        # The reference returns a bare tensor for one head, as torchfcn does; torchvision's
+        # FCN-ResNets a dict that may hold the training-only "aux" too (not scored).
         out = out if isinstance(out, dict) else {spec.head_names[0]: out}
-        return {head: logits[:, :, :height, :width] for head, logits in out.items()}
+        return {head: out[head][:, :, :height, :width] for head in spec.head_names}
 
     def result(self) -> TorchComparisonResult:
         """The reference's confusion matrices and the pixel agreement."""

@@ -33,6 +33,7 @@ from fcn_jax.errors import FCNError
 from fcn_jax.models.backbones import BACKBONES
 from fcn_jax.models.conv import CONV_IMPLS
 from fcn_jax.models.fcn import FCN, SINGLE_HEAD, VARIANTS
+from fcn_jax.models.fcn_resnet import FCNResNet
 from fcn_jax.models.layers import bilinear_init
 from fcn_jax.models.speedpaper import STRIDE, SpeedPaperFCN
 from fcn_jax.preprocessing import CAFFE_VOC, Preprocessing
@@ -41,7 +42,9 @@ from fcn_jax.types import Array, PyTree
 COMPUTE_DTYPES = ("float32", "bfloat16")
 Variables = dict[str, PyTree]  # {"params": ..., and any other collection}
 SPEEDPAPER = "speedpaper"  # SpeedPaper's FCN (fcn_jax.models.speedpaper), on vgg16_bn
-ARCHS = (*VARIANTS, SPEEDPAPER)  # every value of NetSpec.arch
+# torchvision's FCN-ResNets (fcn_jax.models.fcn_resnet): arch -> the backbone it stands on.
+RESNET_ARCHS = {"fcn_resnet50": "resnet50", "fcn_resnet101": "resnet101"}
+ARCHS = (*VARIANTS, SPEEDPAPER, *RESNET_ARCHS)  # every value of NetSpec.arch
 # Module attributes a step may set besides the spec's (how it trains, not what it computes).
 TRAINING_OVERRIDES = ("dropout_rate", "freeze_bn", "bn_axis_name")
 
@@ -56,8 +59,10 @@ class NetSpec:
     """Everything that decides what a network computes.
 
     Attributes:
-        arch: the head variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``; or
-            ``speedpaper`` (SpeedPaper's FCN, whose backbone is ``vgg16_bn``).
+        arch: the head variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce`` (on
+            ``vgg16`` or ``vgg16_bn``); ``speedpaper`` (SpeedPaper's FCN, whose backbone is
+            ``vgg16_bn``); or ``fcn_resnet50`` / ``fcn_resnet101`` (torchvision's FCNs, on
+            ``resnet50`` / ``resnet101``).
         heads: ``(name, n_class)`` of every output, e.g. ``(("out", 21),)`` for the paper's
             single output (:meth:`single`) or ``(("sem", 33), ("geo", 3))`` for SIFT Flow.
         backbone: a key of :data:`~fcn_jax.models.backbones.BACKBONES`.
@@ -68,6 +73,8 @@ class NetSpec:
         dtype: compute dtype, ``float32`` or ``bfloat16`` (params stay float32).
         learn_upsampling: whether the transposed convolutions learn (frozen bilinear otherwise).
         conv_impl: ``auto``, ``xla`` or ``gemm`` (:func:`~fcn_jax.models.conv.resolve_conv_impl`).
+        aux: an FCN-ResNet's auxiliary head on layer3 exists (output ``aux``, besides the
+            ``out`` that ``heads`` describes: a training loss, not a scored head).
     """
 
     arch: str = "fcn8s"
@@ -80,6 +87,7 @@ class NetSpec:
     dtype: str = "float32"
     learn_upsampling: bool = False
     conv_impl: str = "auto"
+    aux: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -102,10 +110,41 @@ class NetSpec:
             raise FCNError(
                 "network arch 'speedpaper' has one input, one head and backbone vgg16_bn"
             )
+        self._check_backbone()
         if not (len(self.inputs) == max(len(self.streams), 1) == len(self.preprocessing)):
             raise FCNError(
                 f"network inputs {self.inputs} need one per stream {self.streams} and one "
                 f"preprocessing each (got {len(self.preprocessing)})"
+            )
+
+    def _check_backbone(self) -> None:
+        """Each head on the backbones it stands on; an FCN-ResNet's own options."""
+        if self.arch in RESNET_ARCHS:
+            backbone = RESNET_ARCHS[self.arch]
+            if self.backbone != backbone or self.streams or len(self.heads) > 1:
+                raise FCNError(
+                    f"network arch {self.arch!r} has one input, one head (plus the optional "
+                    f"aux) and backbone {backbone}, not {self.backbone}"
+                )
+            if self.learn_upsampling:
+                raise FCNError(
+                    f"network arch {self.arch!r} resizes its scores bilinearly: it has no "
+                    "upsampling to learn (learn_upsampling must be False)"
+                )
+            return
+        if self.aux:
+            raise FCNError(
+                f"network aux: only the FCN-ResNets ({', '.join(RESNET_ARCHS)}) have an "
+                f"auxiliary head, not arch {self.arch!r}"
+            )
+        # The paper's head reads the features a backbone's TAPS name (the ResNets have none).
+        if self.arch in VARIANTS and not hasattr(BACKBONES[self.backbone], "TAPS"):
+            taps = sorted(k for k, v in BACKBONES.items() if hasattr(v, "TAPS"))
+            suggestion = {v: k for k, v in RESNET_ARCHS.items()}.get(self.backbone)
+            raise FCNError(
+                f"network arch {self.arch!r} (the paper's head) stands on a backbone with "
+                f"skip taps ({', '.join(taps)}), not {self.backbone}"
+                + (f": backbone {self.backbone} goes with arch {suggestion}" if suggestion else "")
             )
 
     @classmethod
@@ -132,7 +171,7 @@ class NetSpec:
         """Whether the network has BatchNorm (its variables hold ``batch_stats``)."""
         return bool(getattr(BACKBONES[self.backbone], "BATCH_NORM", False))
 
-    def module(self, **overrides: Any) -> FCN | SpeedPaperFCN:
+    def module(self, **overrides: Any) -> FCN | SpeedPaperFCN | FCNResNet:
         """The Flax module (``overrides``: :data:`TRAINING_OVERRIDES`, e.g. ``freeze_bn``)."""
         unknown = set(overrides) - set(TRAINING_OVERRIDES)
         if unknown:
@@ -144,6 +183,16 @@ class NetSpec:
                 width=self.width,
                 dtype=jnp.dtype(self.dtype),
                 learn_upsampling=self.learn_upsampling,
+                conv_impl=self.conv_impl,
+                **overrides,
+            )
+        if self.arch in RESNET_ARCHS:
+            return FCNResNet(
+                n_class=self.n_class,
+                backbone=self.backbone,
+                aux=self.aux,
+                width=self.width,
+                dtype=jnp.dtype(self.dtype),
                 conv_impl=self.conv_impl,
                 **overrides,
             )
@@ -227,11 +276,13 @@ class NetSpec:
 
         Any input size: where the network needs sides of a multiple (SpeedPaper's FCN), the
         inputs are padded with the mean pixel (:meth:`pad_inputs`) and the logits cropped back.
-        Traceable: jit it, or call it inside a jitted step. ``kwargs`` as :meth:`apply`.
+        Only the outputs of :attr:`heads` are returned (an FCN-ResNet's training-only ``aux``
+        is not, and is not computed under ``jit``). Traceable: jit it, or call it inside a
+        jitted step. ``kwargs`` as :meth:`apply`.
         """
         padded, (h, w) = self.pad_inputs(batch)
         out = self.apply(variables, self.preprocess(padded), **kwargs)
-        crop = lambda heads: {k: v[:, :h, :w] for k, v in heads.items()}  # noqa: E731
+        crop = lambda heads: {k: heads[k][:, :h, :w] for k in self.head_names}  # noqa: E731
         return (crop(out[0]), *out[1:]) if isinstance(out, tuple) else crop(out)
 
 
@@ -273,8 +324,9 @@ def initial_head_params(spec: NetSpec, abstract: PyTree, seed: int = 0) -> PyTre
 
     Upsampling kernels are bilinear and the paper's score layers zero, whatever the key;
     SpeedPaper's 1x1 convolutions are drawn as torch draws them (uniform, variance
-    1 / (3 fan_in), zero bias) from ``seed``. Converting a backbone's weights into an FCN thus
-    does not need to run (and compile) a full-width ``init``.
+    1 / (3 fan_in), zero bias) from ``seed``; an FCN-ResNet's heads as torchvision's
+    ``FCNHead`` is initialised (:func:`torch_default_head`). Converting a backbone's weights
+    into an FCN thus does not need to run (and compile) a full-width ``init``.
 
     Args:
         spec: the network.
@@ -289,7 +341,9 @@ def initial_head_params(spec: NetSpec, abstract: PyTree, seed: int = 0) -> PyTre
     for layer, leaves in abstract.items():
         if layer in spec.backbone_scopes:
             continue
-        if is_upsampling(layer):
+        if spec.arch in RESNET_ARCHS:
+            head[layer] = torch_default_head(leaves, rng)
+        elif is_upsampling(layer):
             head[layer] = {"kernel": bilinear_init(None, leaves["kernel"].shape)}
         elif spec.arch == SPEEDPAPER:
             shape = leaves["kernel"].shape
@@ -299,6 +353,32 @@ def initial_head_params(spec: NetSpec, abstract: PyTree, seed: int = 0) -> PyTre
         else:
             head[layer] = {k: jnp.zeros(v.shape, v.dtype) for k, v in leaves.items()}
     return head
+
+
+def torch_default_head(leaves: PyTree, rng: np.random.Generator) -> PyTree:
+    """A head's params as torch's default init sets them (torchvision's ``FCNHead`` keeps it).
+
+    Convolutions: ``kaiming_uniform_(a=sqrt(5))``, i.e. U(+-1/sqrt(fan_in)), and their biases
+    U(+-1/sqrt(fan_in)) too; BatchNorm: scale 1, bias 0 (its running statistics, mean 0 and
+    variance 1, are not params). Drawn in NumPy, module by module in sorted name order.
+
+    Args:
+        leaves: ``{module: {leaf: array or shape struct}}`` of one head (``classifier``).
+        rng: NumPy generator the values are drawn from.
+    """
+    out = {}
+    for name in sorted(leaves):
+        module = leaves[name]
+        if "scale" in module:  # BatchNorm
+            out[name] = {k: jnp.full(v.shape, k == "scale", jnp.float32) for k, v in module.items()}
+            continue
+        shape = module["kernel"].shape
+        bound = 1 / np.sqrt(np.prod(shape[:-1]))
+        out[name] = {"kernel": jnp.asarray(rng.uniform(-bound, bound, shape).astype(np.float32))}
+        if "bias" in module:
+            bias = rng.uniform(-bound, bound, shape[-1:]).astype(np.float32)
+            out[name]["bias"] = jnp.asarray(bias)
+    return out
 
 
 def random_variables(spec: NetSpec, seed: int = 0) -> Variables:

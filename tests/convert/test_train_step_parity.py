@@ -41,7 +41,19 @@ def vgg16_bn_fcn8s(seed):
     return TorchFCN("fcn8s", N_CLASS, NARROW, batch_norm=True), state
 
 
-MODELS = {"speedpaper": ("speedpaper", speedpaper), "vgg16_bn-fcn8s": ("fcn8s", vgg16_bn_fcn8s)}
+def fcn_resnet50(seed):
+    # torchvision's own model, without the aux head (the step's loss reads the scored heads).
+    from fcn_jax.torch_reference import random_fcn_resnet_state_dict, torchvision_fcn_resnet
+
+    net = torchvision_fcn_resnet("fcn_resnet50", N_CLASS, aux=False, width=NARROW)
+    return net, random_fcn_resnet_state_dict("fcn_resnet50", N_CLASS, False, NARROW, seed)
+
+
+MODELS = {
+    "speedpaper": ("speedpaper", speedpaper),
+    "vgg16_bn-fcn8s": ("fcn8s", vgg16_bn_fcn8s),
+    "fcn_resnet50": ("fcn_resnet50", fcn_resnet50),
+}
 
 
 def batch(n=2, h=64, w=64, seed=0):
@@ -57,17 +69,19 @@ def torch_step(net, state, x, labels):
 
     net.load_state_dict(state, strict=True)
     net.double().train()
-    if hasattr(net, "dropout"):  # TorchFCN's fc6 / fc7 dropout: off, as in the JAX step
-        net.dropout.p = 0.0
+    for module in net.modules():  # dropout off (TorchFCN's fc6 / fc7, FCNHead's), as in JAX
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     for name, p in net.named_parameters():  # the FCNs' frozen bilinear upsampling
         p.requires_grad_(not (name.startswith("upscore")))
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LR)
     out = net(x)
+    out = out["out"] if isinstance(out, dict) else out  # torchvision's models return a dict
     loss = F.cross_entropy(out, torch.from_numpy(labels).long(), ignore_index=255)
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return {k: v.detach().double().numpy() for k, v in net.state_dict().items()}, float(loss)
+    return {k: v.detach().double().numpy() for k, v in net.state_dict().items()}, loss.item()
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -1,7 +1,10 @@
 """``eval.py --against-torch`` on the BatchNorm networks: the PyTorch reference (TorchFCN with
-BatchNorm, TorchSpeedPaperFCN) gets the same variables, running statistics included, and scores
-the same images; SpeedPaper's on sizes that are not multiples of 32 (both sides pad them).
+BatchNorm, TorchSpeedPaperFCN, torchvision's own FCN-ResNet50) gets the same variables, running
+statistics included, and scores the same images; SpeedPaper's on sizes that are not multiples of
+32 (both sides pad them); the FCN-ResNet's ``out`` only (its ``aux`` is a training loss).
 """
+
+import dataclasses
 
 import pytest
 
@@ -27,8 +30,16 @@ def speedpaper():
     return "speedpaper", random_speedpaper_state_dict(N_CLASS, NARROW, seed=4)
 
 
+def fcn_resnet50():
+    from fcn_jax.torch_reference import random_fcn_resnet_state_dict
+
+    return "fcn_resnet50", random_fcn_resnet_state_dict("fcn_resnet50", N_CLASS, True, NARROW, 4)
+
+
 @pytest.mark.parametrize(
-    "build", [vgg16_bn_fcn8s, speedpaper], ids=["vgg16_bn-fcn8s", "speedpaper"]
+    "build",
+    [vgg16_bn_fcn8s, speedpaper, fcn_resnet50],
+    ids=["vgg16_bn-fcn8s", "speedpaper", "fcn_resnet50"],
 )
 def test_against_torch_scores_the_same(build, tmp_path):
     import torch
@@ -37,6 +48,8 @@ def test_against_torch_scores_the_same(build, tmp_path):
     torch.save(state, tmp_path / "net.pth")
     variables, meta, _ = convert_torch_file(tmp_path / "net.pth", arch, N_CLASS)
     assert "batch_stats" in variables
+    if meta.eval_resize is not None:  # torchvision's 520: the same path at a cheaper size
+        meta = dataclasses.replace(meta, eval_resize=36)
     dataset = SyntheticSegmentation("val", N_CLASS, num_images=3, min_size=40, max_size=50)
     result = evaluate(variables, meta, dataset, against_torch=True, progress=False)
     assert result.torch is not None and result.torch_agrees, result.format()

@@ -29,7 +29,7 @@ def test_crop_offsets_are_derived_from_the_backbones_coordinate_maps():
     assert set(vgg.TAPS.values()) <= set(vgg.coord_maps())
     with pytest.raises(ValueError, match="vgg16"):
         get_backbone("resnet7")
-    assert set(BACKBONES) == {"vgg16", "vgg16_bn"}
+    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "resnet50", "resnet101"}
 
 
 @pytest.mark.parametrize(
