@@ -17,7 +17,8 @@ from fcn_jax.models import VARIANTS, get_variant, random_variables
 from fcn_jax.models.backbones.vgg16 import TORCHVISION_CONVS
 from fcn_jax.preprocessing import CAFFE_VOC, TORCHVISION
 from fcn_jax.resources import voc_class_names
-from tests.utils import NARROW, REPO, metadata_for, random_image, run_script
+from tests.convert.cli import load_cli
+from tests.utils import NARROW, metadata_for, random_image, run_script
 
 ALL = sorted(VARIANTS)
 
@@ -367,8 +368,6 @@ def test_cli_convert_check_and_back(tmp_path):
 @pytest.mark.torch
 def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
     # A conversion whose parity check fails must not look like success.
-    import importlib.util
-
     import fcn_jax.convert.check as check
 
     failing = check.ParityReport(
@@ -376,9 +375,7 @@ def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
     )
     monkeypatch.setattr(check, "check_parity", lambda *a: failing)
     save_fcn(tmp_path / "in.pth", "fcn32s")
-    spec = importlib.util.spec_from_file_location("cli", REPO / "convert_torch_weights.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_cli()
     code = cli.main(
         [
             "--src",
@@ -392,15 +389,6 @@ def test_cli_check_failure_exits_1(tmp_path, monkeypatch, capsys):
     )
     assert code == 1
     assert "FAIL" in capsys.readouterr().out
-
-
-def _load_cli():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "convert_torch_weights.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 def test_cli_checks_outputs_before_converting(tmp_path, monkeypatch):
@@ -417,7 +405,7 @@ def test_cli_checks_outputs_before_converting(tmp_path, monkeypatch):
     (tmp_path / "w" / "keep.txt").write_text("mine")
     (tmp_path / "back.pth").write_bytes(b"previous")
     (tmp_path / "file").write_text("a file")
-    cli = _load_cli()
+    cli = load_cli()
     src = str(tmp_path / "in.pth")
     cases = [
         (["--src", src, "--arch", "fcn32s", "--out", str(tmp_path / "w")], "already exists"),

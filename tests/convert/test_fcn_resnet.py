@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from fcn_jax.checkpoint import load_weights, save_weights
-from fcn_jax.cli import run
 from fcn_jax.convert import convert_torch_file, export_torch, torch_state_dict
 from fcn_jax.convert.check import PARITY_TOLERANCE, check_parity
 from fcn_jax.convert.torch_files import TORCHVISION_FCN_RESNET, TORCHVISION_RESNET
@@ -30,22 +29,13 @@ from fcn_jax.torch_reference import (
     random_resnet_state_dict,
     torchvision_fcn_resnet,
 )
+from tests.convert.cli import assert_exits_2
 from tests.utils import NARROW, REPO, random_image, run_script, write_voc_tree
 
 pytestmark = pytest.mark.torch
 
 N_CLASS = 5
 LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4"]
-
-
-def load_cli():
-    """convert_torch_weights.py as a module, to call its ``main`` in this process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "convert_torch_weights.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 def save_fcn_resnet(
@@ -375,16 +365,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_exits_2_naming_it(tmp_path, monkeypatch, capsys, case):
     args, expected = BAD[case](tmp_path)
-    monkeypatch.chdir(tmp_path)
-    cli = load_cli()
-    with pytest.raises(SystemExit) as exit_info:
-        run(lambda _: cli.main([*args, "--out", "w"]))
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    for text in expected:
-        assert text in err, (text, err)
-    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+    assert_exits_2(args, expected, tmp_path, monkeypatch, capsys)
 
 
 # ---------------------------------------------------------------- the command line

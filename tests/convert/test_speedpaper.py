@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from fcn_jax.checkpoint import load_weights, save_weights
-from fcn_jax.cli import run
 from fcn_jax.convert import convert_torch_file, custom_preprocessing, export_torch
 from fcn_jax.convert.check import PARITY_TOLERANCE, check_parity, fit_to_stride
 from fcn_jax.convert.speedpaper import key_table
 from fcn_jax.errors import FCNError
 from fcn_jax.preprocessing import TORCHVISION, Preprocessing
-from tests.utils import NARROW, REPO, random_image, run_script
+from tests.convert.cli import assert_exits_2
+from tests.utils import NARROW, random_image, run_script
 
 pytestmark = pytest.mark.torch
 
@@ -37,16 +37,6 @@ def save_speedpaper(path, n_class=N_CLASS, width=NARROW, seed=0, form="pth", dro
     saved = {k: v for k, v in state.items() if k not in drop}
     torch.save({"CustomNet": saved, **extra} if form == "pkl" else saved, path)
     return state
-
-
-def load_cli():
-    """convert_torch_weights.py as a module, to call its ``main`` in this process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "convert_torch_weights.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 # ---------------------------------------------------------------- the torch reference
@@ -374,16 +364,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_exits_2_naming_it(tmp_path, monkeypatch, capsys, case):
     args, expected = BAD[case](tmp_path)
-    monkeypatch.chdir(tmp_path)
-    cli = load_cli()
-    with pytest.raises(SystemExit) as exit_info:
-        run(lambda _: cli.main([*args, "--out", "w"]))
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    for text in expected:
-        assert text in err, (text, err)
-    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+    assert_exits_2(args, expected, tmp_path, monkeypatch, capsys)
 
 
 def test_not_weights_only_never_runs_code(tmp_path, capsys):

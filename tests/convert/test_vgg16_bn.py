@@ -5,8 +5,6 @@ The torch side is :class:`~fcn_jax.torch_reference.TorchFCN` with ``batch_norm=T
 BatchNorm normalises with the random running statistics, so they must arrive right).
 """
 
-import importlib.util
-
 import jax
 import numpy as np
 import pytest
@@ -23,7 +21,8 @@ from fcn_jax.models import VARIANTS, NetSpec, abstract_variables, get_variant
 from fcn_jax.models.backbones.vgg16 import VGG16_BLOCKS, bn_name
 from fcn_jax.preprocessing import TORCHVISION
 from fcn_jax.torch_reference import TorchFCN, random_state_dict, random_vgg16_state_dict
-from tests.utils import NARROW, REPO, random_image, run_script, write_jpeg
+from tests.convert.cli import load_cli
+from tests.utils import NARROW, random_image, run_script, write_jpeg
 
 pytestmark = pytest.mark.torch
 
@@ -293,9 +292,7 @@ def test_cli_convert_check_and_back(tmp_path, capsys, rng):
     """In process (the subprocess path is the test above): convert + --check, then --to-torch
     + --check (TorchFCN with BatchNorm loads the export strictly). One network (fcn32s, 21
     classes, torchvision input) throughout: one compilation."""
-    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "convert_torch_weights.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_cli()
     write_jpeg(tmp_path / "x.jpg", random_image(rng, 40, 52))
     torch.save(random_vgg16_state_dict(NARROW, seed=5, batch_norm=True), tmp_path / "vgg.pth")
     save_fcn_bn(tmp_path / "fcn.pth", "fcn32s", seed=6)
