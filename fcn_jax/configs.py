@@ -71,6 +71,11 @@ def base() -> ml_collections.ConfigDict:
     # (height, width) cut from the centre of every training image and label before any random
     # crop, as torchvision's center_crop (SpeedPaper: (352, 480) on CamVid); None: whole images.
     c.data.centre_crop = config_dict.placeholder(tuple)
+    # Random scale (torchvision's segmentation recipe): each training image's shorter side is
+    # resized to a whole number of pixels drawn uniformly from [min, max] (bilinear; labels
+    # nearest), before the crop and flip. (260, 1040) is 0.5-2.0 x 520. None: no resize.
+    c.data.resize_range = config_dict.placeholder(tuple)
+    # Random square crop (a side shorter than it is padded, images with 0, labels with void).
     c.data.crop_size = config_dict.placeholder(int)
     c.data.flip = False
     # Colour labels (class_dict.csv): void rows are ordinary classes at their row's index, as
@@ -90,6 +95,8 @@ def base() -> ml_collections.ConfigDict:
     c.model.n_class = 21
     c.model.width = 1.0
     c.model.learn_upsampling = False
+    # FCN-ResNets: the auxiliary head on layer3 (trained with weight optim.aux_loss_weight).
+    c.model.aux = False
     # BatchNorm backbones (vgg16_bn): normalise with the running statistics in training too and
     # keep them (fine-tuning with small batches; the only sensible choice at batch 1).
     c.model.freeze_bn = False
@@ -122,10 +129,25 @@ def base() -> ml_collections.ConfigDict:
     # epochs, e.g. (50, 80); None: no milestones. Not together with lr_halve_every_epochs.
     c.optim.lr_milestone_epochs = config_dict.placeholder(tuple)
     c.optim.lr_gamma = 0.1
+    # Poly schedule: learning_rate * (1 - step / num_steps) ** power at every step
+    # (torchvision's segmentation recipe: 0.9). Not together with the epoch schedules.
+    c.optim.lr_poly_power = config_dict.placeholder(float)
+    # ((regex, multiplier), ...): params whose path (e.g. "aux_classifier/0/kernel") a regex
+    # matches from its start learn at that multiple of the rate; None: one rate (and biases').
+    c.optim.lr_mults = config_dict.placeholder(tuple)
+    # Decay biases (and BatchNorm's shifts) too, as torch's weight_decay does; False: Caffe's
+    # decay_mult 0 for biases.
+    c.optim.decay_biases = False
+    # The auxiliary head's loss is added at this weight (model.aux; torchvision's 0.5).
+    c.optim.aux_loss_weight = 0.5
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 1
     c.eval.bucket = False  # exact whole-image evaluation by default
+    # Shorter side images are resized to before validation, eval.py and predict.py (labels
+    # nearest; torchvision's FCN-ResNets: 520), stored in the trained weights' metadata. None:
+    # the size of init.from_'s weights if they have one, else images as they are.
+    c.eval.resize = config_dict.placeholder(int)
     return c
 
 
@@ -170,6 +192,62 @@ def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def fcn_resnet(c: ml_collections.ConfigDict, depth: int) -> ml_collections.ConfigDict:
+    """torchvision's FCN-ResNet recipe (``references/segmentation``) on VOC + SBD train.
+
+    ``train.py --model fcn_resnet{depth} --aux-loss``: SGD, momentum 0.9, weight decay 1e-4 on
+    every parameter, learning rate 0.02 for a global batch of 32 (8 GPUs x 4) decaying as
+    ``(1 - step / steps) ** 0.9`` per iteration, 30 epochs; the auxiliary head's loss at
+    weight 0.5 and its params at 10x the rate; each image's shorter side resized to a random
+    260-1040 px (0.5-2.0 x 520), flipped, cropped to 480 (void-padded); SyncBatchNorm
+    statistics over the global batch; the trunk from torchvision's ImageNet ResNet. Evaluation
+    and prediction resize the shorter side to 520 first.
+    """
+    c.model.arch = f"fcn_resnet{depth}"
+    c.model.backbone = f"resnet{depth}"
+    c.model.aux = True
+    c.data.preprocessing = "torchvision"  # RGB [0, 1], ImageNet mean / std
+    c.data.resize_range = (260, 1040)  # int(0.5 * 520), int(2.0 * 520)
+    c.data.crop_size = 480
+    c.data.flip = True
+    c.init.from_ = f"weights/resnet{depth}.pth"  # torchvision's ImageNet resnet{depth}
+    c.batch_size = 32  # global: BatchNorm's statistics are over all of it (SyncBatchNorm)
+    c.num_epochs = 30
+    c.learning_rate = 0.02
+    c.optim.name = "sgd"
+    c.optim.momentum = 0.9
+    c.optim.weight_decay = 1e-4
+    c.optim.decay_biases = True  # torch's weight_decay decays every parameter
+    c.optim.bias_lr_mult = 1.0
+    c.optim.loss = "mean"  # F.cross_entropy(ignore_index=255): the mean over valid pixels
+    c.optim.lr_poly_power = 0.9
+    c.optim.lr_mults = (("aux_classifier/", 10.0),)
+    c.optim.aux_loss_weight = 0.5
+    c.eval.resize = 520  # SegmentationPresetEval(base_size=520)
+    c.eval_every = 1_000
+    c.checkpoint_every = 500
+    return c
+
+
+def fcn_resnet_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The FCN-ResNet recipe at demo size, after :func:`smoke`: everything but the scale.
+
+    Aux head, poly schedule, random resize, crop and flip, evaluation resize, train-mode
+    BatchNorm over a batch of 4: on 48-64 px synthetic shapes, 5 classes. Two steps as every
+    smoke variant; ``--config.num_steps=100`` visibly learns (tests/train/test_fcn_resnet_recipe).
+    """
+    c.data.min_size, c.data.max_size = 48, 64
+    c.data.resize_range = (48, 64)
+    c.data.crop_size = 64
+    c.eval.resize = 64
+    c.eval.bucket = True  # padded to a few buckets: a compilation each, not one per image
+    c.eval.batch_size = 8
+    c.model.n_class = 5
+    c.batch_size = 4
+    c.learning_rate = 0.05  # from scratch, not from ImageNet's ResNet
+    return c
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrink any config to a seconds-long CPU run: tiny synthetic data, narrow network."""
     c.num_steps = 2
@@ -185,6 +263,13 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.max_size = 40
     c.data.worker_count = 0
     c.data.centre_crop = None  # the synthetic images are smaller than any recipe's crop
+    # A recipe's random scale, crop and evaluation resize, scaled to the synthetic sizes.
+    if c.data.resize_range is not None:
+        c.data.resize_range = (c.data.min_size, c.data.max_size)
+    if c.data.crop_size is not None:
+        c.data.crop_size = 32
+    if c.eval.resize is not None:
+        c.eval.resize = 32
     c.model.width = 0.0625
     if c.model.n_class is None:  # taken from the data, but synthetic data needs a count
         c.model.n_class = 5
@@ -320,6 +405,7 @@ def spec_from_config(
             width=m.width,
             dtype=config.dtype,
             learn_upsampling=m.learn_upsampling,
+            aux=m.get("aux", False),
             conv_impl=m.get("conv_impl", "auto"),
         )
     except FCNError as e:

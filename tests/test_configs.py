@@ -47,7 +47,11 @@ PARAMS = {
     "fcn16s": 134_815_994,
     "fcn8s": 134_489_759,
     "fcn8s-atonce": 134_489_759,
+    # torchvision's model cards (aux head included): 35,322,218 and 54,314,346.
+    "fcn_resnet50": 35_322_218,
+    "fcn_resnet101": 54_314_346,
 }
+FCN_RESNETS = {"voc_fcn_resnet50", "voc_fcn_resnet101"}
 
 
 def load(name, arg=None):
@@ -88,7 +92,8 @@ def test_builds_its_model(name):
     if name.startswith("voc_"):
         assert (c.model.width, c.model.n_class, c.data.name) == (1.0, 21, "voc")
         assert count == PARAMS[c.model.arch]
-        assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", 1)
+        batch = 32 if name in FCN_RESNETS else 1  # torchvision's 8 GPUs x 4; the paper's 1
+        assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", batch)
     elif name.startswith("synthetic"):
         assert count < 10_000_000
     elif c.model.arch == "speedpaper":  # vgg16_bn's features, no fc6/fc7, feature-map fusion
@@ -115,6 +120,8 @@ def test_voc_recipes():
         if n.startswith("voc_fcn") and "_fixed" not in n and "_cvpr" not in n
     }
     assert lrs == {
+        "voc_fcn_resnet50": 0.02,
+        "voc_fcn_resnet101": 0.02,
         "voc_fcn32s": 1e-10,
         "voc_fcn16s": 1e-12,
         "voc_fcn8s": 1e-14,
@@ -394,3 +401,32 @@ def test_folder_speedpaper_trains_on_grey_index_masks(tmp_path):
     assert "speedpaper, 5 classes" in r.stderr and "0 -> 1:" in r.stderr
     meta = load_metadata(tmp_path / "run")
     assert meta.preprocessing == SPEEDPAPER_GREY and meta.class_names[0] == "class_0"
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_fcn_resnet_recipes(depth):
+    # torchvision's references/segmentation: train.py --model fcn_resnet{depth} --aux-loss.
+    c = load(f"voc_fcn_resnet{depth}")
+    assert (c.model.arch, c.model.backbone, c.model.aux) == (
+        f"fcn_resnet{depth}",
+        f"resnet{depth}",
+        True,
+    )
+    o = c.optim
+    assert (o.name, o.momentum, o.weight_decay, o.decay_biases, o.bias_lr_mult) == (
+        "sgd", 0.9, 1e-4, True, 1.0,
+    )  # fmt: skip
+    assert (c.learning_rate, c.batch_size, c.num_epochs, o.lr_poly_power) == (0.02, 32, 30, 0.9)
+    assert (o.loss, o.aux_loss_weight, o.lr_mults) == ("mean", 0.5, (("aux_classifier/", 10.0),))
+    d = c.data
+    assert (d.resize_range, d.crop_size, d.flip, d.preprocessing) == (
+        (260, 1040), 480, True, "torchvision",
+    )  # fmt: skip
+    assert (c.eval.resize, c.init.from_) == (520, f"weights/resnet{depth}.pth")
+    assert not c.model.freeze_bn  # statistics over the global batch, SyncBatchNorm's
+    spec = spec_from_config(c)
+    assert spec.aux and spec.batch_norm and spec.preprocessing[0] == TORCHVISION
+    smoke = load(f"voc_fcn_resnet{depth}", "smoke")
+    assert (smoke.model.aux, smoke.data.crop_size, smoke.eval.resize, smoke.batch_size) == (
+        True, 64, 64, 4,
+    )  # fmt: skip

@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 
 from fcn_jax.data.base import SegmentationDataset
-from fcn_jax.data.transforms import centre_crop, collate, random_crop_flip
+from fcn_jax.data.transforms import augment, centre_crop, collate
 from fcn_jax.errors import FCNError
 
 
@@ -36,6 +36,8 @@ class PipelineOptions:
         pad_last_batch: pad a final partial batch with void examples to ``batch_size``.
         centre_crop: ``(height, width)`` cropped from every image's centre before any random
             crop (SpeedPaper's 352x480 on CamVid); None for whole images.
+        resize_range: ``(min, max)``: each image's shorter side resized to a random side in
+            that range before the crop (torchvision's recipe: (260, 1040)); None: no resize.
         crop_size: random square crop (non-paper recipes); None for whole images.
         flip: random horizontal flip (non-paper recipes).
         worker_count: worker processes decoding records (0: in the main process).
@@ -58,6 +60,7 @@ class PipelineOptions:
     buckets: tuple[int, ...] | None = None
     pad_last_batch: bool = False
     centre_crop: tuple[int, int] | None = None
+    resize_range: tuple[int, int] | None = None
     crop_size: int | None = None
     flip: bool = False
     worker_count: int = 0
@@ -96,11 +99,20 @@ def make_pipeline(dataset: SegmentationDataset, options: PipelineOptions) -> gra
             raise FCNError(f"centre_crop must be (height, width), got {options.centre_crop}")
         height, width = (int(v) for v in options.centre_crop)
         ds = ds.map(functools.partial(centre_crop, height=height, width=width))
-    if options.crop_size is not None or options.flip:
-        ds = ds.random_map(
-            functools.partial(random_crop_flip, crop_size=options.crop_size, flip=options.flip),
-            seed=options.seed,
+    resize_range = options.resize_range
+    if resize_range is not None:
+        low, high = (int(v) for v in resize_range) if len(resize_range) == 2 else (0, -1)
+        if not 1 <= low <= high:
+            raise FCNError(
+                f"data.resize_range={tuple(resize_range)}: give (min, max) shorter sides in "
+                "pixels, 1 <= min <= max, e.g. (260, 1040)"
+            )
+        resize_range = (low, high)
+    if resize_range is not None or options.crop_size is not None or options.flip:
+        transforms = functools.partial(
+            augment, resize_range=resize_range, crop_size=options.crop_size, flip=options.flip
         )
+        ds = ds.random_map(transforms, seed=options.seed)
     batch_fn = functools.partial(
         collate,
         buckets=buckets,

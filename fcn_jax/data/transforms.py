@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fcn_jax.data.base import IGNORE_LABEL, Record
+from fcn_jax.data.resize import resize_shorter
 from fcn_jax.errors import FCNError
 
 
@@ -31,6 +32,40 @@ def bucket_for(size: int, buckets: Sequence[int], what: str) -> int:
             "bucket (data.buckets / data.max_size in the config)"
         )
     return buckets[i]
+
+
+def random_resize(record: Record, rng: np.random.Generator, low: int, high: int) -> Record:
+    """Resize to a random shorter side in ``[low, high]`` pixels, as torchvision's recipe does.
+
+    torchvision's segmentation reference (``RandomResize(0.5 * 520, 2.0 * 520)``) draws the
+    side with ``random.randint(low, high)`` (both ends included) and resizes the PIL image
+    bilinearly and the target with nearest neighbour: :func:`~fcn_jax.data.resize.resize_shorter`.
+
+    Args:
+        record: ``label`` [H, W] and images [H, W, C] uint8; keys starting with ``label`` are
+            labels, every other array of the label's (H, W) an image.
+        rng: the record's generator.
+        low: smallest shorter side.
+        high: largest shorter side.
+    """
+    shape = record["label"].shape
+    arrays = [k for k, v in record.items() if isinstance(v, np.ndarray) and v.shape[:2] == shape]
+    labels = tuple(k for k in arrays if k.startswith("label"))
+    images = tuple(k for k in arrays if not k.startswith("label"))
+    return resize_shorter(record, int(rng.integers(low, high + 1)), images, labels)
+
+
+def augment(
+    record: Record,
+    rng: np.random.Generator,
+    resize_range: tuple[int, int] | None,
+    crop_size: int | None,
+    flip: bool,
+) -> Record:
+    """The random training transforms in torchvision's order: resize, then crop and flip."""
+    if resize_range is not None:
+        record = random_resize(record, rng, *resize_range)
+    return random_crop_flip(record, rng, crop_size, flip)
 
 
 def random_crop_flip(

@@ -36,6 +36,7 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.base import SegmentationDataset
 from fcn_jax.data.pipeline import PipelineOptions, make_pipeline
 from fcn_jax.data.resize import ResizedDataset
+from fcn_jax.data.transforms import default_buckets
 from fcn_jax.errors import FCNError
 from fcn_jax.eval.heads import HEAD_LABELS, head_class_counts, head_targets
 from fcn_jax.eval.metrics import Metrics, compute_metrics, confusion_matrix
@@ -223,6 +224,17 @@ def _score(
     }
 
 
+def resized_buckets(buckets: Sequence[int], shorter: int) -> tuple[int, ...]:
+    """Buckets that hold images resized to shorter side ``shorter`` up to a 2:1 aspect ratio.
+
+    ``buckets`` (sized for the data as stored, e.g. up to VOC's 500) gain the multiples of
+    their step (the smallest bucket, 32 by default) up to ``2 * shorter``; a longer image gets
+    :func:`~fcn_jax.data.transforms.bucket_for`'s error, which says to add a bucket.
+    """
+    step = min(buckets) if buckets else 32
+    return tuple(sorted(set(buckets) | set(default_buckets(2 * shorter, step))))
+
+
 def evaluate(
     variables: PyTree,
     metadata: WeightsMetadata,
@@ -281,6 +293,10 @@ def evaluate(
     check_dataset(metadata, dataset)
     if metadata.eval_resize is not None:  # the weights' own evaluation resize (torchvision's)
         dataset = ResizedDataset(dataset, metadata.eval_resize)
+        if options.bucket:  # buckets sized for the data as stored may be too small now
+            options = dataclasses.replace(
+                options, buckets=resized_buckets(options.buckets, metadata.eval_resize)
+            )
     feed = _feed(options, devices, metadata)
     comparison = TorchComparison(variables, metadata) if against_torch else None
     watchers = [*observers, *([comparison] if comparison else [])]

@@ -8,6 +8,11 @@ Caffe's solver (``voc-fcn*/solver.prototxt`` and the ``net.py`` param specs) as 
   (``lr_mult: 0`` in the release), and ``optim.trainable`` can freeze everything but some layers
   (Table 2's FCN-32s-fixed trains only the score layer).
 
+Other recipes need two more knobs: ``optim.lr_mults`` multiplies the rate of the layers a regex
+names (torchvision's segmentation recipe trains the FCN-ResNets' auxiliary head at 10x), and
+``optim.decay_biases`` decays biases (and BatchNorm's shifts) like weights, as torch's
+``weight_decay`` does to every parameter.
+
 optax's momentum SGD keeps ``v = g + m v`` and steps ``-lr v``; Caffe keeps ``v = m v + lr g``
 and steps ``-v``: the same trajectory for a constant learning rate.
 """
@@ -15,6 +20,7 @@ and steps ``-v``: the same trajectory for a constant learning rate.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -27,17 +33,27 @@ from fcn_jax.types import PyTree
 
 
 def param_labels(
-    params: PyTree, learn_upsampling: bool = False, trainable: str | None = None
+    params: PyTree,
+    learn_upsampling: bool = False,
+    trainable: str | None = None,
+    lr_mults: Sequence[tuple[str, float]] = (),
 ) -> PyTree:
-    """``weight``, ``bias`` or ``frozen`` for every param (same tree structure).
+    """The group of every param (same tree structure): its kind and rate multiplier.
+
+    A label is ``weight``, ``bias`` or ``frozen``, followed by ``@x<m>`` for a param whose
+    rate is multiplied by ``m`` (``weight@x10``); :func:`parse_label` reads one back.
 
     Args:
         params: the params (or their shapes).
         learn_upsampling: let the transposed convolutions learn (``upscore*``; SpeedPaper's
             ``upsample_*``).
         trainable: a regex; layers whose name does not match it are frozen (None: all learn).
+        lr_mults: ``(regex, multiplier)`` pairs; a param whose path (``aux_classifier/0/kernel``)
+            the first matching regex matches from its start (``re.match``) learns at that
+            multiple of the rate.
     """
     pattern = re.compile(trainable) if trainable else None
+    mults = [(re.compile(regex), float(m)) for regex, m in lr_mults]
 
     def label(path: tuple[str, ...]) -> str:
         layer, leaf = path[-2], path[-1]
@@ -46,10 +62,19 @@ def param_labels(
             return "frozen"
         if pattern is not None and not pattern.fullmatch(layer):
             return "frozen"
-        return "bias" if leaf == "bias" else "weight"
+        kind = "bias" if leaf == "bias" else "weight"
+        joined = "/".join(path)
+        mult = next((m for regex, m in mults if regex.match(joined)), 1.0)
+        return kind if mult == 1.0 else f"{kind}@x{mult:g}"
 
     flat = traverse_util.flatten_dict(params)
     return traverse_util.unflatten_dict({path: label(path) for path in flat})
+
+
+def parse_label(label: str) -> tuple[str, float]:
+    """``("weight", 10.0)`` from ``"weight@x10"``; ``("bias", 1.0)`` from ``"bias"``."""
+    kind, _, mult = label.partition("@x")
+    return kind, float(mult) if mult else 1.0
 
 
 def learning_rate_schedule(config: Any, steps_per_epoch: int | None = None) -> optax.Schedule:
@@ -60,7 +85,10 @@ def learning_rate_schedule(config: Any, steps_per_epoch: int | None = None) -> o
       first version: ``if epoch % 50 == 0 and epoch != 0: lr *= 0.5``);
     - ``optim.lr_milestone_epochs = (a, b, ...)``: multiplied by ``optim.lr_gamma`` at the
       start of epochs a, b, ... (torch's ``MultiStepLR`` stepped once per epoch; SpeedPaper's
-      second version: milestones (50, 80), gamma 0.1).
+      second version: milestones (50, 80), gamma 0.1);
+    - ``optim.lr_poly_power = p``: ``learning_rate * (1 - step / num_steps) ** p`` at every
+      step (torchvision's segmentation recipe: p = 0.9, its ``LambdaLR`` stepped per
+      iteration), reaching 0 at ``num_steps``.
 
     Epochs become steps through ``steps_per_epoch``: epoch ``e`` starts at step
     ``e * steps_per_epoch`` (optax counts the first update as step 0), which is the first step
@@ -71,17 +99,26 @@ def learning_rate_schedule(config: Any, steps_per_epoch: int | None = None) -> o
         steps_per_epoch: optimiser steps per pass over the training split (for epoch schedules).
 
     Raises:
-        FCNError: an epoch schedule without ``steps_per_epoch``, both schedules at once,
-            milestones that are not increasing positive whole epochs, or a negative gamma.
+        FCNError: an epoch schedule without ``steps_per_epoch``, two schedules at once,
+            milestones that are not increasing positive whole epochs, a negative gamma, or a
+            poly power that is not positive.
     """
     o = config.optim
     halve = o.get("lr_halve_every_epochs")
     milestones = o.get("lr_milestone_epochs")
-    if halve and milestones:
+    poly = o.get("lr_poly_power")
+    given = {"lr_halve_every_epochs": halve, "lr_milestone_epochs": milestones}
+    given["lr_poly_power"] = poly
+    chosen = [f"optim.{key}" for key, value in given.items() if value]
+    if len(chosen) > 1:
         raise FCNError(
-            "optim.lr_halve_every_epochs and optim.lr_milestone_epochs are both set: choose one "
-            "schedule (set the other to None)"
+            f"{' and '.join(chosen)} are set: choose one schedule (set the others to None)"
         )
+    if poly is not None:
+        if poly <= 0:
+            raise FCNError(f"optim.lr_poly_power={poly:g} must be > 0 (torchvision's: 0.9)")
+        # optax counts the first update as step 0, the rate torch's LambdaLR gives iteration 0.
+        return optax.polynomial_schedule(config.learning_rate, 0.0, poly, config.num_steps)
     if not halve and not milestones:
         return optax.constant_schedule(config.learning_rate)
     key = "optim.lr_halve_every_epochs" if halve else "optim.lr_milestone_epochs"
@@ -127,18 +164,56 @@ def make_optimizer(
             return optax.adam(rate)
         raise FCNError(f"optim.name must be 'sgd' or 'adam', not {o.name!r}")
 
-    weights = base(lr)
-    if o.weight_decay:
-        weights = optax.chain(optax.add_decayed_weights(o.weight_decay), weights)
-    labels = param_labels(params, config.model.learn_upsampling, o.get("trainable"))
-    if o.get("trainable") and "weight" not in jax.tree.leaves(labels):
+    def group(label: str) -> optax.GradientTransformation:
+        kind, mult = parse_label(label)
+        if kind == "frozen":
+            return optax.set_to_zero()
+        rate = lr if kind == "weight" else bias_lr
+        tx = base(rate if mult == 1.0 else lambda step: mult * rate(step))
+        # Caffe's decay_mult 0 for biases; torch's weight_decay decays every parameter.
+        if o.weight_decay and (kind == "weight" or o.get("decay_biases", False)):
+            tx = optax.chain(optax.add_decayed_weights(o.weight_decay), tx)
+        return tx
+
+    lr_mults = _lr_mults(o.get("lr_mults"))
+    labels = param_labels(params, config.model.learn_upsampling, o.get("trainable"), lr_mults)
+    used = set(jax.tree.leaves(labels))
+    if o.get("trainable") and not any(parse_label(u)[0] == "weight" for u in used):
         raise FCNError(
             f"optim.trainable={o.trainable!r} matches no layer (it must match whole names, "
             "e.g. 'score_fr' or 'score_.*'): the whole network would be frozen"
         )
-    return optax.multi_transform(
-        {"weight": weights, "bias": base(bias_lr), "frozen": optax.set_to_zero()}, labels
-    )
+    for regex, _ in lr_mults:
+        if not any(re.match(regex, "/".join(p)) for p in traverse_util.flatten_dict(params)):
+            raise FCNError(
+                f"optim.lr_mults: {regex!r} matches no parameter (it is matched against paths "
+                "such as 'aux_classifier/0/kernel', from their start)"
+            )
+    # Every kind is a group even when unused, so that the state's layout depends on the config
+    # (and the multipliers) only, as a resumed run checks.
+    names = {"weight", "bias", "frozen"} | used
+    return optax.multi_transform({name: group(name) for name in sorted(names)}, labels)
+
+
+def _lr_mults(value: Any) -> tuple[tuple[str, float], ...]:
+    """``optim.lr_mults`` as ``((regex, multiplier), ...)``, checked."""
+    if not value:
+        return ()
+    try:
+        pairs = tuple((str(regex), float(mult)) for regex, mult in value)
+    except (TypeError, ValueError):
+        raise FCNError(
+            f"optim.lr_mults={value!r}: give (regex, multiplier) pairs, e.g. "
+            "(('aux_classifier', 10.0),)"
+        ) from None
+    for regex, mult in pairs:
+        if mult <= 0:
+            raise FCNError(f"optim.lr_mults: multiplier {mult:g} of {regex!r} must be > 0")
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise FCNError(f"optim.lr_mults: {regex!r} is not a regex ({e})") from None
+    return pairs
 
 
 def state_layout(config: Any, params: PyTree, steps_per_epoch: int | None = None) -> Any:

@@ -91,14 +91,19 @@ class PreparedRun:
 
 
 def build_metadata(
-    config: Any, dataset: SegmentationDataset, preprocessing: Preprocessing | None = None
+    config: Any,
+    dataset: SegmentationDataset,
+    preprocessing: Preprocessing | None = None,
+    eval_resize: int | None = None,
 ) -> WeightsMetadata:
     """What the trained weights will say about themselves: the network, classes, palette.
 
     Args:
-        config: the experiment config (its ``model``, ``data`` and ``dtype``).
+        config: the experiment config (its ``model``, ``data``, ``eval`` and ``dtype``).
         dataset: the training split (class names and colours of each head).
         preprocessing: the first input's normalisation where the starting weights decide it.
+        eval_resize: the starting weights' evaluation resize, used where ``eval.resize`` is
+            None.
     """
     spec = spec_from_config(config, preprocessing)
     head_names: tuple[tuple[str, ...], ...] = ()
@@ -107,7 +112,10 @@ def build_metadata(
         extra = [k for k in classes if k != "label"]
         head_names = tuple(classes[k] for k in extra[: len(spec.heads) - 1])
     palette = tuple(tuple(int(v) for v in c) for c in dataset.palette[: dataset.n_class])
-    return WeightsMetadata(spec, dataset.class_names, head_names, "fcn-jax", palette=palette)
+    resize = config.eval.get("resize") or eval_resize
+    return WeightsMetadata(
+        spec, dataset.class_names, head_names, "fcn-jax", palette=palette, eval_resize=resize
+    )
 
 
 def initial_variables(
@@ -193,6 +201,7 @@ def _pipeline(config: Any, dataset: SegmentationDataset, host_batch: int, fill: 
         num_epochs=None,
         buckets=buckets,
         centre_crop=config.data.get("centre_crop"),
+        resize_range=config.data.get("resize_range"),
         crop_size=config.data.crop_size,
         flip=config.data.flip,
         worker_count=config.data.worker_count,
@@ -221,13 +230,15 @@ def _first_variables(
     """
     if start is not None:
         variables, new_layers = init_variables(spec, jax.random.PRNGKey(config.seed)), []
-        preprocessing = check_resumed_architecture(snapshots, spec).preprocessing
+        resumed = check_resumed_architecture(snapshots, spec)
+        preprocessing, eval_resize = resumed.preprocessing, resumed.eval_resize
     else:
         variables, source_meta, new_layers = initial_variables(config, spec)
-        preprocessing = None
+        preprocessing = eval_resize = None
         if source_meta is not None:
             preprocessing = reconcile(config.data.preprocessing, source_meta.preprocessing)
-    metadata = build_metadata(config, dataset, preprocessing)
+            eval_resize = source_meta.eval_resize
+    metadata = build_metadata(config, dataset, preprocessing, eval_resize)
     if metadata.n_class != dataset.n_class:
         raise FCNError(
             f"model.n_class={config.model.n_class} but {dataset!r} has {dataset.n_class} classes"
@@ -288,6 +299,7 @@ def prepare_run(config: Any, workdir: Path, run: RunProgress | None = None) -> P
         config.optim.accum_steps,
         parallel=dp.mode,
         freeze_bn=config.model.get("freeze_bn", False),
+        aux_loss_weight=config.optim.get("aux_loss_weight", 0.5),
     )
     keys = set(metadata.inputs) | {k for k, _ in head_targets(metadata.spec).values()}
     return PreparedRun(

@@ -16,6 +16,10 @@ SyncBatchNorm gives. Each micro-batch updates the running statistics once, in or
 forward pass does in torch. ``freeze_bn`` normalises with the running statistics instead and
 keeps them.
 
+An FCN-ResNet with its auxiliary head (``spec.aux``) adds that head's loss on the first head's
+labels at ``aux_loss_weight`` (torchvision's ``out + 0.5 * aux``); its pixels are not counted
+twice, so with the mean loss the total is the two heads' means, weighted, as torch's.
+
 Data parallelism (``parallel``): the same per-batch gradient function is wrapped
 either by ``jax.jit`` over a device mesh (``"sharding"``: the batch is sharded on the ``data``
 axis, the state replicated, and XLA turns the sums over the batch into cross-device
@@ -44,6 +48,7 @@ from jax import lax
 
 from fcn_jax.eval.heads import head_class_counts, head_targets
 from fcn_jax.models import NetSpec, model_state
+from fcn_jax.models.fcn_resnet import AUX_HEAD
 from fcn_jax.train.losses import cross_entropy_sum, normalise
 from fcn_jax.types import Array, PyTree
 
@@ -162,6 +167,7 @@ def make_steps(
     parallel: str = "sharding",
     freeze_bn: bool = False,
     dropout_rate: float | None = None,
+    aux_loss_weight: float = 0.5,
 ) -> Steps:
     """Build the jitted steps of one training run.
 
@@ -179,6 +185,7 @@ def make_steps(
             (``model.freeze_bn``); otherwise with the micro-batch's, updating them.
         dropout_rate: the backbone's dropout in training; None for the network's own (the
             paper's 0.5). 0 makes a step deterministic (the torch equality tests).
+        aux_loss_weight: weight of the auxiliary head's loss (``spec.aux``; torchvision's 0.5).
 
     Returns:
         The jitted :class:`Steps`. Under ``pmap`` the metrics carry a leading device axis
@@ -195,6 +202,7 @@ def make_steps(
         pmapped=parallel == "pmap",
         batch_stats=spec.batch_norm and not freeze_bn,
         dropout_rate=dropout_rate,
+        aux_loss_weight=float(aux_loss_weight) if spec.aux else 0.0,
         targets=head_targets(spec),
         classes=head_class_counts(spec),
         traces=TraceCounter(),
@@ -226,6 +234,7 @@ class _StepSetup:
     pmapped: bool
     batch_stats: bool  # BatchNorm uses (and updates) the batch's statistics
     dropout_rate: float | None  # None: the network's own
+    aux_loss_weight: float  # 0 without an auxiliary head
     targets: dict[str, tuple[str, int]]  # head -> (label key, classes): head_targets
     classes: dict[str, int]  # head -> classes
     traces: TraceCounter
@@ -262,6 +271,10 @@ def _summed_loss(
     for head, (key, _) in s.targets.items():
         part, c = cross_entropy_sum(logits[head], batch[key], s.classes[head])
         loss, count = loss + part, count + c
+    if s.aux_loss_weight:  # the first head's labels; its pixels are counted once, above
+        main, (key, _) = next(iter(s.targets.items()))
+        part, _ = cross_entropy_sum(logits[AUX_HEAD], batch[key], s.classes[main])
+        loss = loss + s.aux_loss_weight * part
     return loss, (count, new_state)
 
 

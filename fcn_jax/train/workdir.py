@@ -212,7 +212,7 @@ def check_resumed_architecture(checkpoints: TrainCheckpoints, spec: NetSpec) -> 
     from fcn_jax.checkpoint import load_metadata
 
     metadata = load_metadata(checkpoints.directory)
-    fields = ("arch", "backbone", "heads", "width", "streams")
+    fields = ("arch", "backbone", "heads", "width", "streams", "aux")
     theirs = {f: getattr(metadata.spec, f) for f in fields}
     ours = {f: getattr(spec, f) for f in fields}
     if theirs != ours:
