@@ -236,6 +236,7 @@ def fcn_resnet_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     BatchNorm over a batch of 4: on 48-64 px synthetic shapes, 5 classes. Two steps as every
     smoke variant; ``--config.num_steps=100`` visibly learns (tests/train/test_fcn_resnet_recipe).
     """
+    c.data.num_images = 32
     c.data.min_size, c.data.max_size = 48, 64
     c.data.resize_range = (48, 64)
     c.data.crop_size = 64
