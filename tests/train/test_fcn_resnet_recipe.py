@@ -184,6 +184,7 @@ def test_smoke_recipe_learns_and_its_weights_carry_the_eval_resize(tmp_path):
         "--config.eval_every=100",
         "--config.checkpoint_every=100",
         "--config.log_every=20",
+        timeout=300,  # ~40 s on an idle 2-core machine; room for a loaded one
     )
     assert r.returncode == 0, r.stderr
     log = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]

@@ -317,7 +317,7 @@ def test_milestones_need_steps_per_epoch_and_exclude_halving():
     with pytest.raises(FCNError, match=r"optim\.lr_milestone_epochs needs the training split"):
         make_optimizer(c, TINY)
     c.optim.lr_halve_every_epochs = 2
-    with pytest.raises(FCNError, match="both set: choose one"):
+    with pytest.raises(FCNError, match="lr_milestone_epochs are set: choose one"):
         learning_rate_schedule(c, steps_per_epoch=3)
 
 
