@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 r"""Reproduce one of the paper's tables: the paper's figures and ours side by side.
 
-    python reproduce.py --table {1,2,3,4,5,6,release} --data-root DIR --weights-dir DIR \
-        [--out DIR] [--best] [--no-timing | --timing-json bench.json]
+    python reproduce.py --table {1,2,3,4,5,6,release,torchvision} --data-root DIR \
+        --weights-dir DIR [--out DIR] [--best] [--no-timing | --timing-json bench.json]
 
 Evaluates the models behind each row of the table (weights found under --weights-dir by the
 names docs/reproducing.md lists: <name>/ a weights directory or train.py workdir, <name>.pth a
-torchfcn checkpoint) on the table's split of the dataset under --data-root, and prints a markdown
+torchfcn or torchvision checkpoint) on the table's split of the dataset under --data-root
+(--table torchvision: torchvision's FCN-ResNets on COCO val2017), and prints a markdown
 table: per row and figure, the paper's, ours and the difference (ours - paper). Rows the suite
 cannot produce print n/a with the reason; rows whose weights are absent print missing, with
 where they go. --out DIR also writes DIR/table_<key>.md and DIR/table_<key>.json. Progress goes

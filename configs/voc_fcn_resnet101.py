@@ -8,8 +8,9 @@ torchvision's ImageNet ResNet-101 (``weights/resnet101.pth``, converted on the f
 
 Differences from torchvision's run, on purpose or by necessity:
 
-- its published weights were trained on COCO's 20 VOC classes; this recipe trains on SBD train
-  (8,498 images) and validates on seg11valid, the paper's VOC split;
+- its published weights were trained on COCO's 20 VOC classes (configs/coco_fcn_resnet101.py);
+  this recipe trains on SBD train (8,498 images) and validates on seg11valid, the paper's VOC
+  split;
 - torch's DDP averages each GPU's mean loss; here the mean is over the valid pixels of the
   global batch (equal when every GPU's crops hold as many valid pixels);
 - evaluation resizes the shorter side to 520 (``eval.resize``, as torchvision's

@@ -174,6 +174,20 @@ def context(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def coco_voc(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """COCO 2017 as VOC's 21 classes (:mod:`fcn_jax.data.coco`): train2017 / val2017.
+
+    The data torchvision's FCN-ResNet weights were trained and scored on
+    (``references/segmentation``, ``--dataset coco``).
+    """
+    c.data.name = "coco_voc"
+    c.data.split = "train2017"  # the images with VOC instances covering > 1000 pixels
+    c.data.eval_split = "val2017"  # all 5,000 images
+    c.data.max_size = 640  # COCO's longest image side
+    c.model.n_class = 21
+    return c
+
+
 def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """CamVid as the seed's users have it: class_dict.csv, colour labels, ImageNet statistics.
 
@@ -193,7 +207,7 @@ def camvid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def fcn_resnet(c: ml_collections.ConfigDict, depth: int) -> ml_collections.ConfigDict:
-    """torchvision's FCN-ResNet recipe (``references/segmentation``) on VOC + SBD train.
+    """The FCN-ResNet recipe of torchvision's ``references/segmentation``, on VOC + SBD train.
 
     ``train.py --model fcn_resnet{depth} --aux-loss``: SGD, momentum 0.9, weight decay 1e-4 on
     every parameter, learning rate 0.02 for a global batch of 32 (8 GPUs x 4) decaying as

@@ -52,6 +52,8 @@ PARAMS = {
     "fcn_resnet101": 54_314_346,
 }
 FCN_RESNETS = {"voc_fcn_resnet50", "voc_fcn_resnet101"}
+# torchvision's own runs behind its published FCN-ResNet weights: COCO's VOC categories.
+COCO_FCN_RESNETS = {"coco_fcn_resnet50", "coco_fcn_resnet101"}
 
 
 def load(name, arg=None):
@@ -94,6 +96,10 @@ def test_builds_its_model(name):
         assert count == PARAMS[c.model.arch]
         batch = 32 if name in FCN_RESNETS else 1  # torchvision's 8 GPUs x 4; the paper's 1
         assert (c.data.split, c.data.eval_split, c.batch_size) == ("sbd_train", "seg11valid", batch)
+    elif name in COCO_FCN_RESNETS:  # torchvision's network and batch, on COCO's VOC classes
+        assert (c.model.width, c.model.n_class, c.data.name) == (1.0, 21, "coco_voc")
+        assert count == PARAMS[c.model.arch]
+        assert (c.data.split, c.data.eval_split, c.batch_size) == ("train2017", "val2017", 32)
     elif name.startswith("synthetic"):
         assert count < 10_000_000
     elif c.model.arch == "speedpaper":  # vgg16_bn's features, no fc6/fc7, feature-map fusion
@@ -155,8 +161,8 @@ def test_unknown_variant_and_dataset():
     c.data.name = "imagenet"
     with pytest.raises(
         FCNError,
-        match=r"unknown dataset 'imagenet'.*'camvid', 'context', 'folder', 'nyud', 'sbd', "
-        r"'siftflow', 'synthetic', 'tfds', 'voc'",
+        match=r"unknown dataset 'imagenet'.*'camvid', 'coco_voc', 'context', 'folder', 'nyud', "
+        r"'sbd', 'siftflow', 'synthetic', 'tfds', 'voc'",
     ):
         make_dataset(c, "train")
 
@@ -403,10 +409,12 @@ def test_folder_speedpaper_trains_on_grey_index_masks(tmp_path):
     assert meta.preprocessing == SPEEDPAPER_GREY and meta.class_names[0] == "class_0"
 
 
+@pytest.mark.parametrize("data", ["voc", "coco"])
 @pytest.mark.parametrize("depth", [50, 101])
-def test_fcn_resnet_recipes(depth):
-    # torchvision's references/segmentation: train.py --model fcn_resnet{depth} --aux-loss.
-    c = load(f"voc_fcn_resnet{depth}")
+def test_fcn_resnet_recipes(depth, data):
+    # torchvision's references/segmentation: train.py --model fcn_resnet{depth} --aux-loss,
+    # on VOC + SBD or on COCO (--dataset coco: its published weights' data).
+    c = load(f"{data}_fcn_resnet{depth}")
     assert (c.model.arch, c.model.backbone, c.model.aux) == (
         f"fcn_resnet{depth}",
         f"resnet{depth}",
@@ -426,7 +434,14 @@ def test_fcn_resnet_recipes(depth):
     assert not c.model.freeze_bn  # statistics over the global batch, SyncBatchNorm's
     spec = spec_from_config(c)
     assert spec.aux and spec.batch_norm and spec.preprocessing[0] == TORCHVISION
-    smoke = load(f"voc_fcn_resnet{depth}", "smoke")
+    if data == "coco":  # the same recipe, only the data differs
+        voc = load(f"voc_fcn_resnet{depth}")
+        for section in ("model", "optim", "init", "eval"):
+            assert c[section].to_dict() == voc[section].to_dict(), section
+        assert (c.data.name, c.data.split, c.data.eval_split, c.data.max_size) == (
+            "coco_voc", "train2017", "val2017", 640,
+        )  # fmt: skip
+    smoke = load(f"{data}_fcn_resnet{depth}", "smoke")
     assert (smoke.model.aux, smoke.data.crop_size, smoke.eval.resize, smoke.batch_size) == (
         True, 64, 64, 4,
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """Helpers shared by the test modules."""
 
+import json
 import os
 import subprocess
 import sys
@@ -422,3 +423,98 @@ def run_script(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+# --- COCO 2017 -----------------------------------------------------------------------------------
+
+# COCO's own category table for the ids the tiny tree uses: four VOC classes and one that is not.
+COCO_CATEGORIES = [
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 3, "name": "car", "supercategory": "vehicle"},
+    {"id": 6, "name": "bus", "supercategory": "vehicle"},
+    {"id": 13, "name": "stop sign", "supercategory": "outdoor"},
+    {"id": 18, "name": "dog", "supercategory": "animal"},
+]
+COCO_SIZE = (30, 40)  # every image's (height, width): one shape after the 520 resize
+# VOC class indices of the categories above (VOC's order: car 7, bus 6, dog 12, person 15).
+VOC_PERSON, VOC_CAR, VOC_BUS, VOC_DOG = 15, 7, 6, 12
+
+
+def rect(x0: int, y0: int, x1: int, y1: int) -> list[float]:
+    """A COCO polygon around the pixels [y0, y1) x [x0, x1) (pixel corners at integers)."""
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts of a [H, W] bool mask: run lengths over the pixels in
+    column-major order, starting with a (possibly empty) run of zeros."""
+    flat = mask.T.reshape(-1).astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def write_coco_tree(
+    root: Path, splits: tuple[str, ...] = ("val2017",), seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A COCO 2017 root (``<split>/<file>.jpg``, ``annotations/instances_<split>.json``) whose
+    three images, the same in every split, exercise torchvision's VOC conversion:
+
+    - ``000000000139``: no annotations (all background; not in train2017);
+    - ``000000037777``: a crowd person as uncompressed RLE with a bus polygon overlapping it, and
+      a large stop sign (not a VOC class); VOC areas 600 + 400 = 1000, not more: not in train2017;
+    - ``000000397133``: a person and a dog overlapping (void where they do), a stop sign over part
+      of the dog (the dog's, not void: a non-VOC instance is dropped first), a car in two
+      overlapping polygon parts (one instance: not void); VOC areas 1100.
+
+    Returns file stem -> the expected [H, W] uint8 label, drawn by hand from the rectangles.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = COCO_SIZE
+    images = {139: random_image(rng, h, w), 37777: random_image(rng, h, w)}
+    images[397133] = random_image(rng, h, w)
+    labels = {i: np.zeros((h, w), np.uint8) for i in images}
+    anns = []
+
+    def add(image_id, category_id, segmentation, area, iscrowd=0):
+        anns.append({
+            "id": len(anns) + 1, "image_id": image_id, "category_id": category_id,
+            "segmentation": segmentation, "area": area, "iscrowd": iscrowd, "bbox": [0, 0, 1, 1],
+        })  # fmt: skip
+
+    # 37777: crowd person rows 5..14 x cols 5..24 (RLE), bus rows 10..19 x cols 20..29 on top.
+    crowd = np.zeros((h, w), bool)
+    crowd[5:15, 5:25] = True
+    add(37777, 1, {"counts": rle_counts(crowd), "size": [h, w]}, 600.0, iscrowd=1)
+    add(37777, 6, [rect(20, 10, 30, 20)], 400.0)
+    add(37777, 13, [rect(0, 0, 40, 30)], 5000.0)  # covers everything, yet it is background
+    label = labels[37777]
+    label[5:15, 5:25] = VOC_PERSON
+    label[10:20, 20:30] = VOC_BUS
+    label[10:15, 20:25] = 255  # person and bus
+    # 397133: person rows 3..19 x cols 2..11, dog rows 10..24 x cols 10..19 (overlap: void);
+    # stop sign rows 20..27 x cols 18..29 over the dog; car parts rows 2..7 and 5..11 x 30..37/
+    # 34..38 (one instance).
+    add(397133, 1, [rect(2, 3, 12, 20)], 400.0)
+    add(397133, 18, [rect(10, 10, 20, 25)], 700.0)
+    add(397133, 13, [rect(18, 20, 30, 28)], 90.0)
+    add(397133, 3, [rect(30, 2, 38, 8), rect(34, 5, 39, 12)], 0.0)
+    label = labels[397133]
+    label[3:20, 2:12] = VOC_PERSON
+    label[10:25, 10:20] = VOC_DOG
+    label[10:20, 10:12] = 255
+    label[2:8, 30:38] = VOC_CAR
+    label[5:12, 34:39] = VOC_CAR
+    info = [
+        {"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w, "license": 1}
+        for i in (397133, 37777, 139)  # not in id order: the loader sorts by id
+    ]
+    for split in splits:
+        for i, image in images.items():
+            write_jpeg(root / split / f"{i:012d}.jpg", image)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        data = {"info": {}, "licenses": [], "images": info, "annotations": anns}
+        data["categories"] = COCO_CATEGORIES
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return {f"{i:012d}": label for i, label in labels.items()}

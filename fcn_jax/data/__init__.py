@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from fcn_jax.data import camvid, context, folder, nyud, siftflow, tfds
+from fcn_jax.data import camvid, coco, context, folder, nyud, siftflow, tfds
 from fcn_jax.data.base import IGNORE_LABEL, Record, SegmentationDataset, config_root
 from fcn_jax.data.synthetic import SyntheticSegmentation
 from fcn_jax.data.voc import SBDSegmentation, pascal
@@ -52,6 +52,7 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], SegmentationDatas
     "nyud": nyud.make,  # data.modalities: ("image",), ("hha",) or ("image", "hha")
     "siftflow": siftflow.make,  # label (33 semantic classes) and label_geo (3 geometric)
     "context": context.make,  # PASCAL-Context, 59 classes + background
+    "coco_voc": coco.make,  # COCO 2017 as VOC's 21 classes (torchvision's FCN-ResNet data)
     "camvid": camvid.make,  # the seed's CamVid, classes from class_dict.csv
     "folder": folder.make,  # users' own images + colour labels or index masks
     "tfds": tfds.make,  # TensorFlow Datasets with masks (extra "tfds"), data.tfds_name

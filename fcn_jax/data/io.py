@@ -110,6 +110,32 @@ def read_image_oriented(path: str | Path) -> tuple[np.ndarray, Orientation]:
     return image, Orientation(int(tag), stored_shape, image.shape[:2])
 
 
+def read_image_as_stored(path: str | Path) -> np.ndarray:
+    """Read an image's pixels as the file stores them, any EXIF orientation ignored.
+
+    For data whose labels were drawn on the stored pixels and whose reference loader reads them
+    so: COCO's annotations, which torchvision's ``CocoDetection`` pairs with
+    ``Image.open(path).convert("RGB")`` (no EXIF turn). Modes and bit depths follow
+    :func:`read_image_oriented`'s rules.
+
+    Returns:
+        [H, W, 3] uint8 RGB, H and W as stored.
+
+    Raises:
+        FCNError: as :func:`read_image_oriented`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FCNError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return _to_rgb8(im, im.format, path)
+    except _READ_ERRORS as e:
+        raise FCNError(
+            f"{path} is not an image PIL can read (corrupt or truncated?): {e}"
+        ) from None
+
+
 def _to_rgb8(im: Image.Image, file_format: str | None, path: Path) -> np.ndarray:
     """[H, W, 3] uint8 RGB from an opened image of any mode, or an error naming the mode.
 

@@ -2,8 +2,9 @@
 
 Each producible row of :mod:`fcn_jax.paper.tables` names a config (``configs/<config>.py``:
 dataset and model) and the names its weights go by under the weights folder: ``<name>/`` (a
-weights directory, or a ``train.py`` workdir of that config) or ``<name>.pth`` (a torchfcn
-checkpoint, converted on the fly as ``eval.py`` does). The network's arch, width and classes come
+weights directory, or a ``train.py`` workdir of that config) or ``<name>.pth`` (a torchfcn or
+torchvision checkpoint, converted on the fly as ``eval.py`` does, with the evaluation resize a
+torchvision segmentation checkpoint implies). The network's arch, width and classes come
 from the weights (a directory's metadata; a ``.pth``'s tensors), never from an assumption, so
 narrow test networks and the paper's full-width ones go through the same path.
 
@@ -63,7 +64,7 @@ def missing_weights_message(weights_dir: Path, row: Row) -> str:
     places = " or ".join(f"`{weights_dir / name}/`" for name in row.weights)
     return (
         f"{places} (a weights directory, or a train.py workdir of configs/{row.config}.py; "
-        "or the same name + .pth, a torchfcn checkpoint)"
+        "or the same name + .pth, a torchfcn or torchvision checkpoint)"
     )
 
 

@@ -53,6 +53,9 @@ FACTS = [
     ("6", "FCN-8s", {"pixel_acc": 65.9, "mean_acc": 46.5, "mean_iou": 35.1, "fw_iou": 51.0}),
     ("release", "FCN-32s", {"mean_iou": 63.6}),
     ("release", "FCN-8s-atonce", {"mean_iou": 65.4}),
+    # torchvision's model cards (FCN_ResNet50/101_Weights.COCO_WITH_VOC_LABELS_V1 _metrics).
+    ("torchvision", "FCN-ResNet50", {"pixel_acc": 91.4, "mean_iou": 60.5}),
+    ("torchvision", "FCN-ResNet101", {"pixel_acc": 91.9, "mean_iou": 63.7}),
 ]  # fmt: skip
 
 
@@ -117,7 +120,7 @@ def test_data_file_holds_the_papers_figures(key, name, expected):
 
 def test_data_file_tables_and_rows():
     tables = load_tables()
-    assert set(tables) == {"1", "2", "3", "4", "5", "6", "release"}
+    assert set(tables) == {"1", "2", "3", "4", "5", "6", "release", "torchvision"}
     for key in "123456":
         assert "CVPR 2015" in tables[key].source, key  # labelled with the paper version
     release = {r.name: r for r in tables["release"].rows}
@@ -131,6 +134,11 @@ def test_data_file_tables_and_rows():
     na = {r.name for r in tables["1"].rows if not r.producible}
     assert na == {"FCN-AlexNet", "FCN-GoogLeNet"}
     assert not next(r for r in tables["4"].rows if r.name == "FCN-32s RGBD").producible
+    # torchvision's rows take its published files under their download names (no .pth).
+    assert [r.weights for r in tables["torchvision"].rows] == [
+        ("coco_fcn_resnet50", "fcn_resnet50_coco-1167a1af"),
+        ("coco_fcn_resnet101", "fcn_resnet101_coco-7ecb50ca"),
+    ]
 
 
 def test_every_producible_row_names_a_config_of_the_tables_split():
