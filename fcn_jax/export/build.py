@@ -76,8 +76,8 @@ def export_weights(
     out = Path(out)
     if out.suffix.lower() != FORMATS[fmt]:
         raise FCNError(
-            f"--out {out}: a {fmt} artifact is named *{FORMATS[fmt]} (predict.py and "
-            f"load_artifact recognise the format by it)"
+            f"--out {out}: --format {fmt} writes *{FORMATS[fmt]} files (predict.py and "
+            "load_artifact recognise the format by the suffix)"
         )
     if platforms and fmt != "stablehlo":
         raise FCNError("--platforms applies to --format stablehlo (ONNX Runtime picks its own)")

@@ -22,13 +22,18 @@ from fcn_jax.export.artifact import Artifact, load_artifact
 from fcn_jax.resources import voc_palette
 
 
-def _resize_back(logits: jax.Array, height: int, width: int) -> jax.Array:
-    """[N, h, w, C] -> [N, height, width, C]: ``resize_bilinear`` (torch's align_corners=False)."""
+def resize_bilinear(logits: jax.Array, height: int, width: int) -> jax.Array:
+    """[N, h, w, C] -> [N, height, width, C], the call of the model's ``resize_bilinear``.
+
+    :func:`fcn_jax.models.fcn_resnet.resize_bilinear` (torch's ``align_corners=False``) lives
+    with the flax modules; this is the same ``jax.image.resize`` call, without them
+    (tests/export/ checks the two agree).
+    """
     shape = (logits.shape[0], height, width, logits.shape[3])
     return jax.image.resize(logits, shape, "bilinear", antialias=False)
 
 
-_resize_back_jit = jax.jit(_resize_back, static_argnums=(1, 2))
+_resize_back = jax.jit(resize_bilinear, static_argnums=(1, 2))
 
 
 class ArtifactPredictor:
@@ -86,6 +91,6 @@ class ArtifactPredictor:
             return None, out[self._labels.name][0]  # type: ignore[union-attr]  # checked in init
         logits = out[self._logits.name]
         if logits.shape[1:3] != (height, width):
-            logits = np.asarray(_resize_back_jit(jnp.asarray(logits), height, width))
+            logits = np.asarray(_resize_back(jnp.asarray(logits), height, width))
         labels = np.argmax(logits[0], axis=-1).astype(np.uint8)
         return logits[0], labels
