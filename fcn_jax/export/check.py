@@ -83,19 +83,25 @@ def check_artifact(
     metadata: WeightsMetadata,
     *,
     dtype: str = "float32",
+    sizes: Sequence[tuple[int, int]] | None = None,
 ) -> list[CaseResult]:
-    """Compare ``artifact`` with the live network on the check images (module docstring)."""
+    """Compare ``artifact`` with the live network on the check images (module docstring).
+
+    ``sizes``: the sample resized to these (H, W) instead (a fixed-size artifact: its size).
+    """
     spec = metadata.spec.replace(dtype=dtype)
     live = predict_fn(spec)
     info = artifact.info
-    # A fixed batch as exported; a symbolic one: 1 for the sample, 2 for the other sizes.
+    # A fixed batch as exported; a symbolic one: 1 for the sample, 2 for the other sizes (the
+    # second image flipped).
     fixed_batch = info.inputs[0].shape[0] if isinstance(info.inputs[0].shape[0], int) else None
     _, height, width, _ = info.inputs[0].shape
-    sizes = [(int(height), int(width))] if isinstance(height, int) else None
+    if isinstance(height, int):
+        sizes = [(int(height), int(width))]
     tolerance = TOLERANCE if dtype == "float32" else TOLERANCE_BF16
     results = []
     for i, (name, images) in enumerate(check_images(len(spec.inputs), sizes)):
-        batch = fixed_batch or (1 if i == 0 else 2)
+        batch = fixed_batch or (1 if i == 0 and sizes is None else 2)
         batched = [np.stack([np.flip(x, 1) if i % 2 else x for i in range(batch)]) for x in images]
         want = live(variables, dict(zip(spec.inputs, batched, strict=True)))
         got = artifact(*batched)
