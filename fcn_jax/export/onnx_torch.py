@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,9 @@ def export_onnx(
     example = tuple(torch.randint(0, 256, (*shape, 3), dtype=torch.uint8) for _ in spec.inputs)
     dynamic = {i: torch.export.Dim.DYNAMIC for i, s in enumerate(sizes) if s is None}
     log = io.StringIO()
-    with contextlib.redirect_stdout(log), torch.no_grad():  # the exporter prints its steps
+    # The exporter prints its steps, and torch.export warns about its own pytree internals.
+    with contextlib.redirect_stdout(log), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(
             module,
             example,
