@@ -67,8 +67,7 @@ def assert_same_predictions(want_dir, got_dir, stem):
     assert sizes[0] == sizes[1]
 
 
-@pytest.mark.torch
-@pytest.mark.parametrize("fmt", ["stablehlo", "onnx"])
+@pytest.mark.parametrize("fmt", ["stablehlo", pytest.param("onnx", marks=pytest.mark.torch)])
 def test_artifact_predicts_what_the_weights_do_without_flax(fmt, tmp_path, capsys):
     weights, _ = save_case(tmp_path / "w", "fcn8s")
     artifact = tmp_path / f"fcn8s.{fmt}"
