@@ -26,6 +26,7 @@ from fcn_jax.checkpoint import WeightsMetadata
 from fcn_jax.data.io import read_image
 from fcn_jax.data.resize import resize_image
 from fcn_jax.export.artifact import Artifact
+from fcn_jax.export.info import ArtifactInfo
 from fcn_jax.models import predict_fn
 from fcn_jax.models.spec import Variables
 from fcn_jax.resources import VOC_SAMPLE_IMAGE
@@ -102,7 +103,7 @@ def check_artifact(
     results = []
     for i, (name, images) in enumerate(check_images(len(spec.inputs), sizes)):
         batch = fixed_batch or (1 if i == 0 and sizes is None else 2)
-        batched = [np.stack([np.flip(x, 1) if i % 2 else x for i in range(batch)]) for x in images]
+        batched = [np.stack([np.flip(x, 1) if j % 2 else x for j in range(batch)]) for x in images]
         want = live(variables, dict(zip(spec.inputs, batched, strict=True)))
         got = artifact(*batched)
         name = f"{name} x{batch}" if batch > 1 else name
@@ -112,9 +113,14 @@ def check_artifact(
 
 
 def _compare(
-    case: str, head: str, live: np.ndarray, got: dict, info, tolerance: float
+    case: str,
+    head: str,
+    live: np.ndarray,
+    got: dict[str, np.ndarray],
+    info: ArtifactInfo,
+    tolerance: float,
 ) -> CaseResult:
-    """One head of one case (:class:`CaseResult`)."""
+    """One head of one case (:class:`CaseResult`): ``live`` [N, H, W, C] against ``got``."""
     scale = float(np.abs(live).max())
     logits_out, labels_out = info.output("logits", head), info.output("labels", head)
     diff = float("nan")
