@@ -212,17 +212,26 @@ def export_onnx(
     # The exporter prints its steps, and torch.export warns about its own pytree internals.
     with contextlib.redirect_stdout(log), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        program = torch.onnx.export(
-            module,
-            example,
-            dynamo=True,
-            input_names=[t.name for t in info.inputs],
-            output_names=[t.name for t in info.outputs],
-            # forward(*images): torch.export sees one argument, the tuple of inputs.
-            dynamic_shapes=(tuple(dynamic for _ in spec.inputs),),
-            opset_version=OPSET,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=[t.name for t in info.inputs],
+                output_names=[t.name for t in info.outputs],
+                # forward(*images): torch.export sees one argument, the tuple of inputs.
+                dynamic_shapes=(tuple(dynamic for _ in spec.inputs),),
+                opset_version=OPSET,
+                verbose=False,
+            )
+        except Exception as e:  # torch.export's many error types
+            if sizes[1] is not None:
+                raise
+            raise FCNError(
+                f"{spec.arch} ({spec.backbone}) cannot be exported to ONNX with dynamic sizes "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0]}): export a fixed size "
+                "with --height and --width"
+            ) from None
     proto = program.model_proto
     for value, t in zip(proto.graph.input, info.inputs, strict=True):
         _set_dims(value, t)
