@@ -63,3 +63,17 @@ def test_onnx_fixed_size_and_refusals(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(FCNError, match="ONNX Runtime cannot load it"):
         load_artifact(tmp_path / "junk.onnx")
+
+
+def test_a_network_torch_cannot_export_dynamically_is_told_to_fix_its_size(tmp_path, monkeypatch):
+    import torch
+
+    metadata = case_metadata("fcn32s")
+    variables = lively_variables(metadata.spec)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Constraints violated (height)\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    with pytest.raises(FCNError, match=r"dynamic sizes \(RuntimeError: Constraints violated"):
+        export_onnx(variables, metadata, tmp_path / "a.onnx")

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -112,3 +113,18 @@ def test_loader_errors(tmp_path):
     (tmp_path / "a.stablehlo.json").unlink()
     with pytest.raises(FCNError, match=r"a.stablehlo.json is missing"):
         load_artifact(out)
+
+
+def test_a_network_that_cannot_be_symbolic_is_told_to_fix_its_size(tmp_path, monkeypatch):
+    # No network of ARCHS fails to trace symbolically; one that did gets this advice.
+    metadata = case_metadata("fcn32s")
+    variables = lively_variables(metadata.spec)
+
+    def fails(*args, **kwargs):
+        raise ValueError("inconclusive dimension operation\nmore detail")
+
+    monkeypatch.setattr(jax.export, "export", fails)
+    with pytest.raises(FCNError, match=r"symbolic sizes \(ValueError: inconclusive dimension "):
+        export_stablehlo(variables, metadata, tmp_path / "a.stablehlo")
+    with pytest.raises(ValueError):  # a fixed size has no such excuse: the error as it is
+        export_stablehlo(variables, metadata, tmp_path / "a.stablehlo", sizes=(1, 32, 32))
