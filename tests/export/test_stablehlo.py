@@ -128,3 +128,21 @@ def test_a_network_that_cannot_be_symbolic_is_told_to_fix_its_size(tmp_path, mon
         export_stablehlo(variables, metadata, tmp_path / "a.stablehlo")
     with pytest.raises(ValueError):  # a fixed size has no such excuse: the error as it is
         export_stablehlo(variables, metadata, tmp_path / "a.stablehlo", sizes=(1, 32, 32))
+
+
+def test_platforms(tmp_path):
+    metadata = case_metadata("fcn32s")
+    variables = lively_variables(metadata.spec)
+    info = export_stablehlo(variables, metadata, tmp_path / "g.stablehlo", platforms=["gpu"])
+    assert info.versions["platforms"] == ["cuda"] and info.versions["conv_impl"] == "xla"
+    with pytest.raises(
+        FCNError, match="lowered for cuda, not this cpu: export it with --platforms cuda,cpu"
+    ):
+        load_artifact(tmp_path / "g.stablehlo")
+    info = export_stablehlo(
+        variables, metadata, tmp_path / "b.stablehlo", platforms=["cpu", "cuda"]
+    )
+    assert info.versions["conv_impl"] == "gemm"
+    assert load_artifact(tmp_path / "b.stablehlo")(np.zeros((1, 9, 9, 3), np.uint8))[
+        "labels"
+    ].shape == (1, 9, 9)
