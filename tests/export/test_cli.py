@@ -45,16 +45,6 @@ def test_export_stablehlo_with_the_default_check(weights, tmp_path, capsys):
     assert sidecar["source"]["weights"] == "fcn8s" and sidecar["source"]["step"] is None
 
 
-@pytest.mark.torch
-def test_export_onnx_fixed_size_checks_that_size(weights, tmp_path, capsys):
-    out = tmp_path / "fcn8s.onnx"
-    args = ["--weights", weights, "--format", "onnx", "--out", out, "--height", 48, "--width", 40]
-    code, stdout, err = export(args, capsys)
-    assert code == 0, err
-    assert "image uint8[batch,48,40,3]" in stdout
-    assert "voc_sample resized 48x40 x2" in stdout and "check passed" in stdout
-
-
 def test_a_failed_check_exits_1_and_keeps_the_artifact(weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("fcn_jax.export.check.TOLERANCE", -1.0)  # nothing can pass
     out = tmp_path / "a.stablehlo"
