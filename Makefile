@@ -56,7 +56,7 @@ install: $(PY)
 
 install-test: $(PY)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[torch,test]'
+	$(PIP) install --quiet -e '.[torch,test,export]'
 	$(PIP) install --quiet --no-deps $(TORCHFCN) $(TORCHVISION)
 
 # The main job end to end, no downloads: train the narrow FCN-8s on the built-in synthetic data
@@ -84,7 +84,7 @@ demo-convert: install
 # JAX against PyTorch on this machine, same weights and inputs: the quick plan (under 2 minutes on an idle
 # 2-core CPU); `python bench.py --help` lists its cases, the full plan and --scaling.
 bench: install
-	$(PIP) install --quiet -e '.[torch,bench]'
+	$(PIP) install --quiet -e '.[torch,bench,export]'
 	$(PY) bench.py --quick --out outputs/bench
 
 # Two legs: the main suite (.venv, with torch), then the Python 3.12 leg (newest, no torch).

@@ -5,11 +5,14 @@ r"""Time the FCNs in JAX against the project's PyTorch FCN, same device, weights
         [--dtype float32,bfloat16] [--mode forward,train] [--width 1.0] [--quick] [--out DIR]
     python bench.py --scaling [--sizes 128,256,384,512,768,1024] [--batch 1,4] [--devices 1,2,4]
     python bench.py --suite accelerator [--budget-s 480] [--throughput-batch 16] [--out DIR]
+    python bench.py --onnx [--variants fcn8s] [--sizes 500] [--batch 1] [--width 1.0] [--out DIR]
 
 Writes DIR/bench.json (a list, one record per case: ms per image of both frameworks and their
 ratio jax_ms / torch_ms, compile times, GFLOP, TFLOP/s and fraction of peak, memory),
 DIR/bench.md (the table) and DIR/run.json (device, versions, threads, precision settings).
---scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead.
+--scaling writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png instead. --onnx exports
+the network as an ONNX artifact and times ONNX Runtime beside the JAX and PyTorch forwards on the
+CPU, all from uint8 images (one case, the first of each list given): DIR/onnx.json, DIR/onnx.md.
 --suite accelerator proves and measures fcn-jax on a GPU or TPU in --budget-s seconds: parity on
 the device first (exit status 1 if it fails), then FCN-8s and FCN-32s at 500x500 in float32, tf32
 and bfloat16, forward and train, batch 1 and the throughput batch, JAX against torch eager and
@@ -66,6 +69,7 @@ FLAG_TABLE = (
     ("bool", "torch-compile", None, "also time torch.compile (default: on, off in --quick)"),
     ("bool", "quick", False, f"a small plan: {quick_summary()}"),
     ("bool", "scaling", False, "time and memory against size, batch and device count"),
+    ("bool", "onnx", False, "the ONNX Runtime artifact beside JAX and torch (FCN-8s, 500, CPU)"),
     ("list", "devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run"),
     ("float", "mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)"),
     ("bool", "single-thread", False, "CPU: one thread for each framework (shared machines)"),
@@ -122,7 +126,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unused:
         verb = "applies" if len(unused) == 1 else "apply"
         raise FCNError(f"{', '.join(unused)} only {verb} to --suite accelerator")
+    if args.onnx:
+        return run_onnx(args)
     return run_cases(args, command)
+
+
+def run_onnx(args: Args) -> int:
+    """``--onnx``: one case, the first of each list given (FCN-8s, 500x500, batch 1, width 1)."""
+    from fcn_jax.bench.onnx_side import markdown, run_onnx_bench
+    from fcn_jax.bench.plan import parse_ints
+    from fcn_jax.outputs import output_dir
+
+    out = output_dir(args.out or "outputs/bench", "--out")
+    first = lambda name, default: (args.if_given(name) or [default])[0]  # noqa: E731
+    side = str(first("sizes", "500"))
+    height, width = parse_ints("sizes", side.split("x") if "x" in side else [side, side])
+    record = run_onnx_bench(
+        out,
+        arch=first("variants", "fcn8s"),
+        size=(height, width),
+        batch=parse_ints("batch", [first("batch", "1")])[0],
+        width=float(first("width", "1.0")),
+        repeats=args.repeats or 5,
+        warmup=args.warmup if args.warmup is not None else 1,
+        seed=args.seed,
+    )
+    print(markdown(record))
+    return 0
 
 
 def run_cases(args: Args, command: list[str]) -> int:

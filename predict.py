@@ -4,6 +4,7 @@
     python predict.py --weights weights/fcn8s --input image.jpg --out predictions/ [--save-logits]
     python predict.py --weights weights/fcn8s --input photos/ --out predictions/
     python predict.py --weights weights/fcn8s --input photos/ --out preds/ --overlay blend
+    python predict.py --weights fcn8s.onnx --input photos/ --out predictions/
     python predict.py --weights W --input IN --out OUT [--overlay {side,blend}] [--alpha A]
         [--save-logits] [--step N | --best]
 
@@ -14,6 +15,10 @@ a legend of the classes present; images under 256 pixels on the short side are e
 nearest neighbour, so the legend can be read) and, with --save-logits, OUT/<stem>.npy (float32
 logits, H x W x n_class). Outputs are named by each input's file stem. Preprocessing comes from
 the weights' metadata.
+
+--weights may also be an artifact written by export.py (model.onnx, or model.stablehlo beside
+its model.stablehlo.json), recognised by its suffix: the same outputs, without the model code
+(flax is not imported); --save-logits needs an artifact exported with logits.
 
 Images are read as a viewer shows them: the EXIF orientation is applied (a photo stored on its
 side is predicted upright) and 16-bit images are scaled to 8 bits (value >> 8); 32-bit integer
@@ -42,7 +47,7 @@ from fcn_jax.cli import parse_flags, run
 from fcn_jax.errors import FCNError, format_list
 
 REQUIRED = {
-    "weights": "a weights directory",
+    "weights": "a weights directory or an exported artifact (.onnx, .stablehlo)",
     "input": "an image file or a folder of images",
     "out": "the output folder",
 }
@@ -50,7 +55,9 @@ REQUIRED = {
 
 def define_flags(fv: flags.FlagValues) -> None:
     """predict.py's flags."""
-    flags.DEFINE_string("weights", None, "weights directory", flag_values=fv)
+    flags.DEFINE_string(
+        "weights", None, "weights directory, or an artifact (.onnx, .stablehlo)", flag_values=fv
+    )
     flags.DEFINE_string("input", None, "image file or folder of images", flag_values=fv)
     flags.DEFINE_string("out", None, "output folder (created if missing)", flag_values=fv)
     flags.DEFINE_bool("save-logits", False, "also write <stem>.npy logits", flag_values=fv)
@@ -78,16 +85,25 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Predict; returns the exit code."""
     args = parse_flags(define_flags, argv, __doc__, required=REQUIRED)
-    from fcn_jax.checkpoint import best_step
+    from fcn_jax.export.info import is_artifact_path
     from fcn_jax.inference import predict_files
 
     weights = Path(args.weights)
+    step = args.step
+    if args.best and is_artifact_path(weights):
+        raise FCNError(
+            f"--best chooses a checkpoint of a training workdir; {weights} is an artifact"
+        )
+    if args.best:  # the model code (flax, orbax) is imported for a weights directory only
+        from fcn_jax.checkpoint import best_step
+
+        step = best_step(weights)
     result = predict_files(
         weights,
         Path(args.input),
         Path(args.out),
         args.save_logits,
-        step=best_step(weights) if args.best else args.step,
+        step=step,
         overlay=args.overlay,
         alpha=args.alpha,
     )

@@ -1,10 +1,20 @@
-"""Prediction from a weights directory: images or folders in; class maps, overlays, logits out."""
+"""Prediction from a weights directory or an artifact: images or folders in; class maps out.
+
+A weights directory is run by :class:`Predictor` (the Flax network); an exported artifact
+(``.onnx`` / ``.stablehlo``, :mod:`fcn_jax.export`) by
+:class:`~fcn_jax.export.predictor.ArtifactPredictor`, with the same outputs. The model code
+(flax, the network modules) is imported only for a weights directory, so predicting with an
+artifact needs neither.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -12,16 +22,18 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fcn_jax.checkpoint import WeightsMetadata, load_weights
 from fcn_jax.data.io import read_image
 from fcn_jax.data.resize import resize_image, resized_size
 from fcn_jax.errors import FCNError, format_list
-from fcn_jax.models import predict_fn
-from fcn_jax.models.fcn_resnet import resize_bilinear
+from fcn_jax.export.info import is_artifact_path
 from fcn_jax.outputs import output_dir
 from fcn_jax.resources import voc_palette
 from fcn_jax.types import Array, PyTree
 from fcn_jax.visualize import check_overlay, overlay_picture
+
+if TYPE_CHECKING:
+    from fcn_jax.checkpoint import WeightsMetadata
+    from fcn_jax.export.predictor import ArtifactPredictor
 
 
 def save_index_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> Path:
@@ -125,8 +137,12 @@ class PredictResult:
     inputs: InputImages
 
 
-# Scores of a resized image back to the image's size (one compilation per size pair).
-_resize_back = jax.jit(resize_bilinear, static_argnums=(1, 2))
+@functools.cache
+def _resize_back() -> Callable[[Array, int, int], Array]:
+    """Scores of a resized image back to the image's size (one compilation per size pair)."""
+    from fcn_jax.models.fcn_resnet import resize_bilinear
+
+    return jax.jit(resize_bilinear, static_argnums=(1, 2))
 
 
 class Predictor:
@@ -144,15 +160,26 @@ class Predictor:
                 f"these weights read {metadata.inputs}, not RGB images alone: score them on their "
                 "dataset with eval.py"
             )
+        from fcn_jax.models import predict_fn
+
         self.variables = variables
         self.metadata = metadata
+        self.class_names = metadata.class_names
         self._predict = predict_fn(metadata.spec)
         self._head = metadata.spec.head_names[0]
 
     @classmethod
     def from_dir(cls, weights_dir: str | Path, step: int | None = None) -> Predictor:
         """Load variables and metadata from a weights directory (latest step by default)."""
+        from fcn_jax.checkpoint import load_weights
+
         return cls(*load_weights(weights_dir, step))
+
+    has_logits = True  # as an ArtifactPredictor without a logits output has not
+
+    def palette_array(self) -> np.ndarray:
+        """[256, 3] uint8 colours of the classes (``metadata.palette_array()``)."""
+        return self.metadata.palette_array()
 
     def __call__(self, image: np.ndarray) -> tuple[Array, Array]:
         """Logits [H, W, n_class] float32 and class map [H, W] uint8 for one [H, W, 3] uint8 image.
@@ -168,9 +195,27 @@ class Predictor:
         logits = self._predict(self.variables, {"image": jnp.asarray(image)[None]})
         logits = logits[self._head]
         if logits.shape[1:3] != (height, width):
-            logits = _resize_back(logits, height, width)
+            logits = _resize_back()(logits, height, width)
         logits = logits[0]
         return logits, jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+
+
+def load_predictor(weights: str | Path, step: int | None = None) -> Predictor | ArtifactPredictor:
+    """A :class:`Predictor` for a weights directory, an ``ArtifactPredictor`` for an artifact.
+
+    An artifact is recognised by its suffix (``.onnx``, ``.stablehlo``) and loaded without
+    the model code (:mod:`fcn_jax.export.predictor`).
+    """
+    if is_artifact_path(weights):
+        if step is not None:
+            raise FCNError(
+                f"--step / --best choose a checkpoint of a weights directory; {weights} is an "
+                "exported artifact (one set of weights)"
+            )
+        from fcn_jax.export.predictor import ArtifactPredictor
+
+        return ArtifactPredictor.from_file(weights)
+    return Predictor.from_dir(weights, step)
 
 
 def predict_files(
@@ -202,12 +247,13 @@ def predict_files(
     and returned in :attr:`PredictResult.failed`; every other image is predicted.
 
     Args:
-        weights_dir: a weights directory (or a training workdir).
+        weights_dir: a weights directory (or a training workdir), or an artifact file
+            (``.onnx`` / ``.stablehlo``, :func:`load_predictor`).
         input_path: an image file or a folder of images (hidden files and subfolders skipped).
         out_dir: the output folder (``--out``), created if missing.
         save_logits: also write ``<stem>.npy``.
         progress: show a progress bar (for two inputs or more).
-        step: checkpoint step (default: latest).
+        step: checkpoint step (default: latest); a weights directory's only.
         overlay: ``side`` or ``blend``.
         alpha: the mask's weight in a ``blend`` overlay, 0..1.
 
@@ -226,8 +272,10 @@ def predict_files(
         inputs={"input": input_path, "weights": weights_dir},
         files=[name for p in found.images for name in output_names(p.stem, save_logits)],
     )
-    predictor = Predictor.from_dir(weights_dir, step)
-    palette = predictor.metadata.palette_array()
+    predictor = load_predictor(weights_dir, step)
+    if save_logits and not predictor.has_logits:
+        raise FCNError(f"--save-logits: {weights_dir} has no logits output (exported labels only)")
+    palette = predictor.palette_array()
     written, failed = [], []
     show = progress and len(found.images) > 1
     for path in tqdm(found.images, unit="img", desc="predict", disable=not show):
@@ -243,9 +291,7 @@ def predict_files(
         labels = np.asarray(labels)
         stem = path.stem
         written.append(save_index_png(labels, out / f"{stem}.png", palette))
-        picture = overlay_picture(
-            image, labels, palette, predictor.metadata.class_names, overlay, alpha
-        )
+        picture = overlay_picture(image, labels, palette, predictor.class_names, overlay, alpha)
         Image.fromarray(picture).save(out / f"{stem}_overlay.png")
         if save_logits:
             np.save(out / f"{stem}.npy", np.asarray(logits, np.float32))

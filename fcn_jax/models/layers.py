@@ -123,8 +123,11 @@ def max_pool_ceil(x: Array) -> Array:
 
     Caffe computes pooled sizes as ``ceil((n - 2) / 2) + 1 = ceil(n / 2)``: an odd-sized map
     keeps its last row/column in a window of its own. Padding the bottom/right by one with -inf
-    ('SAME' for a 2x2/2 window) gives exactly that; floor-mode pooling would drop the row and
-    break the derived crop offsets for odd sizes.
+    gives exactly that: ``floor((n + 1 - 2) / 2) + 1 = ceil(n / 2)`` windows, and for an even
+    ``n`` no window reaches the pad. The pad is always one, not ``n % 2``, so that under
+    symbolic shapes (:mod:`fcn_jax.export`) each pooled side is a plain floor division that
+    jax's shape algebra compares quickly; nested ``mod`` terms made FCN-32s's crop check run
+    for minutes. Floor-mode pooling would drop the odd row and break the derived crop offsets.
 
     The gradient goes to the first maximum of each window in row-major order, as Caffe's (and
     PyTorch's) stored argmax sends it; written as masks, it is one fused elementwise pass
@@ -137,7 +140,7 @@ def max_pool_ceil(x: Array) -> Array:
     Returns:
         [N, ceil(H / 2), ceil(W / 2), C].
     """
-    pads = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
+    pads = ((0, 0), (0, 1), (0, 1), (0, 0))
     if x.dtype != jnp.bfloat16 or not on_cpu():
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pads)
     # XLA:CPU in jaxlib 0.12 fuses a bf16 reduce-window with the convolutions that feed it or

@@ -231,7 +231,9 @@ class NetSpec:
         padded = dict(batch)
         for key, pixel in self.mean_pixels():
             x = jnp.asarray(batch[key])
-            shape = (x.shape[0], h + -h % m, w + -w % m, x.shape[3])
+            # m * ceil(side / m), written so that jax.export can prove a symbolic side a
+            # multiple of m (``side + -side % m`` is the same number, but not to its algebra).
+            shape = (x.shape[0], m * ((h + m - 1) // m), m * ((w + m - 1) // m), x.shape[3])
             canvas = jnp.broadcast_to(jnp.asarray(pixel, x.dtype), shape)
             padded[key] = jax.lax.dynamic_update_slice(canvas, x, (0, 0, 0, 0))
         return padded, (h, w)
