@@ -3,10 +3,13 @@
 The jitted function is lowered and compiled explicitly (that wall time is ``jax_compile_s``),
 and the compiled executable is what gets timed, each call ended by ``block_until_ready``.
 ``forward`` is a :class:`~fcn_jax.models.NetSpec`'s network on preprocessed inputs (as torch's
-side is timed); ``train`` is the library's own train step
+side is timed; BatchNorm with its running statistics); ``train`` is the library's own train step
 (:func:`fcn_jax.train.step.make_steps`: summed cross-entropy, the release's SGD with momentum
-0.99, weight decay, biases at 2x the rate, frozen upsampling, per example dropout keys), its
-state donated as in training.
+0.99, weight decay, biases at 2x the rate, frozen upsampling except SpeedPaper's, per example
+dropout keys, BatchNorm on the batch's statistics, updating the running ones), its state
+donated as in training. An FCN-ResNet is timed without its auxiliary head: the library's step
+trains the ``out`` head (torchvision's recipe adds 0.5 x the aux head's loss: about 7% more
+convolution work, see :mod:`fcn_jax.bench.flops_nets`).
 
 bfloat16: parameters stay float32, convolutions compute in bfloat16 (Flax's ``dtype``), the loss
 in float32. float32 compiles under ``jax.default_matmul_precision("highest")``; tf32 at the
@@ -26,7 +29,6 @@ from fcn_jax.bench.network import Network, train_config
 from fcn_jax.bench.plan import Case
 from fcn_jax.bench.timing import Compiled, jax_precision
 from fcn_jax.configs import spec_from_config
-from fcn_jax.preprocessing import CAFFE_VOC
 from fcn_jax.types import PyTree
 
 
@@ -54,7 +56,7 @@ def _xla_bytes(compiled: Any) -> int | None:
 def jax_forward(net: Network, case: Case, images: np.ndarray) -> Compiled:
     """The jitted inference function on preprocessed images, compiled for this case."""
     spec = spec_from_config(train_config(case, net.n_class))
-    x = (jax.device_put(CAFFE_VOC.apply(images)),)
+    x = tuple(jax.device_put(a) for a in spec.preprocess({spec.inputs[0]: images}))
     variables = net.variables
     with jax_precision(case.dtype):
         start = time.perf_counter()

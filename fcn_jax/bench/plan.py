@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 
 from fcn_jax.errors import FCNError, format_list
-from fcn_jax.models.fcn import VARIANTS
+from fcn_jax.models.spec import ARCHS, SPEEDPAPER
+from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_MULTIPLE
 
 MODES = ("forward", "train")
 # float32: full float32 (TF32 off, JAX precision "highest"); tf32: float32 at the device's default
@@ -31,7 +32,8 @@ class Case:
     """One measured configuration, run by both frameworks.
 
     Attributes:
-        variant: FCN variant.
+        variant: the network: an FCN variant (``fcn8s``, ...), ``speedpaper``,
+            ``fcn_resnet50`` or ``fcn_resnet101`` (a :class:`~fcn_jax.models.NetSpec` arch).
         mode: ``forward`` (inference) or ``train`` (one optimiser step).
         height: input height.
         width: input width.
@@ -251,6 +253,18 @@ def quick_summary() -> str:
     return "; ".join(parts) + f"; {modes}, batch 1, float32 (under 2 min on an idle 2-core CPU)"
 
 
+def _check_speedpaper_sizes(cases: Sequence[Case]) -> None:
+    """SpeedPaper's FCN adds its skips without crops: its input sides are multiples of 32."""
+    m = SPEEDPAPER_MULTIPLE
+    sizes = {(c.height, c.width) for c in cases if c.variant == SPEEDPAPER}
+    bad = [f"{h}x{w}" for h, w in sorted(sizes) if h % m or w % m]
+    if bad:
+        raise FCNError(
+            f"--variants {SPEEDPAPER} needs --sizes whose sides are multiples of {m} "
+            f"(SpeedPaper's FCN adds its skips without crops), not {', '.join(bad)}"
+        )
+
+
 def make_plan(
     *,
     variants: Sequence[str] | None,
@@ -313,7 +327,7 @@ def make_plan(
     else:
         default_sizes, default_batches = DEFAULT_SIZES, (1,)
     cases = grid(
-        parse_choices("variants", variants, sorted(VARIANTS))
+        parse_choices("variants", variants, ARCHS)
         if variants is not None
         else (("fcn8s",) if scaling else DEFAULT_VARIANTS),
         parse_sizes(sizes) if sizes is not None else default_sizes,
@@ -322,6 +336,7 @@ def make_plan(
         parse_choices("mode", modes, MODES) if modes is not None else MODES,
         parse_widths(widths) if widths is not None else ((0.25,) if quick else (1.0,)),
     )
+    _check_speedpaper_sizes(cases)
     return Plan(
         cases,
         repeats=repeats or (3 if quick else 10),
