@@ -130,6 +130,7 @@ def run_metadata(plan: Plan, env: BenchEnv, argv: list[str] | None = None) -> di
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         },
+        "jax_compiler_options": dict(plan.jax_compiler_options),
         "precision": {
             "jax_default_matmul_precision": "highest for float32 cases, default for bfloat16",
             "torch_allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,

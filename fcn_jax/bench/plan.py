@@ -76,6 +76,8 @@ class Plan:
         single_thread: both frameworks on one CPU thread (see :func:`single_thread_environment`).
         channels_last: torch runs bfloat16 cases in its channels-last memory layout (its fast
             path on tensor cores; JAX is NHWC throughout).
+        jax_compiler_options: ``(name, value)`` XLA options every timed JAX executable is
+            compiled with (``--jax-compiler-options``; none by default: JAX as shipped).
     """
 
     cases: tuple[Case, ...]
@@ -87,6 +89,7 @@ class Plan:
     quick: bool = False
     single_thread: bool = False
     channels_last: bool = False
+    jax_compiler_options: tuple[tuple[str, str], ...] = ()
 
 
 CASE_FLAGS = ("variants", "sizes", "batch", "dtype", "mode", "width")
@@ -282,6 +285,21 @@ def _check_speedpaper_sizes(cases: Sequence[Case]) -> None:
         )
 
 
+def parse_compiler_options(values: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--jax-compiler-options``: ``name=value`` items, XLA's option names.
+
+    E.g. ``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`` (XLA:CPU's
+    convolutions by its Eigen kernels instead of YNNPACK's; see docs/benchmarks.md).
+    """
+    options = []
+    for v in values or ():
+        name, eq, value = v.strip().partition("=")
+        if not eq or not name.strip():
+            raise FCNError(f"--jax-compiler-options: {v!r} is not name=value")
+        options.append((name.strip(), value.strip()))
+    return tuple(options)
+
+
 def make_plan(
     *,
     variants: Sequence[str] | None,
@@ -298,6 +316,7 @@ def make_plan(
     n_class: int = 21,
     seed: int = 0,
     single_thread: bool = False,
+    jax_compiler_options: Sequence[str] | None = None,
 ) -> Plan:
     """Build and check the plan from the command line's values (None: not given).
 
@@ -312,6 +331,7 @@ def make_plan(
     """
     if n_class < 1:
         raise FCNError(f"--n-class must be positive, got {n_class}")
+    xla_options = parse_compiler_options(jax_compiler_options)
     if repeats is not None and repeats < 1:
         raise FCNError(f"--repeats must be at least 1, got {repeats}")
     if warmup is not None and warmup < 0:
@@ -337,6 +357,7 @@ def make_plan(
             seed=seed,
             quick=True,
             single_thread=single_thread,
+            jax_compiler_options=xla_options,
         )
     if scaling:
         default_sizes = QUICK_SCALING_SIZES if quick else SCALING_SIZES
@@ -363,4 +384,5 @@ def make_plan(
         seed=seed,
         quick=quick,
         single_thread=single_thread,
+        jax_compiler_options=xla_options,
     )

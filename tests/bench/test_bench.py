@@ -196,6 +196,7 @@ def plan(**kw):
         ({"quick": True, "sizes": ["64"]}, "--sizes"),
         ({"variants": ["speedpaper"], "sizes": ["64", "500"]}, "--sizes"),  # 32 | its sides
         ({"variants": ["fcn_resnet34"]}, "--variants"),
+        ({"jax_compiler_options": ["xla_cpu_enable_fast_math"]}, "--jax-compiler-options"),
     ],
 )
 def test_bad_values_name_their_flag(kw, message):
