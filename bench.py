@@ -73,6 +73,12 @@ FLAG_TABLE = (
     ("list", "devices", ["1", "2", "4"], "device counts of the --scaling data-parallel run"),
     ("float", "mem-cap-gib", None, "--scaling: skip cases estimated above this (GiB)"),
     ("bool", "single-thread", False, "CPU: one thread for each framework (shared machines)"),
+    (
+        "list",
+        "jax-compiler-options",
+        None,
+        "name=value XLA options for every timed JAX executable (default: none)",
+    ),
     ("int", "n-class", 21, "classes of the network"),
     ("int", "seed", 0, "seed of the weights and inputs"),
     ("float", "budget-s", None, "--suite: seconds for the whole run (default 480)"),
@@ -112,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     suite_flags = {k: args.if_given(k) for k in ("budget-s", "throughput-batch", "dry-run")}
     if args.suite:
         others = (*CASE_FLAGS, "devices", "mem-cap-gib", "n-class", "single-thread")
+        others = (*others, "jax-compiler-options")
         case_flags = {k: args.if_given(k) for k in others}
         case_flags |= {"quick": args.quick or None, "scaling": args.scaling or None}
         options = check_suite_flags(args.suite, case_flags, suite_flags)
@@ -178,6 +185,7 @@ def run_cases(args: Args, command: list[str]) -> int:
         n_class=args.n_class,
         seed=args.seed,
         single_thread=args.single_thread,
+        jax_compiler_options=args.if_given("jax-compiler-options"),
     )
     devices = parse_ints("devices", args.devices)
     cap = args.mem_cap_gib

@@ -124,9 +124,13 @@ def run_metadata(plan: Plan, env: BenchEnv, argv: list[str] | None = None) -> di
             "load_average_1_5_15_min": os.getloadavg(),
             "cpu_count": os.cpu_count(),
             "torch_num_threads": torch.get_num_threads(),
+            # XLA:CPU's pool: one thread when started under one CPU (single_thread_environment),
+            # otherwise one per CPU the process may use.
+            "xla_cpu_pool_threads": 1 if plan.single_thread else len(_schedulable_cpus()),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         },
+        "jax_compiler_options": dict(plan.jax_compiler_options),
         "precision": {
             "jax_default_matmul_precision": "highest for float32 cases, default for bfloat16",
             "torch_allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -153,6 +157,12 @@ def run_metadata(plan: Plan, env: BenchEnv, argv: list[str] | None = None) -> di
             "learning_rate": LEARNING_RATE,
         },
     }
+
+
+def _schedulable_cpus() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
 
 
 def git_commit() -> str | None:

@@ -39,10 +39,12 @@ from collections.abc import Sequence
 
 from fcn_jax.models.backbones.vgg16 import FC_LAYERS, VGG16_BLOCKS, scaled
 from fcn_jax.models.fcn import get_variant
+from fcn_jax.models.spec import RESNET_ARCHS, SPEEDPAPER
 
 # Every pool of the trunk is 2x2 with stride 2, ceil mode (fcn_jax.models.layers.max_pool_ceil).
 POOL_KERNEL = POOL_STRIDE = 2
 IMAGE_CHANNELS = 3
+OTHER_ARCHS = (SPEEDPAPER, *RESNET_ARCHS)  # counted by fcn_jax.bench.flops_nets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,8 @@ class LayerCost:
     Attributes:
         name: the layer's name in the model (``conv1_1``, ``pool3``, ``score_pool4``,
             ``upscore8``; suffixed by stream or head as the model names them).
-        kind: ``conv``, ``pool`` or ``deconv`` (transposed convolution).
+        kind: ``conv``, ``pool``, ``deconv`` (transposed convolution) or ``resize`` (an
+            FCN-ResNet's bilinear resize, not counted).
         in_hw: (H, W) of the input map.
         out_hw: (H, W) of the output map (before any crop).
         c_in: input channels.
@@ -65,6 +68,7 @@ class LayerCost:
             cost analysis counts.
         weight_grad: the layer's weights get a gradient in training.
         input_grad: the gradient flows through to the layer's input in training.
+        dilation: of the kernel (the FCN-ResNets' layer3 and layer4; 1 elsewhere).
     """
 
     name: str
@@ -79,6 +83,7 @@ class LayerCost:
     valid_macs: int
     weight_grad: bool = True
     input_grad: bool = True
+    dilation: int = 1
 
     @property
     def train_macs(self) -> int:
@@ -216,9 +221,12 @@ def layer_costs(
 
     Mirrors :class:`fcn_jax.models.FCN` (same arguments, same layer names): one trunk per stream,
     per head a score layer per stream on fc7 and on each skip's pool, and the head's upsamplers.
+    The other architectures are counted by :mod:`fcn_jax.bench.flops_nets` (one input, one
+    head; an FCN-ResNet without its auxiliary head, SpeedPaper's FCN with learned upsampling).
 
     Args:
-        variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``.
+        variant: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s-atonce``; ``speedpaper``,
+            ``fcn_resnet50`` or ``fcn_resnet101``.
         height: input height (any size from 1 up).
         width: input width.
         width_mult: the model's ``width`` (hidden channel multiplier).
@@ -230,6 +238,12 @@ def layer_costs(
     Returns:
         The layers, pools included (0 MACs, listed for their geometry).
     """
+    if variant in OTHER_ARCHS:
+        if streams or heads or learn_upsampling:
+            raise ValueError(f"{variant} has one input, one head and no options here")
+        from fcn_jax.bench.flops_nets import other_costs  # it builds on this module
+
+        return other_costs(variant, height, width, width_mult, n_class)
     spec = get_variant(variant)
     if streams and heads:
         raise ValueError("an FCN has either several streams or several heads, not both")
@@ -286,10 +300,14 @@ def gflop(
 
 
 def param_count(layers: Sequence[LayerCost]) -> int:
-    """Parameters of the layers: conv kernels and biases, bias-free transposed convolutions."""
+    """Parameters of the layers: conv kernels and biases, bias-free transposed convolutions.
+
+    For the BatchNorm networks an estimate (the ResNets' convolutions have no bias, and their
+    BatchNorms' parameters are not listed): within 0.2% of their count.
+    """
     total = 0
     for layer in layers:
-        if layer.kind == "pool":
+        if layer.kind in ("pool", "resize"):
             continue
         total += layer.kernel**2 * layer.c_in * layer.c_out
         total += layer.c_out if layer.kind == "conv" else 0
@@ -299,15 +317,17 @@ def param_count(layers: Sequence[LayerCost]) -> int:
 def format_breakdown(layers: Sequence[LayerCost]) -> str:
     """A text table: each layer's output size, channels, forward GMAC and share of the total."""
     total = forward_macs(layers) or 1
-    rows = [f"{'layer':<14} {'kind':<6} {'output':>11} {'C_in':>5} {'C_out':>5} {'GMAC':>9}  share"]
+    n = max(14, *(len(layer.name) for layer in layers))
+    head = f"{'kind':<6} {'output':>11} {'C_in':>5} {'C_out':>5} {'GMAC':>9}  share"
+    rows = [f"{'layer':<{n}} {head}"]
     for layer in layers:
         size = f"{layer.out_hw[0]}x{layer.out_hw[1]}"
         rows.append(
-            f"{layer.name:<14} {layer.kind:<6} {size:>11} {layer.c_in:>5} {layer.c_out:>5} "
+            f"{layer.name:<{n}} {layer.kind:<6} {size:>11} {layer.c_in:>5} {layer.c_out:>5} "
             f"{layer.macs / 1e9:>9.3f} {100 * layer.macs / total:>5.1f}%"
         )
     rows.append(
-        f"{'total':<14} {'':<6} {'':>11} {'':>5} {'':>5} {forward_macs(layers) / 1e9:>9.3f}"
+        f"{'total':<{n}} {'':<6} {'':>11} {'':>5} {'':>5} {forward_macs(layers) / 1e9:>9.3f}"
     )
     return "\n".join(rows)
 

@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 
 from fcn_jax.errors import FCNError, format_list
-from fcn_jax.models.fcn import VARIANTS
+from fcn_jax.models.spec import ARCHS, SPEEDPAPER
+from fcn_jax.models.speedpaper import STRIDE as SPEEDPAPER_MULTIPLE
 
 MODES = ("forward", "train")
 # float32: full float32 (TF32 off, JAX precision "highest"); tf32: float32 at the device's default
@@ -31,7 +32,8 @@ class Case:
     """One measured configuration, run by both frameworks.
 
     Attributes:
-        variant: FCN variant.
+        variant: the network: an FCN variant (``fcn8s``, ...), ``speedpaper``,
+            ``fcn_resnet50`` or ``fcn_resnet101`` (a :class:`~fcn_jax.models.NetSpec` arch).
         mode: ``forward`` (inference) or ``train`` (one optimiser step).
         height: input height.
         width: input width.
@@ -74,6 +76,8 @@ class Plan:
         single_thread: both frameworks on one CPU thread (see :func:`single_thread_environment`).
         channels_last: torch runs bfloat16 cases in its channels-last memory layout (its fast
             path on tensor cores; JAX is NHWC throughout).
+        jax_compiler_options: ``(name, value)`` XLA options every timed JAX executable is
+            compiled with (``--jax-compiler-options``; none by default: JAX as shipped).
     """
 
     cases: tuple[Case, ...]
@@ -85,6 +89,7 @@ class Plan:
     quick: bool = False
     single_thread: bool = False
     channels_last: bool = False
+    jax_compiler_options: tuple[tuple[str, str], ...] = ()
 
 
 CASE_FLAGS = ("variants", "sizes", "batch", "dtype", "mode", "width")
@@ -130,11 +135,28 @@ def single_thread_environment() -> None:
     On a shared or loaded machine, multi-threaded runs measure contention as much as the
     frameworks (torch's OpenMP threads wait for each other at every barrier when one of them is
     descheduled); one thread each compares like with like.
+
+    XLA:CPU runs its YNNPACK/XNNPACK kernels (every convolution and matrix product) on its own
+    thread pool, which ``--xla_cpu_multi_thread_eigen=false`` does not shrink, sized to the CPUs
+    the process may run on when JAX's CPU backend starts: the backend is started here with the
+    process bound to one CPU, then the binding is lifted (the one thread may run on any CPU).
+    Without this, a "single-thread" JAX ran on every core (FCN-ResNet-50's forward at 520 px:
+    7.0 s of CPU in 3.7 s).
     """
     # First: XLA stops reading its flags at a token that does not start with "--".
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen=false {flags}".strip()
     os.environ["OMP_NUM_THREADS"] = "1"
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: XLA's pool keeps its size
+        return
+    import jax
+
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        jax.devices("cpu")  # starts the CPU backend, its pool sized to one CPU
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 def parse_choices(flag: str, values: Sequence[str], choices: Sequence[str]) -> tuple[str, ...]:
@@ -251,6 +273,33 @@ def quick_summary() -> str:
     return "; ".join(parts) + f"; {modes}, batch 1, float32 (under 2 min on an idle 2-core CPU)"
 
 
+def _check_speedpaper_sizes(cases: Sequence[Case]) -> None:
+    """SpeedPaper's FCN adds its skips without crops: its input sides are multiples of 32."""
+    m = SPEEDPAPER_MULTIPLE
+    sizes = {(c.height, c.width) for c in cases if c.variant == SPEEDPAPER}
+    bad = [f"{h}x{w}" for h, w in sorted(sizes) if h % m or w % m]
+    if bad:
+        raise FCNError(
+            f"--variants {SPEEDPAPER} needs --sizes whose sides are multiples of {m} "
+            f"(SpeedPaper's FCN adds its skips without crops), not {', '.join(bad)}"
+        )
+
+
+def parse_compiler_options(values: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--jax-compiler-options``: ``name=value`` items, XLA's option names.
+
+    E.g. ``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`` (XLA:CPU's
+    convolutions by its Eigen kernels instead of YNNPACK's; see docs/benchmarks.md).
+    """
+    options = []
+    for v in values or ():
+        name, eq, value = v.strip().partition("=")
+        if not eq or not name.strip():
+            raise FCNError(f"--jax-compiler-options: {v!r} is not name=value")
+        options.append((name.strip(), value.strip()))
+    return tuple(options)
+
+
 def make_plan(
     *,
     variants: Sequence[str] | None,
@@ -267,6 +316,7 @@ def make_plan(
     n_class: int = 21,
     seed: int = 0,
     single_thread: bool = False,
+    jax_compiler_options: Sequence[str] | None = None,
 ) -> Plan:
     """Build and check the plan from the command line's values (None: not given).
 
@@ -281,6 +331,7 @@ def make_plan(
     """
     if n_class < 1:
         raise FCNError(f"--n-class must be positive, got {n_class}")
+    xla_options = parse_compiler_options(jax_compiler_options)
     if repeats is not None and repeats < 1:
         raise FCNError(f"--repeats must be at least 1, got {repeats}")
     if warmup is not None and warmup < 0:
@@ -306,6 +357,7 @@ def make_plan(
             seed=seed,
             quick=True,
             single_thread=single_thread,
+            jax_compiler_options=xla_options,
         )
     if scaling:
         default_sizes = QUICK_SCALING_SIZES if quick else SCALING_SIZES
@@ -313,7 +365,7 @@ def make_plan(
     else:
         default_sizes, default_batches = DEFAULT_SIZES, (1,)
     cases = grid(
-        parse_choices("variants", variants, sorted(VARIANTS))
+        parse_choices("variants", variants, ARCHS)
         if variants is not None
         else (("fcn8s",) if scaling else DEFAULT_VARIANTS),
         parse_sizes(sizes) if sizes is not None else default_sizes,
@@ -322,6 +374,7 @@ def make_plan(
         parse_choices("mode", modes, MODES) if modes is not None else MODES,
         parse_widths(widths) if widths is not None else ((0.25,) if quick else (1.0,)),
     )
+    _check_speedpaper_sizes(cases)
     return Plan(
         cases,
         repeats=repeats or (3 if quick else 10),
@@ -331,4 +384,5 @@ def make_plan(
         seed=seed,
         quick=quick,
         single_thread=single_thread,
+        jax_compiler_options=xla_options,
     )

@@ -57,10 +57,11 @@ def _measure_case(
 ) -> Record:
     images, labels = make_inputs(case, net.n_class, plan.seed)
     runners: dict[str, Compiled] = {}
+    options = dict(plan.jax_compiler_options)
     if case.mode == "forward":
-        runners["jax"] = jax_forward(net, case, images)
+        runners["jax"] = jax_forward(net, case, images, options)
     else:
-        runners["jax"] = jax_train(net, case, images, labels, plan.seed)
+        runners["jax"] = jax_train(net, case, images, labels, plan.seed, options)
     compile_status, compile_first_s = "skipped: --notorch-compile", None
     memory_format = torch_memory_format(plan, case)
     if env.torch_device is None:

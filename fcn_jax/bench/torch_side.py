@@ -1,10 +1,15 @@
-"""The PyTorch side of a case: :class:`fcn_jax.torch_reference.TorchFCN`, eager or compiled.
+"""The PyTorch side of a case: the network's PyTorch model, eager or compiled.
 
-``forward`` runs under ``inference_mode``; ``train`` is the release's recipe, as in JAX's step:
-summed cross-entropy (void 255 ignored), SGD with momentum 0.99, weight decay 5e-4 on weights,
-biases at 2x without decay, ``upscore*`` frozen, dropout on, preprocessing (BGR minus the mean)
-inside the step. ``torch.compile`` is tried where the plan asks (its compile time is its first
-call minus its steady time).
+The model is :class:`fcn_jax.torch_reference.TorchFCN` for the paper's variants, torchvision's
+own ``fcn_resnet50`` / ``fcn_resnet101`` and :class:`~fcn_jax.torch_reference.
+TorchSpeedPaperFCN` for the others (:mod:`fcn_jax.bench.network`).
+``forward`` runs under ``inference_mode`` in ``eval()`` (BatchNorm on its running statistics);
+``train`` is the release's recipe, as in JAX's step: summed cross-entropy of the ``out`` head
+(void 255 ignored), SGD with momentum 0.99, weight decay 5e-4 on weights (BatchNorm's scales
+too, as in JAX), biases at 2x without decay, the upsampling frozen (``upscore*``; SpeedPaper's
+learns), ``train()`` mode (dropout on, BatchNorm on the batch's statistics), the network's
+preprocessing inside the step. ``torch.compile`` is tried where the plan asks (its compile
+time is its first call minus its steady time).
 
 bfloat16 is ``torch.autocast`` (with ``Plan.channels_last``, in torch's channels-last layout,
 its fast path on tensor cores); float32 runs with TF32 off (set once by
@@ -28,7 +33,8 @@ from fcn_jax.bench.plan import Case, Plan
 from fcn_jax.bench.records import error_text
 from fcn_jax.bench.timing import Compiled, Runner, first_call
 from fcn_jax.configs import base
-from fcn_jax.preprocessing import CAFFE_VOC
+from fcn_jax.models.spec import is_upsampling
+from fcn_jax.preprocessing import Preprocessing
 
 
 def _torch_sync(device: str) -> Callable[[], None]:
@@ -77,6 +83,25 @@ def _to_memory_format(model: Any, x: Any, memory_format: str) -> tuple[Any, Any]
     return model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
 
 
+def _logits(out: Any) -> Any:
+    """The ``out`` scores of a model's output: torchvision's FCNs return a dict of heads."""
+    return out["out"] if isinstance(out, dict) else out
+
+
+def _preprocess(p: Preprocessing, images: Any, fmt: Any) -> Any:
+    """``p.apply`` in torch, on uint8 RGB [B, H, W, 3]: float32 [B, 3, H, W] in layout ``fmt``."""
+    import torch
+
+    if p.grey:
+        raise NotImplementedError("bench.py's networks take colour inputs")
+    x = images.flip(-1) if p.channel_order == "BGR" else images
+    x = x.float() * (p.scale / 255.0) if p.scale != 255 else x.float()
+    mean = torch.tensor(p.mean, dtype=torch.float32, device=x.device)
+    std = torch.tensor(p.std, dtype=torch.float32, device=x.device)
+    # The permuted NHWC tensor is channels-last in memory: say which layout is meant.
+    return ((x - mean) / std).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+
+
 def torch_forward(
     net: Network,
     case: Case,
@@ -93,8 +118,8 @@ def torch_forward(
     import torch
 
     model = net.torch_model.eval()
-    x = torch.from_numpy(np.asarray(CAFFE_VOC.apply(images)).transpose(0, 3, 1, 2).copy())
-    x = x.to(device)
+    (x,) = net.spec.preprocess({net.spec.inputs[0]: images})
+    x = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
     if memory_format != "contiguous":
         model, x = _to_memory_format(copy.deepcopy(model), x, memory_format)
     fn = torch.compile(model) if compiled else model
@@ -103,7 +128,7 @@ def torch_forward(
 
     def run() -> None:
         with torch.inference_mode(), _autocast(device, case.dtype):
-            result.last["out"] = fn(x)
+            result.last["out"] = _logits(fn(x))
         sync()
 
     result.run = run
@@ -126,9 +151,10 @@ def torch_train(
     model = copy.deepcopy(net.torch_model).train()
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    spec = net.spec
     weights, biases = [], []
     for name, p in model.named_parameters():
-        if name.startswith("upscore"):  # frozen bilinear upsampling, as in JAX's step
+        if is_upsampling(name) and not spec.learn_upsampling:  # frozen, as in JAX's step
             p.requires_grad_(False)
         else:
             (biases if name.endswith(".bias") else weights).append(p)
@@ -144,15 +170,12 @@ def torch_train(
     fn = torch.compile(model) if compiled else model
     images_t = torch.from_numpy(images).to(device)
     labels_t = torch.from_numpy(labels).long().to(device)
-    mean = torch.tensor(CAFFE_VOC.mean, dtype=torch.float32, device=device)
     sync = _torch_sync(device)
 
     def run() -> None:
-        # CAFFE_VOC.apply in torch: RGB -> BGR, minus the mean (std 1), then NCHW.
-        # The permuted NHWC tensor is channels-last in memory: say which layout is meant.
-        x = (images_t.flip(-1).float() - mean).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+        x = _preprocess(spec.preprocessing[0], images_t, fmt)
         with _autocast(device, case.dtype):
-            logits = fn(x)
+            logits = _logits(fn(x))
         loss = F.cross_entropy(logits.float(), labels_t, ignore_index=255, reduction="sum")
         opt.zero_grad(set_to_none=True)
         loss.backward()

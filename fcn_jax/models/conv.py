@@ -11,9 +11,10 @@ its forward. The same gradient is ``k*k`` matrix products, one per kernel tap:
 each a ``[C_in, N*H*W] @ [N*H*W, C_out]`` GEMM, computed band of rows by band of rows so that
 each band is read from cache by all ``k*k`` taps (:func:`_weight_grad`).
 :func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` (flax ``nn.Conv``
-takes it) with that backward; the forward and the input gradient stay XLA's. Only stride-1,
-undilated, ungrouped NHWC/HWIO convolutions (all of the FCN's) take the new path; any other
-call is passed through. fc6 (7x7, 512 -> 4096 channels on a small map) goes through im2col
+takes it) with that backward; the forward and the input gradient stay XLA's. Stride-1, ungrouped
+NHWC/HWIO convolutions (all of the FCN's; the FCN-ResNets' dilated ones too, whose taps are
+``d`` apart) take the new path; any other call (the ResNets' strided convolutions) is passed
+through. fc6 (7x7, 512 -> 4096 channels on a small map) goes through im2col
 instead, forward and backward: one GEMM each way (XLA:CPU's convolution takes 650 ms at a 500 px
 input against 226 ms, and its input gradient tens of seconds when fc6's output is smaller than
 its kernel, inputs under ~190 px).
@@ -45,10 +46,15 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _taps(xp: Array, kernel: tuple[int, int], out_hw: tuple[int, int]) -> list[Array]:
-    """The k_h * k_w shifted [N, H', W', C] windows of a padded input, tap-major (row by row)."""
-    (kh, kw), (h, wd) = kernel, out_hw
-    return [xp[:, i : i + h, j : j + wd, :] for i in range(kh) for j in range(kw)]
+def _taps(
+    xp: Array, kernel: tuple[int, int], out_hw: tuple[int, int], dilation: int = 1
+) -> list[Array]:
+    """The k_h * k_w shifted [N, H', W', C] windows of a padded input, tap-major (row by row).
+
+    Tap (i, j) of a kernel dilated by ``d`` reads ``xp[h + i * d, w + j * d]``.
+    """
+    (kh, kw), (h, wd), d = kernel, out_hw, dilation
+    return [xp[:, i * d : i * d + h, j * d : j * d + wd, :] for i in range(kh) for j in range(kw)]
 
 
 def _patches(x: Array, kernel: tuple[int, int], padding: Padding) -> Array:
@@ -63,20 +69,28 @@ def _large(w: Array) -> bool:
     return max(w.shape[:2]) > 3
 
 
-def _conv(x: Array, w: Array, padding: Padding, precision: Any) -> Array:
+def _conv(x: Array, w: Array, padding: Padding, precision: Any, dilation: int = 1) -> Array:
     if w.shape[:2] == (1, 1):  # fc7, score layers: a plain GEMM (fc7: 71 -> 45 ms at 500 px)
         x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
         return jnp.einsum("nhwc,co->nhwo", x, w[0, 0], precision=precision)
-    if _large(w):
+    if _large(w) and dilation == 1:
         p = _patches(x, w.shape[:2], padding)
         return jnp.einsum("nhwk,ko->nhwo", p, w.reshape(-1, w.shape[-1]), precision=precision)
     return lax.conv_general_dilated(
-        x, w, (1, 1), padding, dimension_numbers=NHWC, precision=precision
+        x,
+        w,
+        (1, 1),
+        padding,
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=NHWC,
+        precision=precision,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_gemm_grad(x: Array, w: Array, padding: Padding, precision: Any = None) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_gemm_grad(
+    x: Array, w: Array, padding: Padding, precision: Any = None, dilation: int = 1
+) -> Array:
     """``lax.conv_general_dilated`` (stride 1, NHWC/HWIO) with GEMM-based gradients.
 
     Args:
@@ -84,29 +98,35 @@ def conv_gemm_grad(x: Array, w: Array, padding: Padding, precision: Any = None) 
         w: [k_h, k_w, C_in, C_out] kernel.
         padding: ((top, bottom), (left, right)) zero padding.
         precision: passed to every convolution and matrix product.
+        dilation: of the kernel, both axes (the FCN-ResNets' layer3 and layer4: 2 and 4).
 
     Returns:
-        [N, H + top + bottom - k_h + 1, W + left + right - k_w + 1, C_out].
+        [N, H + top + bottom - d * (k_h - 1), W + left + right - d * (k_w - 1), C_out].
     """
-    return _conv(x, w, padding, precision)
+    return _conv(x, w, padding, precision, dilation)
 
 
-def _forward(x: Array, w: Array, padding: Padding, precision: Any) -> tuple[Array, tuple]:
-    return _conv(x, w, padding, precision), (x, w)
+def _forward(
+    x: Array, w: Array, padding: Padding, precision: Any, dilation: int
+) -> tuple[Array, tuple]:
+    return _conv(x, w, padding, precision, dilation), (x, w)
 
 
-def _backward(padding: Padding, precision: Any, residuals: tuple, dy: Array) -> tuple:
+def _backward(
+    padding: Padding, precision: Any, dilation: int, residuals: tuple, dy: Array
+) -> tuple:
     x, w = residuals
     # The input gradient is the transpose of the forward in x: XLA's own for 3x3 (as fast as its
-    # forward), one GEMM and the patches' col2im for the large (fc6) kernel.
-    (dx,) = jax.linear_transpose(lambda x_: _conv(x_, w, padding, precision), x)(dy)
-    if _large(w):  # one GEMM through the im2col patches
+    # forward, dilated too), one GEMM and the patches' col2im for the large (fc6) kernel.
+    conv = lambda x_: _conv(x_, w, padding, precision, dilation)  # noqa: E731
+    (dx,) = jax.linear_transpose(conv, x)(dy)
+    if _large(w) and dilation == 1:  # one GEMM through the im2col patches
         p = _patches(x, w.shape[:2], padding)
         f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
         dw = jnp.einsum("nhwk,nhwo->ko", p, dy, **f32).reshape(w.shape)
     else:  # matrix products over bands of rows
         xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-        dw = _weight_grad(xp, dy, w.shape[:2], precision)
+        dw = _weight_grad(xp, dy, w.shape[:2], precision, dilation)
     return dx, dw.astype(w.dtype)
 
 
@@ -120,6 +140,8 @@ _BAND_PIXELS = 1400
 # 205-216 ms against 278 tap by tap; a quarter-width conv1_2, 16 channels: 35 against 62); from
 # 128 on, the nine products are as fast or faster (conv3_2: 141 tap by tap, 152 as patches).
 _IM2COL_MAX_CHANNELS = 64
+# 1x1 layers whose weight gradient (C_in x C_out) is at most this go by bands (see below).
+_BANDED_1X1_MAX = 2048 * 2048
 
 
 def _band_rows(dy: Array, c_in: int) -> int:
@@ -129,8 +151,10 @@ def _band_rows(dy: Array, c_in: int) -> int:
     return max(1, min(h, _BAND_BYTES // row_bytes, _BAND_PIXELS // (n * wd)))
 
 
-def _weight_grad(xp: Array, dy: Array, kernel: tuple[int, int], precision: Any) -> Array:
-    """``dW[i, j] = sum over n, h, w of xp[n, h + i, w + j, :]^T dy[n, h, w, :]``, in float32.
+def _weight_grad(
+    xp: Array, dy: Array, kernel: tuple[int, int], precision: Any, dilation: int = 1
+) -> Array:
+    """``dW[i, j] = sum over n, h, w of xp[n, h + i*d, w + j*d, :]^T dy[n, h, w, :]``, float32.
 
     One ``[C_in, P] @ [P, C_out]`` product per tap over all ``P = N*H*W`` pixels streams the
     whole map through memory ``k*k`` times at a few flops per byte (XLA:CPU's dot then runs at
@@ -138,10 +162,11 @@ def _weight_grad(xp: Array, dy: Array, kernel: tuple[int, int], precision: Any) 
     its rows are in cache (for narrow layers, one product of the band's im2col patches).
 
     Args:
-        xp: [N, H + k_h - 1, W + k_w - 1, C_in] padded input.
+        xp: [N, H + d * (k_h - 1), W + d * (k_w - 1), C_in] padded input.
         dy: [N, H, W, C_out] output gradient.
         kernel: (k_h, k_w).
         precision: passed to the products.
+        dilation: ``d``, of the kernel.
 
     Returns:
         [k_h, k_w, C_in, C_out] float32.
@@ -149,22 +174,28 @@ def _weight_grad(xp: Array, dy: Array, kernel: tuple[int, int], precision: Any) 
     kh, kw = kernel
     h, c_out = dy.shape[1], dy.shape[3]
     c_in = xp.shape[-1]
+    halo = dilation * (kh - 1)  # rows of x a band reads beyond its own
     f32 = {"precision": precision, "preferred_element_type": jnp.float32}  # bf16: f32 sums
 
     def band(xb: Array, db: Array) -> Array:  # [N, rows + kh - 1, Wp, C_in], [N, rows, W, C_out]
-        taps = _taps(xb, kernel, db.shape[1:3])
+        taps = _taps(xb, kernel, db.shape[1:3], dilation)
         if c_in <= _IM2COL_MAX_CHANNELS:  # one [k*k*C_in, P] @ [P, C_out] product (im2col)
             patches = jnp.concatenate(taps, axis=-1)
             return jnp.einsum("nhwk,nhwo->ko", patches, db, **f32).reshape(kh * kw, c_in, c_out)
         return jnp.stack([jnp.einsum("nhwc,nhwo->co", t, db, **f32) for t in taps])
 
-    # A 1x1 kernel reads the map once in one product; bands would only re-add the accumulator
-    # (fc7's is 4096 x 4096).
-    rows = h if kh * kw == 1 else _band_rows(dy, c_in)
+    # A 1x1 kernel reads the map once in one product, and bands would only re-add a large
+    # accumulator (fc7's is 4096 x 4096); but XLA:CPU transposes one operand of that product
+    # into a copy, and fuses into the copy every elementwise producer it can reach: in a
+    # ResNet, the BatchNorms and residual additions of up to five blocks back, recomputed with
+    # strided reads (FCN-ResNet-50's train step at 520 px: about a quarter of its time). A loop
+    # reads materialised operands, so the smaller 1x1 layers (all of the ResNets') go by bands.
+    one_product = kh * kw == 1 and c_in * c_out > _BANDED_1X1_MAX
+    rows = h if one_product else _band_rows(dy, c_in)
     n_bands, tail = divmod(h, rows)
 
     def body(b: Array, acc: Array) -> Array:
-        xb = lax.dynamic_slice_in_dim(xp, b * rows, rows + kh - 1, axis=1)
+        xb = lax.dynamic_slice_in_dim(xp, b * rows, rows + halo, axis=1)
         return acc + band(xb, lax.dynamic_slice_in_dim(dy, b * rows, rows, axis=1))
 
     acc = jnp.zeros((kh * kw, c_in, c_out), jnp.float32)
@@ -190,10 +221,11 @@ def conv_general_dilated(
     **kwargs: Any,
 ) -> Array:
     """``lax.conv_general_dilated``, taking :func:`conv_gemm_grad` where it applies."""
+    dilation = (1, 1) if rhs_dilation is None else tuple(rhs_dilation)
     simple = (
         tuple(window_strides) == (1, 1)
         and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
-        and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
+        and dilation[0] == dilation[1]
         and feature_group_count == 1
         and not kwargs
         and _is_nhwc(dimension_numbers, lhs.ndim)
@@ -211,10 +243,12 @@ def conv_general_dilated(
             precision=precision,
             **kwargs,
         )
+    d = dilation[0]
     if isinstance(padding, str):  # "SAME" / "VALID" (flax's default for the 1x1 score layers)
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+        extent = tuple(d * (k - 1) + 1 for k in rhs.shape[:2])  # of the dilated kernel
+        padding = lax.padtype_to_pads(lhs.shape[1:3], extent, (1, 1), padding)
     pads = tuple((int(a), int(b)) for a, b in padding)
-    return conv_gemm_grad(lhs, rhs, pads, precision)
+    return conv_gemm_grad(lhs, rhs, pads, precision, d)
 
 
 def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:

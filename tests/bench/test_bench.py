@@ -194,11 +194,41 @@ def plan(**kw):
         ({"widths": ["0.3"]}, "--width"),
         ({"repeats": 0}, "--repeats"),
         ({"quick": True, "sizes": ["64"]}, "--sizes"),
+        ({"variants": ["speedpaper"], "sizes": ["64", "500"]}, "--sizes"),  # 32 | its sides
+        ({"variants": ["fcn_resnet34"]}, "--variants"),
+        ({"jax_compiler_options": ["xla_cpu_enable_fast_math"]}, "--jax-compiler-options"),
     ],
 )
 def test_bad_values_name_their_flag(kw, message):
     with pytest.raises(FCNError, match=message):
         plan(**kw)
+
+
+@pytest.mark.torch  # both frameworks run
+def test_resnets_and_speedpaper_in_both_frameworks():
+    """torchvision's FCN-ResNet-50 (forward and train) and SpeedPaper's FCN (forward), narrow
+    and small, through bench's own plan, networks and runners: finite ratios, the analytic
+    GFLOP, the same weights in both frameworks (forward outputs equal)."""
+    from fcn_jax.bench.env import BenchEnv
+    from fcn_jax.bench.schedule import measure_all
+
+    width, size = 0.0625, 64
+    resnet = plan(variants=["fcn_resnet50"], sizes=[str(size)], widths=[str(width)], repeats=1)
+    speed = plan(variants=["speedpaper"], sizes=[str(size)], widths=[str(width)], modes=["forward"])
+    cases = resnet.cases + speed.cases
+    run = dataclasses.replace(resnet, cases=cases, repeats=1, warmup=0, torch_compile=False)
+    records = measure_all(run, BenchEnv("cpu", "cpu", "cpu"))
+    assert [(r["variant"], r["mode"]) for r in records] == [
+        ("fcn_resnet50", "forward"),
+        ("fcn_resnet50", "train"),
+        ("speedpaper", "forward"),
+    ]
+    for r in records:
+        assert "skipped" not in r, r.get("skipped")
+        assert r["ratio"] > 0 and r["ratio"] == r["jax_ms"] / r["torch_ms"]
+        assert r["gflop"] == gflop(r["variant"], size, size, r["mode"], width) > 0
+        if r["mode"] == "forward":
+            assert r["max_rel_diff"] < 1e-4
 
 
 def test_plans():

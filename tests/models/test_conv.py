@@ -117,3 +117,62 @@ def test_weight_gradient_over_bands_of_rows_equals_xla(
         )[1](dy)[0]
         ref = jax.vjp(lambda w: conv_xla(x, w, padding), w)[1](dy)[0]
     np.testing.assert_allclose(dw, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
+@pytest.mark.parametrize(("dilation", "band_pixels"), [(2, 1400), (4, 2 * 13)])
+def test_dilated_convolution_values_and_both_gradients_equal_xla(
+    dilation, band_pixels, rng, monkeypatch
+):
+    # The FCN-ResNets' layer3 / layer4 3x3 convolutions: dilation d, padding d; one band, or a
+    # loop of bands whose slices of x reach d * (k - 1) rows beyond their own.
+    from fcn_jax.models import conv
+
+    monkeypatch.setattr(conv, "_BAND_PIXELS", band_pixels)
+    x = jnp.asarray(rng.normal(size=(1, 11, 13, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    d = dilation
+    padding = ((d, d), (d, d))
+
+    def ours(x, w):
+        return conv_general_dilated(
+            x, w, (1, 1), padding, rhs_dilation=(d, d), dimension_numbers=NHWC
+        )
+
+    def ref(x, w):
+        return lax.conv_general_dilated(
+            x, w, (1, 1), padding, rhs_dilation=(d, d), dimension_numbers=NHWC
+        )
+
+    y = ref(x, w)
+    dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    np.testing.assert_allclose(ours(x, w), y, rtol=1e-5, atol=1e-4)
+    with jax.default_matmul_precision("highest"):
+        g_ours = jax.vjp(ours, x, w)[1](dy)
+        g_ref = jax.vjp(ref, x, w)[1](dy)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_one_by_one_weight_gradient_by_bands_or_one_product(banded, rng, monkeypatch):
+    # Small 1x1 layers (a ResNet's) loop over bands of rows; large ones (fc7: 4096 x 4096) take
+    # one product. The threshold is set so that each path runs on small arrays.
+    from fcn_jax.models import conv
+
+    monkeypatch.setattr(conv, "_BAND_PIXELS", 2 * 10)
+    monkeypatch.setattr(conv, "_BANDED_1X1_MAX", 10**9 if banded else 0)
+    x = jnp.asarray(rng.normal(size=(1, 7, 10, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 1, 4, 5)), jnp.float32)
+    dy = jnp.asarray(rng.normal(size=(1, 7, 10, 5)), jnp.float32)
+    pad = ((0, 0), (0, 0))
+
+    def grad(w):
+        return jax.vjp(
+            lambda w: conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=NHWC), w
+        )[1](dy)[0]
+
+    jaxpr = str(jax.make_jaxpr(grad)(w))
+    assert ("scan" in jaxpr or "while" in jaxpr) == banded  # fori_loop: a scan
+    with jax.default_matmul_precision("highest"):
+        ref = jax.vjp(lambda w: conv_xla(x, w, pad), w)[1](dy)[0]
+        np.testing.assert_allclose(grad(w), ref, rtol=1e-5, atol=1e-5)
